@@ -1,0 +1,112 @@
+// Command gateway runs Portcullis, a public-facing API gateway.
+//
+//	gateway             serve with the configuration from the environment (and .env)
+//	gateway validate    check the configuration and exit (0 valid, 2 invalid)
+//	gateway version     print the version
+//	gateway help        this text
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/gateway"
+	"github.com/portcullis/portcullis/internal/telemetry"
+)
+
+const usage = `Portcullis API gateway
+
+Usage:
+  gateway [serve]     run the gateway (configuration from the environment; a .env
+                      file in the working directory is loaded first, the real
+                      environment wins)
+  gateway validate    check the configuration, print every problem, and exit
+                      (0 = valid, 2 = invalid)
+  gateway version     print the version
+  gateway help        print this help (also -h, --help)
+
+Configuration variables are listed in README.md ("Configuration").
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch cmd {
+	case "serve":
+	case "validate":
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "gateway %s (%s)\n", gateway.Version, runtime.Version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "gateway: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if len(args) > 1 {
+		fmt.Fprintf(stderr, "gateway %s: unexpected arguments %q\n", cmd, strings.Join(args[1:], " "))
+		return 2
+	}
+
+	if err := config.LoadDotEnv(".env"); err != nil {
+		fmt.Fprintf(stderr, ".env: %v\n", err)
+		return 2
+	}
+	cfg, err := config.Load(os.LookupEnv, os.Environ())
+	if err != nil {
+		printProblems(stderr, err)
+		return 2
+	}
+	if cmd == "validate" {
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(stderr, "warning: %s\n", w)
+		}
+		fmt.Fprintf(stdout, "configuration valid: %d routes (%s), listening on %s\n", len(cfg.Routes), cfg.RoutesSource, cfg.ListenAddr)
+		return 0
+	}
+
+	log := telemetry.NewLogger(stdout, cfg.LogLevel)
+	cfgLog := telemetry.Component(log, "config")
+	for _, w := range cfg.Warnings {
+		cfgLog.Warn(w)
+	}
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := g.Run(ctx, nil); err != nil {
+		telemetry.Component(log, "gateway").Error("gateway failed", "error", err.Error())
+		return 1
+	}
+	return 0
+}
+
+// printProblems writes one line per configuration problem.
+func printProblems(w io.Writer, err error) {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		for _, e := range joined.Unwrap() {
+			printProblems(w, e)
+		}
+		return
+	}
+	fmt.Fprintf(w, "config: %s\n", err)
+}

@@ -1,0 +1,328 @@
+// Package config is the only place Portcullis reads and validates its
+// configuration (SPEC §2): environment variables in, a typed Config out, every
+// problem reported at once.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+)
+
+// Config is the validated configuration. It is built once by Load and never
+// mutated afterwards; a reload builds a new one.
+type Config struct {
+	// Env is GATEWAY_ENV: "development" (default) or "production".
+	Env string
+	// ListenAddr is GATEWAY_PORT normalised to host:port (a bare "9777" becomes
+	// ":9777"); default ":9777". Port 0 means any free port.
+	ListenAddr string
+	// OpsAddr is OPS_ADDR normalised like ListenAddr; empty (default) keeps the
+	// ops endpoints on the public listener.
+	OpsAddr string
+	// LogLevel is LOG_LEVEL (debug, info, warn, error); default info.
+	LogLevel slog.Level
+
+	// JWTSecret is JWT_SECRET, the HS256 key; empty (default) = HS256 tokens are refused.
+	JWTSecret string
+	// JWTIssuer is JWT_ISSUER; when set, "iss" must match.
+	JWTIssuer string
+	// JWTAudience is JWT_AUDIENCE; when set, "aud" must contain it.
+	JWTAudience string
+	// JWTJWKSURL is JWT_JWKS_URL, an absolute http(s) URL; empty = no RS/ES tokens.
+	JWTJWKSURL string
+
+	// APIKeyDigests holds the lowercase hex SHA-256 digests of API_KEYS (hashed
+	// here, the plain keys are not kept) followed by API_KEY_HASHES, deduplicated.
+	APIKeyDigests []string
+	// APIKeysFile is API_KEYS_FILE (one hash or name:hash per line); not read here.
+	APIKeysFile string
+	// APIKeysRedis is API_KEYS_REDIS: also look keys up in Redis. Default false.
+	APIKeysRedis bool
+	// APIKeysDatabaseURL is API_KEYS_DATABASE_URL (PostgreSQL); it may hold a password.
+	APIKeysDatabaseURL string
+
+	// AdminToken is ADMIN_TOKEN; empty (default) = admin API off.
+	AdminToken string
+
+	// TrustedProxies is TRUSTED_PROXIES, masked prefixes (single IPs become /32
+	// or /128); default 127.0.0.1/32 and ::1/128; the word "none" trusts nobody.
+	TrustedProxies []netip.Prefix
+	// IPWhitelist is IP_WHITELIST, parsed like TrustedProxies; default empty.
+	IPWhitelist []netip.Prefix
+	// IPBlacklist is IP_BLACKLIST, parsed like TrustedProxies; default empty.
+	IPBlacklist []netip.Prefix
+	// PublicPaths is PUBLIC_PATHS, clean path prefixes without trailing "/";
+	// default /health, /metrics, /login, /register, /api/v1/public.
+	PublicPaths []string
+
+	// LoadBalancingAlgo is LOAD_BALANCING_ALGO: round-robin, least-conn (default),
+	// ip-hash or weighted. Routes carry their effective algorithm in Route.Algo.
+	LoadBalancingAlgo string
+
+	// RedisAddr is REDIS_ADDR (host:port); default "localhost:6379".
+	RedisAddr string
+	// RedisPassword is REDIS_PASSWORD; default empty.
+	RedisPassword string
+	// RedisDB is REDIS_DB (>= 0); default 0.
+	RedisDB int
+	// CacheBackend is CACHE_BACKEND: memory (default), redis or auto.
+	CacheBackend string
+	// CacheMaxBytes is CACHE_MAX_BYTES; default 256 MiB.
+	CacheMaxBytes int64
+	// CacheMaxObjectBytes is CACHE_MAX_OBJECT_BYTES (<= CacheMaxBytes); default 1 MiB.
+	CacheMaxObjectBytes int64
+	// ClusterMode is CLUSTER_MODE: off (default) or redis.
+	ClusterMode string
+
+	// CORSAllowedOrigins is CORS_ALLOWED_ORIGINS: "*" or lower-cased origins
+	// (scheme://host[:port]); default ["*"]. "[]" allows no origin.
+	CORSAllowedOrigins []string
+
+	// MaxRequestsPerSecond is MAX_REQUESTS_PER_SECOND, token refill per client IP; default 100.
+	MaxRequestsPerSecond float64
+	// MaxBurstSize is MAX_BURST_SIZE, bucket size per client IP; default 200.
+	MaxBurstSize int
+	// DDoSThreshold is DDOS_THRESHOLD, requests per minute before a block; default 1000.
+	DDoSThreshold int
+	// BlockDuration is BLOCK_DURATION; default 10m.
+	BlockDuration time.Duration
+
+	// MaxConnsPerIP is MAX_CONNS_PER_IP; default 256; 0 = off.
+	MaxConnsPerIP int
+	// MaxConnections is MAX_CONNECTIONS; default 10000.
+	MaxConnections int
+	// MaxInflight is MAX_INFLIGHT; default 5000.
+	MaxInflight int
+	// MaxTrackedIPs is MAX_TRACKED_IPS (>= 1024); default 262144.
+	MaxTrackedIPs int
+	// MaxBodyBytes is MAX_BODY_BYTES, the default route body limit; default 10485760.
+	MaxBodyBytes int64
+
+	// HealthCheckInterval is HEALTH_CHECK_INTERVAL; default 10s.
+	HealthCheckInterval time.Duration
+	// HealthCheckPath is HEALTH_CHECK_PATH; empty (default) = TCP dial probes.
+	HealthCheckPath string
+	// HealthCheckFalls is HEALTH_CHECK_FALLS; default 2.
+	HealthCheckFalls int
+	// HealthCheckRises is HEALTH_CHECK_RISES; default 2.
+	HealthCheckRises int
+
+	// BodyReadTimeout is BODY_READ_TIMEOUT; default 60s.
+	BodyReadTimeout time.Duration
+	// ConnectionTimeout is CONNECTION_TIMEOUT, the default route timeout; default 30s.
+	ConnectionTimeout time.Duration
+	// UpstreamDialTimeout is UPSTREAM_DIAL_TIMEOUT; default 5s.
+	UpstreamDialTimeout time.Duration
+	// MaxIdleConns is MAX_IDLE_CONNS per upstream host; default 100.
+	MaxIdleConns int
+	// IdleConnTimeout is IDLE_CONN_TIMEOUT; default 90s.
+	IdleConnTimeout time.Duration
+	// CircuitBreakerMax is CIRCUIT_BREAKER_MAX consecutive failures; default 5.
+	CircuitBreakerMax int
+	// CircuitBreakerTimeout is CIRCUIT_BREAKER_TIMEOUT (open → half-open); default 30s.
+	CircuitBreakerTimeout time.Duration
+	// RetryMax is RETRY_MAX, attempts per request with the first one included
+	// (1 = no retry), 1..10; default 3.
+	RetryMax int
+
+	// EnableCaching is ENABLE_CACHING; default true. Route.CacheTTL is not
+	// zeroed when it is false: check both.
+	EnableCaching bool
+	// CacheTTL is CACHE_TTL, the default route TTL; default 5m.
+	CacheTTL time.Duration
+	// ShutdownDelay is SHUTDOWN_DELAY (>= 0); default 0s.
+	ShutdownDelay time.Duration
+	// ShutdownTimeout is SHUTDOWN_TIMEOUT; default 30s.
+	ShutdownTimeout time.Duration
+	// Dashboard is DASHBOARD: auto (default), on or off.
+	Dashboard string
+	// LogFile is LOG_FILE; default "gateway.log".
+	LogFile string
+	// ConfigFile is CONFIG_FILE; not read here.
+	ConfigFile string
+	// EnableCompression is ENABLE_COMPRESSION; default true.
+	EnableCompression bool
+	// CompressionMinBytes is COMPRESSION_MIN_BYTES; default 1024.
+	CompressionMinBytes int
+	// OTelEndpoint is OTEL_EXPORTER_OTLP_ENDPOINT, an absolute http(s) URL; empty = tracing off.
+	OTelEndpoint string
+	// OTelServiceName is OTEL_SERVICE_NAME; default "api-gateway".
+	OTelServiceName string
+
+	// Routes are SERVICE_ROUTES and ROUTE_<NAME>_* routes (or the development
+	// defaults), sorted by prefix, prefixes unique.
+	Routes []Route
+	// RoutesSource says where Routes came from: "SERVICE_ROUTES", "ROUTE_*",
+	// "SERVICE_ROUTES,ROUTE_*", "defaults", or "" when none are configured
+	// (CONFIG_FILE set, or an explicit empty SERVICE_ROUTES in development).
+	RoutesSource string
+
+	// Warnings are non-fatal notes for the caller to log at boot.
+	Warnings []string
+}
+
+// Values of Config.Env.
+const (
+	EnvDevelopment = "development"
+	EnvProduction  = "production"
+)
+
+// seedJWTSecret is the seed's well-known JWT secret: anyone can mint tokens with it.
+const seedJWTSecret = "your-secret-key-change-in-production"
+
+// seedAPIKey is the seed README's demo key.
+const seedAPIKey = "demo-api-key-123"
+
+// minSecretBytes is the shortest HS256 secret production accepts (RFC 7518 §3.2:
+// the key must be at least as long as the hash output).
+const minSecretBytes = 32
+
+// algos are the load-balancing algorithms, for LOAD_BALANCING_ALGO and route "algo".
+var algos = []string{"round-robin", "least-conn", "ip-hash", "weighted"}
+
+// Load reads every variable of SPEC §2 through lookup (os.LookupEnv in
+// production, a map in tests); a variable set to the empty string counts as
+// unset. environ ("KEY=VALUE" strings, os.Environ()) is used only to discover
+// ROUTE_<NAME>_PREFIX/_URL pairs; their values are read through lookup.
+// On failure it returns a nil Config and errors.Join of one single-line error
+// per problem, each starting with the variable's name.
+func Load(lookup func(string) (string, bool), environ []string) (*Config, error) {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	p := &parser{lookup: lookup}
+	c := &Config{}
+
+	c.Env = p.enum("GATEWAY_ENV", EnvDevelopment, EnvDevelopment, EnvProduction)
+	c.ListenAddr = p.addr("GATEWAY_PORT", ":9777")
+	c.OpsAddr = p.addr("OPS_ADDR", "")
+	c.LogLevel = p.logLevel("LOG_LEVEL", slog.LevelInfo)
+
+	c.JWTSecret = p.secret("JWT_SECRET")
+	c.JWTIssuer = p.str("JWT_ISSUER", "")
+	c.JWTAudience = p.str("JWT_AUDIENCE", "")
+	c.JWTJWKSURL = p.httpURL("JWT_JWKS_URL")
+
+	c.APIKeyDigests = p.apiKeys("API_KEYS", "API_KEY_HASHES")
+	c.APIKeysFile = p.str("API_KEYS_FILE", "")
+	c.APIKeysRedis = p.boolean("API_KEYS_REDIS", false)
+	c.APIKeysDatabaseURL = p.databaseURL("API_KEYS_DATABASE_URL")
+	c.AdminToken = p.secret("ADMIN_TOKEN")
+
+	c.TrustedProxies = p.prefixes("TRUSTED_PROXIES", "127.0.0.1/32,::1/128", true)
+	c.IPWhitelist = p.prefixes("IP_WHITELIST", "", false)
+	c.IPBlacklist = p.prefixes("IP_BLACKLIST", "", false)
+	c.PublicPaths = p.paths("PUBLIC_PATHS", "/health,/metrics,/login,/register,/api/v1/public")
+	c.LoadBalancingAlgo = p.enum("LOAD_BALANCING_ALGO", "least-conn", algos...)
+
+	c.RedisAddr = p.hostPort("REDIS_ADDR", "localhost:6379")
+	c.RedisPassword = p.secret("REDIS_PASSWORD")
+	c.RedisDB = p.intVar("REDIS_DB", 0, 0, math.MaxInt32)
+	c.CacheBackend = p.enum("CACHE_BACKEND", "memory", "memory", "redis", "auto")
+	c.CacheMaxBytes = p.size("CACHE_MAX_BYTES", 256<<20, 1)
+	c.CacheMaxObjectBytes = p.size("CACHE_MAX_OBJECT_BYTES", 1<<20, 1)
+	c.ClusterMode = p.enum("CLUSTER_MODE", "off", "off", "redis")
+	c.CORSAllowedOrigins = p.origins("CORS_ALLOWED_ORIGINS", []string{"*"})
+
+	c.MaxRequestsPerSecond = p.positiveFloat("MAX_REQUESTS_PER_SECOND", 100)
+	c.MaxBurstSize = p.intVar("MAX_BURST_SIZE", 200, 1, math.MaxInt32)
+	c.DDoSThreshold = p.intVar("DDOS_THRESHOLD", 1000, 1, math.MaxInt32)
+	c.BlockDuration = p.duration("BLOCK_DURATION", 10*time.Minute, false)
+
+	c.MaxConnsPerIP = p.intVar("MAX_CONNS_PER_IP", 256, 0, math.MaxInt32)
+	c.MaxConnections = p.intVar("MAX_CONNECTIONS", 10000, 1, math.MaxInt32)
+	c.MaxInflight = p.intVar("MAX_INFLIGHT", 5000, 1, math.MaxInt32)
+	c.MaxTrackedIPs = p.intVar("MAX_TRACKED_IPS", 262144, 1024, math.MaxInt32)
+	c.MaxBodyBytes = p.size("MAX_BODY_BYTES", 10485760, 1)
+
+	c.HealthCheckInterval = p.duration("HEALTH_CHECK_INTERVAL", 10*time.Second, false)
+	c.HealthCheckPath = p.requestPath("HEALTH_CHECK_PATH")
+	c.HealthCheckFalls = p.intVar("HEALTH_CHECK_FALLS", 2, 1, math.MaxInt32)
+	c.HealthCheckRises = p.intVar("HEALTH_CHECK_RISES", 2, 1, math.MaxInt32)
+
+	c.BodyReadTimeout = p.duration("BODY_READ_TIMEOUT", 60*time.Second, false)
+	c.ConnectionTimeout = p.duration("CONNECTION_TIMEOUT", 30*time.Second, false)
+	c.UpstreamDialTimeout = p.duration("UPSTREAM_DIAL_TIMEOUT", 5*time.Second, false)
+	c.MaxIdleConns = p.intVar("MAX_IDLE_CONNS", 100, 0, math.MaxInt32)
+	c.IdleConnTimeout = p.duration("IDLE_CONN_TIMEOUT", 90*time.Second, false)
+	c.CircuitBreakerMax = p.intVar("CIRCUIT_BREAKER_MAX", 5, 1, math.MaxInt32)
+	c.CircuitBreakerTimeout = p.duration("CIRCUIT_BREAKER_TIMEOUT", 30*time.Second, false)
+	c.RetryMax = p.intVar("RETRY_MAX", 3, 1, 10)
+
+	c.EnableCaching = p.boolean("ENABLE_CACHING", true)
+	c.CacheTTL = p.duration("CACHE_TTL", 5*time.Minute, false)
+	c.ShutdownDelay = p.duration("SHUTDOWN_DELAY", 0, true)
+	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, false)
+	c.Dashboard = p.enum("DASHBOARD", "auto", "auto", "on", "off")
+	c.LogFile = p.str("LOG_FILE", "gateway.log")
+	c.ConfigFile = p.str("CONFIG_FILE", "")
+	c.EnableCompression = p.boolean("ENABLE_COMPRESSION", true)
+	c.CompressionMinBytes = int(p.size("COMPRESSION_MIN_BYTES", 1024, 0))
+	c.OTelEndpoint = p.httpURL("OTEL_EXPORTER_OTLP_ENDPOINT")
+	c.OTelServiceName = p.str("OTEL_SERVICE_NAME", "api-gateway")
+
+	c.checkCrossField(p)
+	c.loadRoutes(p, environ)
+
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
+	}
+	c.Warnings = p.warnings
+	return c, nil
+}
+
+// checkCrossField applies the rules that involve more than one variable, and
+// the production rules of SPEC §2.
+func (c *Config) checkCrossField(p *parser) {
+	if c.CacheMaxObjectBytes > c.CacheMaxBytes {
+		p.failf("CACHE_MAX_OBJECT_BYTES", "%d exceeds CACHE_MAX_BYTES (%d): expected at most CACHE_MAX_BYTES",
+			c.CacheMaxObjectBytes, c.CacheMaxBytes)
+	}
+	if c.OpsAddr != "" && c.OpsAddr == c.ListenAddr && !hasPortZero(c.OpsAddr) {
+		p.failf("OPS_ADDR", "invalid value %s: expected an address other than GATEWAY_PORT's", quote(c.OpsAddr))
+	}
+	if slices.ContainsFunc(c.PublicPaths, func(s string) bool { return s == "/" }) {
+		p.warnf("PUBLIC_PATHS: contains \"/\": no path ever needs auth")
+	}
+
+	if c.JWTSecret != "" {
+		var weak string
+		switch {
+		case c.JWTSecret == seedJWTSecret:
+			weak = "is the seed's well-known secret"
+		case len(c.JWTSecret) < minSecretBytes:
+			weak = fmt.Sprintf("is shorter than %d bytes", minSecretBytes)
+		}
+		if weak != "" {
+			if c.Env == EnvProduction {
+				p.failf("JWT_SECRET", "refused in production: the value %s (expected a random secret of at least %d bytes)", weak, minSecretBytes)
+			} else {
+				p.warnf("JWT_SECRET: the value %s; production refuses it", weak)
+			}
+		}
+	}
+	if c.AdminToken == "" {
+		p.warnf("ADMIN_TOKEN: empty, the admin API is off (403 for everyone)")
+	} else if len(c.AdminToken) < minSecretBytes {
+		p.warnf("ADMIN_TOKEN: shorter than %d bytes, easy to guess", minSecretBytes)
+	}
+}
+
+// digest returns the lowercase hex SHA-256 of key, the form API keys are kept in.
+func digest(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// hasPortZero reports whether the normalised address asks for any free port.
+func hasPortZero(addr string) bool {
+	return len(addr) >= 2 && addr[len(addr)-2:] == ":0"
+}

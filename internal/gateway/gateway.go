@@ -1,0 +1,260 @@
+// Package gateway wires the parts into a running gateway: listeners, the
+// request chain, the route snapshot, health checks, the gateway's own
+// endpoints, and graceful shutdown.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/gwerror"
+	"github.com/portcullis/portcullis/internal/health"
+	"github.com/portcullis/portcullis/internal/middleware"
+	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/middleware/requestid"
+	"github.com/portcullis/portcullis/internal/proxy"
+	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/router"
+	"github.com/portcullis/portcullis/internal/runtime"
+	"github.com/portcullis/portcullis/internal/telemetry"
+	"github.com/portcullis/portcullis/internal/upstream"
+)
+
+// Version is the build's version, stamped by the linker.
+var Version = "dev"
+
+// Server-side limits of SPEC §9.
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	IdleTimeout       = 120 * time.Second
+	MaxHeaderBytes    = 64 << 10
+)
+
+// Gateway is one running gateway process.
+type Gateway struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	metrics  *telemetry.Metrics
+	registry *upstream.Registry
+	shared   *proxy.Shared
+	snap     runtime.Holder
+	checker  *health.Checker
+	upgrades *upgradeTracker
+
+	started  time.Time
+	draining atomic.Bool
+	conns    atomic.Int64
+
+	own map[string]http.Handler // the gateway's own endpoints on the public listener
+	ops *http.ServeMux          // ops endpoints on OPS_ADDR, when set
+}
+
+// New builds a gateway from a validated configuration.
+func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
+	g := &Gateway{
+		cfg:      cfg,
+		log:      log,
+		metrics:  telemetry.NewMetrics(),
+		started:  time.Now(),
+		upgrades: newUpgradeTracker(),
+	}
+	circuitLog := telemetry.Component(log, "circuit")
+	g.registry = upstream.NewRegistry(upstream.BreakerSettings{
+		MaxFailures: uint32(cfg.CircuitBreakerMax),
+		OpenTimeout: cfg.CircuitBreakerTimeout,
+		OnTrip:      func(*upstream.Backend) { g.metrics.BreakerTrips.Inc() },
+		OnStateChange: func(b *upstream.Backend, from, to upstream.BreakerState) {
+			circuitLog.Warn("breaker state changed", "backend", b.String(), "from", from.String(), "to", to.String())
+		},
+	})
+	g.shared = &proxy.Shared{
+		Client:          proxy.NewTransport(cfg.MaxIdleConns, cfg.IdleConnTimeout, cfg.UpstreamDialTimeout),
+		RetryMax:        cfg.RetryMax,
+		BodyReadTimeout: cfg.BodyReadTimeout,
+		Metrics:         g.metrics,
+		Log:             telemetry.Component(log, "proxy"),
+	}
+	snap, err := runtime.Build(cfg.Routes, g.registry, g.shared, middleware.PerRoute)
+	if err != nil {
+		return nil, fmt.Errorf("building routes: %w", err)
+	}
+	g.snap.Store(snap)
+	for _, b := range snap.Backends {
+		g.metrics.BackendHealth.WithLabelValues(b.String()).Set(1)
+	}
+	g.checker = health.New(health.Options{
+		Interval: cfg.HealthCheckInterval,
+		Path:     cfg.HealthCheckPath,
+		Falls:    cfg.HealthCheckFalls,
+		Rises:    cfg.HealthCheckRises,
+		Timeout:  min(cfg.HealthCheckInterval, cfg.UpstreamDialTimeout),
+		Logger:   log,
+		OnProbe: func(b *upstream.Backend, alive bool) {
+			v := 0.0
+			if alive {
+				v = 1
+			}
+			g.metrics.BackendHealth.WithLabelValues(b.String()).Set(v)
+		},
+	})
+	g.buildEndpoints()
+	return g, nil
+}
+
+// Metrics exposes the registry so later features register theirs on it.
+func (g *Gateway) Metrics() *telemetry.Metrics { return g.metrics }
+
+// Handler returns the public listener's handler: the global chain ending in
+// the dispatcher.
+func (g *Gateway) Handler() http.Handler {
+	return middleware.Global(middleware.Deps{
+		Log:      g.log,
+		Metrics:  g.metrics,
+		IDs:      requestid.NewGenerator(),
+		Resolver: clientip.NewResolver(g.cfg.TrustedProxies),
+
+		BodyReadTimeout: g.cfg.BodyReadTimeout,
+	}, http.HandlerFunc(g.dispatch))
+}
+
+// dispatch serves the gateway's own endpoints (exact paths, before any
+// route), then routes by the longest prefix of the cleaned path.
+func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request) {
+	in := request.From(r.Context())
+	if h, ok := g.own[r.URL.Path]; ok {
+		in.Endpoint = r.URL.Path
+		h.ServeHTTP(w, r)
+		return
+	}
+	clean, err := router.CleanPath(r.URL.EscapedPath())
+	if err != nil {
+		in.Err = err
+		gwerror.Write(w, r, http.StatusBadRequest, "bad request path")
+		return
+	}
+	in.Path = clean
+	e, ok := g.snap.Load().Table.Match(clean)
+	if !ok {
+		gwerror.Write(w, r, http.StatusNotFound, "no route")
+		return
+	}
+	rt := e.Value
+	in.Endpoint, in.Route = rt.Config.Prefix, rt
+	if r.Header.Get("Upgrade") != "" {
+		in.OnHijack(g.upgrades.track)
+	}
+	rt.Handler.ServeHTTP(w, r)
+}
+
+// Run listens and serves until ctx is cancelled (SIGTERM/SIGINT), then shuts
+// down gracefully (SPEC §4). ready, if not nil, gets the bound addresses.
+func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) error {
+	ln, err := net.Listen("tcp", g.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("GATEWAY_PORT: listening on %s: %w", g.cfg.ListenAddr, err)
+	}
+	srv := g.newServer(g.Handler())
+	srv.ConnState = g.connState
+
+	var opsLn net.Listener
+	var opsSrv *http.Server
+	if g.cfg.OpsAddr != "" {
+		if opsLn, err = net.Listen("tcp", g.cfg.OpsAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("OPS_ADDR: listening on %s: %w", g.cfg.OpsAddr, err)
+		}
+		opsSrv = g.newServer(g.ops)
+	}
+
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		g.checker.Run(bg, func() []*upstream.Backend { return g.snap.Load().Backends })
+	})
+
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	var opsAddr net.Addr
+	if opsSrv != nil {
+		opsAddr = opsLn.Addr()
+		go func() { errc <- opsSrv.Serve(opsLn) }()
+	}
+	attrs := []any{"addr", ln.Addr().String(), "routes", len(g.snap.Load().Routes), "version", Version}
+	if opsAddr != nil {
+		attrs = append(attrs, "ops_addr", opsAddr.String())
+	}
+	g.log.Info("gateway listening", attrs...)
+	if ready != nil {
+		ready(ln.Addr(), opsAddr)
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	g.shutdown(srv, opsSrv)
+	stopBG()
+	wg.Wait()
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}
+
+// shutdown: readiness fails at once, traffic is still served for
+// SHUTDOWN_DELAY, then the listener closes, WebSockets get a 1001 close and
+// in-flight requests have SHUTDOWN_TIMEOUT to finish.
+func (g *Gateway) shutdown(srv, opsSrv *http.Server) {
+	g.draining.Store(true)
+	log := telemetry.Component(g.log, "gateway")
+	log.Info("shutting down", "delay", g.cfg.ShutdownDelay.String(), "timeout", g.cfg.ShutdownTimeout.String())
+	if g.cfg.ShutdownDelay > 0 {
+		time.Sleep(g.cfg.ShutdownDelay)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
+	defer cancel()
+	closed := g.upgrades.closeAll()
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		log.Warn("drain window ended with requests in flight; closing them", "error", err.Error())
+		srv.Close()
+	}
+	if opsSrv != nil {
+		opsSrv.Shutdown(ctx)
+	}
+	log.Info("stopped", "websockets_closed", closed, "clean", err == nil)
+}
+
+func (g *Gateway) newServer(h http.Handler) *http.Server {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(telemetry.Component(g.log, "gateway").Handler(), slog.LevelDebug),
+	}
+	// Plain HTTP/1.1 only: no h2c, so no HTTP/2 tunnel past routing (SPEC §9).
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	return srv
+}
+
+func (g *Gateway) connState(_ net.Conn, s http.ConnState) {
+	switch s {
+	case http.StateNew:
+		g.conns.Add(1)
+		g.metrics.ActiveConnections.Inc()
+	case http.StateClosed, http.StateHijacked:
+		g.conns.Add(-1)
+		g.metrics.ActiveConnections.Dec()
+	}
+}

@@ -1,0 +1,74 @@
+// Package accesslog writes one JSON line per finished request and counts it
+// in the request metrics. It sits outside every step that can reject a
+// request, so rejections are counted and logged too.
+package accesslog
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/telemetry"
+)
+
+// New returns the middleware. Answers of 5xx are logged at warn, client
+// rejections (4xx) at debug so an attack cannot flood the log, the rest at
+// info; all are counted in metrics.
+func New(log *slog.Logger, m *telemetry.Metrics, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in := request.From(r.Context())
+		m.InflightRequests.Inc()
+		m.Totals.Begin()
+		defer func() {
+			m.InflightRequests.Dec()
+			status := in.Status()
+			if in.LogStatus != 0 {
+				status = in.LogStatus
+			}
+			if status == 0 {
+				// Nothing written and no panic: net/http answers 200.
+				status = http.StatusOK
+			}
+			m.Totals.End(status)
+			d := time.Since(in.Start)
+			m.Endpoint(in.Endpoint).Observe(r.Method, status, d.Seconds())
+			level := slog.LevelInfo
+			switch {
+			case status >= 500:
+				level = slog.LevelWarn
+			case status >= 400:
+				level = slog.LevelDebug
+			}
+			if !log.Enabled(context.Background(), level) {
+				return
+			}
+			attrs := make([]slog.Attr, 0, 16)
+			attrs = append(attrs,
+				slog.String("request_id", in.ID),
+				slog.String("client_ip", in.ClientIP.String()),
+				slog.String("method", r.Method),
+				slog.String("path", r.URL.Path),
+				slog.String("route", in.Endpoint),
+				slog.Int("status", status),
+				slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+				slog.Int64("bytes", in.Written()),
+			)
+			if in.Backend != "" {
+				attrs = append(attrs, slog.String("backend", in.Backend))
+			}
+			if in.Attempts > 1 {
+				attrs = append(attrs, slog.Int("retries", in.Attempts-1))
+			}
+			if in.UserID != "" {
+				attrs = append(attrs, slog.String("user.id", in.UserID))
+			}
+			if in.Err != nil {
+				attrs = append(attrs, slog.String("error", in.Err.Error()))
+			}
+			log.LogAttrs(context.Background(), level, "request", attrs...)
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

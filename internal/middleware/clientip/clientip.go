@@ -1,0 +1,170 @@
+// Package clientip resolves the client's address once per request (SPEC §3.2)
+// and builds the X-Forwarded-For the gateway sends upstream. Every later step
+// (limits, lists, ip-hash, logs) reads the result from request.Info.
+package clientip
+
+import (
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/portcullis/portcullis/internal/request"
+)
+
+// Resolver knows which peers are trusted proxies.
+type Resolver struct {
+	trusted []netip.Prefix
+}
+
+// NewResolver returns a resolver trusting the given prefixes
+// (TRUSTED_PROXIES).
+func NewResolver(trusted []netip.Prefix) *Resolver {
+	return &Resolver{trusted: trusted}
+}
+
+// Trusted reports whether addr is a trusted proxy.
+func (r *Resolver) Trusted(addr netip.Addr) bool {
+	for _, p := range r.trusted {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Result is what Resolve found.
+type Result struct {
+	Client       netip.Addr
+	Peer         netip.Addr
+	PeerTrusted  bool
+	ForwardedFor string // X-Forwarded-For to send upstream
+}
+
+// Resolve finds the client of a request from peer (the TCP remote address) and
+// the X-Forwarded-For / X-Real-IP headers, which are believed only when the
+// peer is trusted. X-Forwarded-For is walked from the right, skipping trusted
+// addresses; the first untrusted entry is the client. Entries left of it are
+// the client's own claims and are dropped from the upstream header.
+func (r *Resolver) Resolve(peer netip.Addr, h http.Header) Result {
+	res := Result{Client: peer, Peer: peer}
+	if !peer.IsValid() || !r.Trusted(peer) {
+		res.ForwardedFor = peer.String()
+		return res
+	}
+	res.PeerTrusted = true
+	xff := h["X-Forwarded-For"]
+	if len(xff) == 0 {
+		if v := h["X-Real-Ip"]; len(v) == 1 {
+			if a, err := netip.ParseAddr(strings.TrimSpace(v[0])); err == nil {
+				res.Client = a.Unmap()
+				if res.Client != peer {
+					res.ForwardedFor = res.Client.String() + ", " + peer.String()
+					return res
+				}
+			}
+		}
+		res.ForwardedFor = peer.String()
+		return res
+	}
+	// hops collects the trusted entries right of the client, in order.
+	var hops []string
+	client := netip.Addr{}
+	done := false
+	for i := len(xff) - 1; i >= 0 && !done; i-- {
+		line := xff[i]
+		for line != "" {
+			var entry string
+			if j := strings.LastIndexByte(line, ','); j >= 0 {
+				entry, line = line[j+1:], line[:j]
+			} else {
+				entry, line = line, ""
+			}
+			entry = strings.TrimSpace(entry)
+			if entry == "" {
+				continue
+			}
+			a, err := parseEntry(entry)
+			if err != nil {
+				// Junk where a trusted proxy should have written an address:
+				// stop; the nearest trusted hop is the best we know.
+				done = true
+				break
+			}
+			if r.Trusted(a) {
+				hops = append(hops, a.String())
+				continue
+			}
+			client = a
+			done = true
+			break
+		}
+	}
+	if !client.IsValid() {
+		// Every entry was trusted (or junk): the leftmost trusted hop is the
+		// client, as nginx's real_ip_recursive does.
+		if len(hops) > 0 {
+			client, _ = netip.ParseAddr(hops[len(hops)-1])
+			hops = hops[:len(hops)-1]
+		} else {
+			client = peer
+		}
+	}
+	res.Client = client
+	var b strings.Builder
+	b.WriteString(client.String())
+	for i := len(hops) - 1; i >= 0; i-- {
+		b.WriteString(", ")
+		b.WriteString(hops[i])
+	}
+	if client != peer {
+		b.WriteString(", ")
+		b.WriteString(peer.String())
+	}
+	res.ForwardedFor = b.String()
+	return res
+}
+
+// parseEntry parses one X-Forwarded-For element: an IP, possibly with a port
+// ("1.2.3.4:5", "[::1]:5") or in brackets.
+func parseEntry(s string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), nil
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), nil
+	}
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		a, err := netip.ParseAddr(s[1 : len(s)-1])
+		return a.Unmap(), err
+	}
+	_, err := netip.ParseAddr(s)
+	return netip.Addr{}, err
+}
+
+// PeerAddr parses r.RemoteAddr.
+func PeerAddr(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// untrustedHeaders are forwarding headers only a trusted peer may send.
+var untrustedHeaders = []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Real-Ip", "Forwarded"}
+
+// New returns the middleware: it fills request.Info and removes forwarding
+// headers that an untrusted client sent.
+func New(res *Resolver, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in := request.From(r.Context())
+		out := res.Resolve(PeerAddr(r.RemoteAddr), r.Header)
+		in.ClientIP, in.PeerIP, in.PeerTrusted, in.ForwardedFor = out.Client, out.Peer, out.PeerTrusted, out.ForwardedFor
+		if !out.PeerTrusted {
+			for _, k := range untrustedHeaders {
+				delete(r.Header, k)
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}

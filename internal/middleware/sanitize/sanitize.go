@@ -1,0 +1,62 @@
+// Package sanitize rejects or neutralises request shapes that net/http lets
+// through but a public gateway must not (SPEC §9): over-long request lines,
+// duplicate credentials, underscore twins of trusted headers, client copies
+// of identity headers, h2c upgrades, and Content-Length/Transfer-Encoding
+// ambiguity on a kept-alive connection.
+package sanitize
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/portcullis/portcullis/internal/gwerror"
+)
+
+// MaxRequestTarget is the longest request-target accepted (nginx's
+// large_client_header_buffers 8k); longer → 414.
+const MaxRequestTarget = 8 << 10
+
+// identityHeaders are set only by the gateway's auth step; a client's copies
+// are always removed, trusted peer or not.
+var identityHeaders = []string{"X-User-Id", "X-Auth-Method"}
+
+// New returns the middleware.
+func New(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.RequestURI) > MaxRequestTarget {
+			w.Header().Set("Connection", "close")
+			gwerror.Write(w, r, http.StatusRequestURITooLong, "request target too long")
+			return
+		}
+		h := r.Header
+		if len(h["Authorization"]) > 1 || len(h["X-Api-Key"]) > 1 {
+			gwerror.Write(w, r, http.StatusBadRequest, "duplicate credential header")
+			return
+		}
+		for k := range h {
+			// nginx's underscores_in_headers off: an underscore twin such as
+			// X_Real_IP must never reach an upstream that folds it.
+			if strings.IndexByte(k, '_') >= 0 {
+				delete(h, k)
+			}
+		}
+		for _, k := range identityHeaders {
+			delete(h, k)
+		}
+		if up := h["Upgrade"]; len(up) > 0 && !(len(up) == 1 && strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
+			// Only WebSocket is proxied; an h2c (or any other) upgrade would
+			// tunnel a second protocol past routing and auth.
+			delete(h, "Upgrade")
+			delete(h, "Http2-Settings")
+		}
+		if len(r.TransferEncoding) > 0 {
+			// net/http drops a Content-Length that came with
+			// Transfer-Encoding and reads the body as chunked, but keeps the
+			// connection open. We cannot tell whether a Content-Length was
+			// there, so no request may follow a chunked one on the same
+			// connection: nothing can ride on a framing disagreement.
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
+}

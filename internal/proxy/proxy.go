@@ -1,0 +1,430 @@
+// Package proxy forwards a routed request to a backend of its route with
+// httputil.ReverseProxy: it picks a live backend, rewrites the request as
+// SPEC §3.2 says, retries failed attempts on other backends within the
+// route's timeout and retry budget, feeds each backend's circuit breaker, and
+// maps failures to 502/503/504 (or to the client's own 408/413/499).
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/balancer"
+	"github.com/portcullis/portcullis/internal/gwerror"
+	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/router"
+	"github.com/portcullis/portcullis/internal/telemetry"
+	"github.com/portcullis/portcullis/internal/upstream"
+)
+
+// Client sends one request to one backend. http.Transport is the default; the
+// interface is kept small so a faster client can replace it.
+type Client interface {
+	RoundTrip(*http.Request) (*http.Response, error)
+}
+
+// MaxReplayBody is the largest request body buffered so that an idempotent
+// request can be retried on another backend.
+const MaxReplayBody = 64 << 10
+
+// Shared is what every route's proxy uses.
+type Shared struct {
+	Client          Client
+	RetryMax        int           // attempts per request, first included (RETRY_MAX)
+	BodyReadTimeout time.Duration // BODY_READ_TIMEOUT
+	Metrics         *telemetry.Metrics
+	Log             *slog.Logger
+	// Backoff is the base of the exponential retry backoff (100ms).
+	Backoff time.Duration
+
+	bufPool  bufferPool
+	errorLog *slogWriter
+}
+
+// NewTransport returns the shared upstream transport: a keep-alive pool per
+// backend, bounded dials, HTTP/1.1 only, and no transparent decompression
+// (upstream bodies pass through as they are).
+func NewTransport(maxIdlePerHost int, idleTimeout, dialTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   dialTimeout,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:      false,
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    maxIdlePerHost,
+		IdleConnTimeout:        idleTimeout,
+		DisableCompression:     true,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+		TLSHandshakeTimeout:    dialTimeout,
+	}
+}
+
+// Route is one route's upstream side.
+type Route struct {
+	Prefix      string
+	StripPrefix bool
+	Timeout     time.Duration // until response headers, all attempts together; then the body's idle bound
+	MaxBody     int64
+	Pool        *upstream.Pool
+	Selector    balancer.Selector
+	Budget      *RetryBudget
+}
+
+// Handler proxies requests of one route.
+type Handler struct {
+	route  *Route
+	shared *Shared
+	rp     *httputil.ReverseProxy
+}
+
+// state is the per-request state the transport needs.
+type state struct {
+	body   *clientBody
+	replay []byte // a fully buffered small body, replayable
+}
+
+// New returns the proxy handler of one route.
+func New(rt *Route, sh *Shared) *Handler {
+	if sh.Backoff == 0 {
+		sh.Backoff = 100 * time.Millisecond
+	}
+	if sh.errorLog == nil {
+		sh.errorLog = &slogWriter{log: sh.Log}
+	}
+	h := &Handler{route: rt, shared: sh}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:      rewrite,
+		Transport:    &transport{h: h},
+		ErrorHandler: errorHandler,
+		BufferPool:   &sh.bufPool,
+		ErrorLog:     sh.errorLog.logger(),
+	}
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	in := request.From(r.Context())
+	if r.ContentLength > h.route.MaxBody {
+		// Declared too large: refuse before reading or forwarding a byte.
+		w.Header().Set("Connection", "close")
+		in.Err = ErrBodyTooLarge
+		gwerror.Write(w, r, http.StatusRequestEntityTooLarge, "request body too large")
+		return
+	}
+	st := &state{}
+	in.Proxy = st
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		st.body = &clientBody{r: r.Body, rc: http.NewResponseController(w), limit: h.route.MaxBody, timeout: h.shared.BodyReadTimeout}
+		r.Body = st.body
+		if idempotent(r.Method) && r.ContentLength > 0 && r.ContentLength <= MaxReplayBody {
+			buf := make([]byte, r.ContentLength)
+			if _, err := io.ReadFull(st.body, buf); err != nil {
+				if st.body.err != nil {
+					err = st.body.err
+				} else {
+					err = ErrClientGone
+				}
+				errorHandler(w, r, err)
+				return
+			}
+			st.replay = buf
+			r.Body = io.NopCloser(bytes.NewReader(buf))
+		} else if r.ContentLength < 0 {
+			// A chunked body: parse its first chunk before anything goes
+			// upstream, so broken framing is a 400 that reaches no backend.
+			if err := st.body.prime(); err != nil {
+				errorHandler(w, r, err)
+				return
+			}
+		}
+	}
+	h.rp.ServeHTTP(w, r)
+}
+
+// rewrite sets the forwarding headers of SPEC §3.2 on the outgoing request.
+// It runs after ReverseProxy removed hop-by-hop headers (and any header
+// named in Connection), so the headers set here always survive.
+func rewrite(pr *httputil.ProxyRequest) {
+	in := request.From(pr.In.Context())
+	h := pr.Out.Header
+	h["X-Forwarded-For"] = []string{in.ForwardedFor}
+	h["X-Real-Ip"] = []string{in.ClientIP.String()}
+	h["X-Request-Id"] = []string{in.ID}
+	proto, host := "http", pr.In.Host
+	if pr.In.TLS != nil {
+		proto = "https"
+	}
+	if in.PeerTrusted {
+		if v := pr.In.Header.Get("X-Forwarded-Proto"); v != "" {
+			proto = v
+		}
+		if v := pr.In.Header.Get("X-Forwarded-Host"); v != "" {
+			host = v
+		}
+	}
+	h["X-Forwarded-Proto"] = []string{proto}
+	h["X-Forwarded-Host"] = []string{host}
+	if in.UserID != "" {
+		h["X-User-Id"] = []string{in.UserID}
+		h["X-Auth-Method"] = []string{in.AuthMethod}
+	}
+	pr.Out.Host = ""
+}
+
+// errorHandler answers a failed proxy attempt with the gateway's JSON error.
+func errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	in := request.From(r.Context())
+	status := statusFor(err)
+	if r.Context().Err() != nil && status >= 500 {
+		// The client left first; what we would answer is moot.
+		status = StatusClientClosed
+	}
+	in.Err = err
+	if status == StatusClientClosed {
+		in.LogStatus = status
+		return
+	}
+	msg := http.StatusText(status)
+	switch status {
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
+		msg = "no live backend"
+	case http.StatusBadGateway:
+		msg = "upstream connection failed"
+	case http.StatusGatewayTimeout:
+		msg = "upstream timeout"
+	case http.StatusRequestEntityTooLarge, http.StatusRequestTimeout, http.StatusBadRequest:
+		// The body was not read to its end: the connection cannot carry
+		// another request.
+		w.Header().Set("Connection", "close")
+		msg = strings.ToLower(http.StatusText(status))
+	}
+	gwerror.Write(w, r, status, msg)
+}
+
+// transport runs the attempts of one request: pick, send, judge, maybe retry.
+type transport struct{ h *Handler }
+
+var errTimeout = &Error{Status: http.StatusGatewayTimeout, Err: ErrUpstreamTimout}
+
+func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
+	rt, sh := t.h.route, t.h.shared
+	in := request.From(out.Context())
+	st, _ := in.Proxy.(*state)
+
+	ctx, cancel := context.WithCancelCause(out.Context())
+	timer := time.AfterFunc(rt.Timeout, func() { cancel(errTimeout) })
+	out = out.WithContext(ctx)
+	fail := func(err error) (*http.Response, error) {
+		timer.Stop()
+		cancel(err)
+		return nil, err
+	}
+
+	rel := router.StripPrefix(in.Path, rt.Prefix)
+	if !rt.StripPrefix {
+		rel = in.Path
+	}
+	var hash uint64
+	if in.ClientIP.IsValid() {
+		a16 := in.ClientIP.As16()
+		hash = balancer.HashKey(a16[:])
+	}
+	rt.Budget.Request()
+
+	var triedBuf [8]*upstream.Backend
+	tried := triedBuf[:0]
+	var lastErr error
+	for attempt := 0; attempt < sh.RetryMax; attempt++ {
+		b := rt.Selector.Select(hash, tried)
+		if b == nil {
+			break
+		}
+		report, err := b.Allow()
+		if err != nil {
+			// Half-open and its one probe is out: try another.
+			tried = append(tried, b)
+			attempt--
+			if len(tried) > len(rt.Pool.Members) {
+				break
+			}
+			continue
+		}
+		if attempt > 0 {
+			sh.Metrics.UpstreamRetries.Inc()
+		}
+		b.Begin()
+		in.Backend, in.Attempts = b.String(), in.Attempts+1
+
+		req := out
+		if attempt > 0 {
+			r2 := *out
+			req = &r2
+			if st != nil && st.replay != nil {
+				req.Body = io.NopCloser(bytes.NewReader(st.replay))
+			}
+		}
+		req.URL = targetURL(b, rel, out.URL.RawQuery)
+
+		start := time.Now()
+		resp, err := sh.Client.RoundTrip(req)
+		sh.Metrics.UpstreamDuration.WithLabelValues(b.String()).Observe(time.Since(start).Seconds())
+
+		if err == nil && !failureStatus(resp.StatusCode) {
+			if !timer.Stop() {
+				// The route timeout fired just as the answer came.
+				resp.Body.Close()
+				report(errTimeout)
+				b.End()
+				return nil, errTimeout
+			}
+			report(nil)
+			return t.finish(resp, b, timer, cancel), nil
+		}
+
+		// Charge the client, not the backend, for the client's faults.
+		if err != nil {
+			if cerr := clientFault(st, out); cerr != nil {
+				report(upstream.ErrClientFault)
+				b.End()
+				return fail(cerr)
+			}
+			if cause := context.Cause(ctx); errors.Is(cause, ErrUpstreamTimout) {
+				err = errTimeout
+			}
+		}
+		failure := err
+		if failure == nil {
+			failure = &Error{Status: resp.StatusCode, Err: errors.New(resp.Status)}
+		}
+		report(failure)
+		lastErr = failure
+
+		if !t.canRetry(attempt, out, err, st, ctx) {
+			if resp != nil {
+				// Out of retries: the backend's own 502/503/504 is the answer.
+				timer.Stop()
+				return t.finish(resp, b, timer, cancel), nil
+			}
+			b.End()
+			return fail(err)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		b.End()
+		tried = append(tried, b)
+		if !sleep(ctx, backoff(sh.Backoff, attempt)) {
+			if cerr := clientFault(st, out); cerr != nil {
+				return fail(cerr)
+			}
+			return fail(errTimeout)
+		}
+	}
+	if lastErr == nil {
+		lastErr = &Error{Status: http.StatusServiceUnavailable, Err: ErrNoBackend}
+	} else if pe := (*Error)(nil); errors.As(lastErr, &pe) && failureStatus(pe.Status) {
+		lastErr = &Error{Status: http.StatusServiceUnavailable, Err: ErrNoBackend}
+	}
+	return fail(lastErr)
+}
+
+// finish hands a response to ReverseProxy. The timer becomes the body's idle
+// bound; an upgraded (101) connection has no such bound.
+func (t *transport) finish(resp *http.Response, b *upstream.Backend, timer *time.Timer, cancel context.CancelCauseFunc) *http.Response {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		timer.Stop()
+		b.End()
+		return resp
+	}
+	resp.Body = &respBody{rc: resp.Body, timer: timer, idle: t.h.route.Timeout, end: func() { b.End(); cancel(nil) }}
+	return resp
+}
+
+// canRetry applies SPEC §3.13: attempts left, an idempotent method or a
+// request that never left, a replayable body, time left, budget left.
+func (t *transport) canRetry(attempt int, out *http.Request, err error, st *state, ctx context.Context) bool {
+	sh, rt := t.h.shared, t.h.route
+	if attempt+1 >= sh.RetryMax || ctx.Err() != nil {
+		return false
+	}
+	sent := err == nil || !notSent(err)
+	if sent && !idempotent(out.Method) {
+		return false
+	}
+	if st != nil && st.body != nil && st.replay == nil && st.body.n > 0 {
+		return false // part of a streamed body is gone
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < backoff(sh.Backoff, attempt)/2 {
+		return false
+	}
+	return rt.Budget.Withdraw()
+}
+
+// clientFault returns the client's error if the attempt failed because of
+// the client (body too large, stalled, cut off, or the client left).
+func clientFault(st *state, out *http.Request) error {
+	if st != nil && st.body != nil && st.body.err != nil {
+		return st.body.err
+	}
+	if context.Cause(out.Context()) != nil && !errors.Is(context.Cause(out.Context()), ErrUpstreamTimout) {
+		return ErrClientGone
+	}
+	return nil
+}
+
+// backoff is 100ms·2^n with equal jitter: half fixed, half random.
+func backoff(base time.Duration, attempt int) time.Duration {
+	d := base << attempt
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func targetURL(b *upstream.Backend, rel, rawQuery string) *url.URL {
+	base := b.URL()
+	u := *base
+	if base.Path == "" || base.Path == "/" {
+		u.Path = rel
+	} else {
+		u.Path = strings.TrimSuffix(base.Path, "/") + rel
+	}
+	u.RawPath = ""
+	u.RawQuery = rawQuery
+	return &u
+}
+
+// bufferPool lends ReverseProxy 32 KiB copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v := b.p.Get(); v != nil {
+		return *(v.(*[]byte))
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }

@@ -1,0 +1,152 @@
+// Package request carries the per-request state every middleware shares: the
+// request ID, the resolved client IP, the matched route, the chosen backend and
+// what was written to the client. One Info is allocated per request and put
+// in the context once, so later steps read and update it without copying the
+// *http.Request again.
+package request
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+)
+
+type ctxKey struct{}
+
+// Info is the shared state of one request. Fields are written by the step
+// that owns them (see the comments) and read by the steps after it; a request
+// is served by one goroutine, so no locking is needed.
+type Info struct {
+	Start time.Time
+	// ID is the request ID (set by requestid).
+	ID string
+	// ClientIP is the client address as SPEC §3.2 resolves it (set by clientip).
+	ClientIP netip.Addr
+	// PeerIP is the TCP peer; PeerTrusted reports whether it is a trusted proxy.
+	PeerIP      netip.Addr
+	PeerTrusted bool
+	// ForwardedFor is the X-Forwarded-For value to send upstream.
+	ForwardedFor string
+	// Endpoint is the metrics label: the matched route prefix, one of the
+	// gateway's own paths, or "unmatched".
+	Endpoint string
+	// Path is the cleaned request path that was routed and authorised; it
+	// is what goes upstream (minus the prefix when the route strips it).
+	Path string
+	// Route is the matched route (the runtime package's type), nil before routing.
+	Route any
+	// Proxy is the proxy package's per-request state.
+	Proxy any
+	// Backend is the URL of the last backend tried.
+	Backend string
+	// Attempts counts upstream attempts (retries = Attempts-1).
+	Attempts int
+	// UserID and AuthMethod describe the authenticated caller, if any.
+	UserID, AuthMethod string
+	// LogStatus, when set, is logged instead of the status written (499 when
+	// the client went away before an answer could be sent).
+	LogStatus int
+	// Err is the reason for a gateway error, for the access log.
+	Err error
+
+	rw      http.ResponseWriter
+	status  int
+	written int64
+	onHdr   func(h http.Header)
+	hijack  func(net.Conn) net.Conn
+}
+
+// New returns the Info for r and the request carrying it. Use Writer as the
+// ResponseWriter from then on, so the status and byte count are recorded.
+func New(w http.ResponseWriter, r *http.Request, now time.Time) (*Info, *http.Request) {
+	in := &Info{Start: now, Endpoint: "unmatched", rw: w}
+	return in, r.WithContext(context.WithValue(r.Context(), ctxKey{}, in))
+}
+
+// From returns the Info of the request, or nil outside the gateway's chain.
+func From(ctx context.Context) *Info {
+	in, _ := ctx.Value(ctxKey{}).(*Info)
+	return in
+}
+
+// Writer returns the ResponseWriter that records status and size.
+func (in *Info) Writer() http.ResponseWriter { return (*writer)(in) }
+
+// OnHeader registers fn to run once right before the response header goes out.
+func (in *Info) OnHeader(fn func(http.Header)) { in.onHdr = fn }
+
+// OnHijack registers fn to wrap a hijacked (upgraded) connection.
+func (in *Info) OnHijack(fn func(net.Conn) net.Conn) { in.hijack = fn }
+
+// Status is the status written to the client (0 if nothing was written yet).
+func (in *Info) Status() int { return in.status }
+
+// Written is the number of body bytes written to the client.
+func (in *Info) Written() int64 { return in.written }
+
+// HeaderSent reports whether the response header has gone out.
+func (in *Info) HeaderSent() bool { return in.status != 0 }
+
+// writer is Info seen as an http.ResponseWriter. It supports Flush, Hijack
+// and Unwrap, so httputil.ReverseProxy's streaming and upgrades still work.
+type writer Info
+
+func (w *writer) Header() http.Header { return w.rw.Header() }
+
+func (w *writer) WriteHeader(code int) {
+	if w.status != 0 {
+		return
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		// Informational answers (100 Continue, 103 Early Hints) are not final.
+		w.rw.WriteHeader(code)
+		return
+	}
+	if w.onHdr != nil {
+		w.onHdr(w.rw.Header())
+	}
+	w.status = code
+	w.rw.WriteHeader(code)
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.rw.Write(p)
+	w.written += int64(n)
+	return n, err
+}
+
+func (w *writer) Flush() {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(w.rw).Flush()
+}
+
+// Hijack hands the connection over (WebSocket after a 101). The status is
+// recorded as 101 for the access log.
+func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.rw.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("request: connection cannot be hijacked")
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if w.status == 0 {
+		w.status = http.StatusSwitchingProtocols
+	}
+	if w.hijack != nil {
+		c = w.hijack(c)
+	}
+	return c, brw, nil
+}
+
+func (w *writer) Unwrap() http.ResponseWriter { return w.rw }

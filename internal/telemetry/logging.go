@@ -1,0 +1,18 @@
+package telemetry
+
+import (
+	"io"
+	"log/slog"
+)
+
+// NewLogger returns the gateway's JSON logger. Every line is one JSON object,
+// so control characters a client sends are escaped by the encoder, never
+// written raw. Components add their name with Component.
+func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// Component returns l with the component attribute SPEC §6 names.
+func Component(l *slog.Logger, name string) *slog.Logger {
+	return l.With("component", name)
+}

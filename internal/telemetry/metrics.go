@@ -1,0 +1,181 @@
+// Package telemetry owns the gateway's Prometheus registry and the metrics
+// whose names SPEC §6 fixes, plus the JSON logger every component uses.
+package telemetry
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the registry and the core's metrics. Features that land later
+// register theirs on Registry next to these.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Requests          *prometheus.CounterVec   // http_requests_total{method,endpoint,status}
+	RequestDuration   *prometheus.HistogramVec // http_request_duration_seconds{method,endpoint}
+	ActiveConnections prometheus.Gauge         // active_connections
+	BackendHealth     *prometheus.GaugeVec     // backend_health_status{backend}
+	BreakerTrips      prometheus.Counter       // circuit_breaker_trips_total
+	UpstreamDuration  *prometheus.HistogramVec // upstream_request_duration_seconds{backend}
+	UpstreamRetries   prometheus.Counter       // upstream_retries_total
+	InflightRequests  prometheus.Gauge         // inflight_requests
+
+	// Totals are plain counters for /stats and the dashboard.
+	Totals Totals
+
+	mu        sync.Mutex // guards endpoint creation only (once per label set)
+	endpoints sync.Map   // endpoint label -> *EndpointMetrics
+}
+
+// NewMetrics creates and registers the core metrics on a fresh registry,
+// with the Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "http_requests_total",
+			Help: "Requests answered, by method, endpoint (route prefix or a fixed word) and status.",
+		}, []string{"method", "endpoint", "status"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "http_request_duration_seconds",
+			Help:    "Time from the request's arrival to the end of its response, by method and endpoint.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"method", "endpoint"}),
+		ActiveConnections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "active_connections",
+			Help: "Client TCP connections currently open on the public listener.",
+		}),
+		BackendHealth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "backend_health_status",
+			Help: "1 when the backend passes its active health checks, 0 when it is marked dead.",
+		}, []string{"backend"}),
+		BreakerTrips: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "circuit_breaker_trips_total",
+			Help: "Times a backend's circuit breaker opened.",
+		}),
+		UpstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "upstream_request_duration_seconds",
+			Help:    "Time from sending a request to a backend to its response headers, per attempt.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"backend"}),
+		UpstreamRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "upstream_retries_total",
+			Help: "Upstream attempts beyond the first one.",
+		}),
+		InflightRequests: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "inflight_requests",
+			Help: "Requests being served right now.",
+		}),
+	}
+	reg.MustRegister(
+		m.Requests, m.RequestDuration, m.ActiveConnections, m.BackendHealth,
+		m.BreakerTrips, m.UpstreamDuration, m.UpstreamRetries, m.InflightRequests,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+// methods is the bounded set of method label values; anything else is OTHER.
+var methods = [...]string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "OTHER"}
+
+func methodIndex(m string) int {
+	for i, v := range methods[:len(methods)-1] {
+		if v == m {
+			return i
+		}
+	}
+	return len(methods) - 1
+}
+
+// EndpointMetrics caches the children of the request metrics for one
+// endpoint label, so the hot path does no label hashing or map locking.
+type EndpointMetrics struct {
+	endpoint string
+	reqs     *prometheus.CounterVec
+	duration [len(methods)]prometheus.Observer
+	counters sync.Map // methodIndex<<10 | status -> prometheus.Counter
+}
+
+// Endpoint returns the cached metrics for an endpoint label. The label set
+// must be bounded (route prefixes and fixed words), never raw paths.
+func (m *Metrics) Endpoint(endpoint string) *EndpointMetrics {
+	if e, ok := m.endpoints.Load(endpoint); ok {
+		return e.(*EndpointMetrics)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.endpoints.Load(endpoint); ok {
+		return e.(*EndpointMetrics)
+	}
+	e := &EndpointMetrics{endpoint: endpoint, reqs: m.Requests}
+	for i, meth := range methods {
+		e.duration[i] = m.RequestDuration.WithLabelValues(meth, endpoint)
+	}
+	m.endpoints.Store(endpoint, e)
+	return e
+}
+
+// Observe counts one finished request.
+func (e *EndpointMetrics) Observe(method string, status int, seconds float64) {
+	mi := methodIndex(method)
+	e.duration[mi].Observe(seconds)
+	if status < 100 || status > 999 {
+		status = 0
+	}
+	key := mi<<10 | status
+	if c, ok := e.counters.Load(key); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := e.reqs.WithLabelValues(methods[mi], e.endpoint, strconv.Itoa(status))
+	e.counters.Store(key, c)
+	c.Inc()
+}
+
+// Totals counts requests by status class without going through Prometheus.
+type Totals struct {
+	requests atomic.Int64
+	inflight atomic.Int64
+	status   [6]atomic.Int64 // index = status/100
+}
+
+// TotalsSnapshot is a copy of Totals.
+type TotalsSnapshot struct {
+	Requests, Inflight int64
+	Status             [6]int64
+}
+
+// Begin counts a request that started.
+func (t *Totals) Begin() { t.inflight.Add(1) }
+
+// End counts a request that finished with status.
+func (t *Totals) End(status int) {
+	t.inflight.Add(-1)
+	t.requests.Add(1)
+	if c := status / 100; c >= 1 && c <= 5 {
+		t.status[c].Add(1)
+	}
+}
+
+// Snapshot copies the counters.
+func (t *Totals) Snapshot() TotalsSnapshot {
+	s := TotalsSnapshot{Requests: t.requests.Load(), Inflight: t.inflight.Load()}
+	for i := range t.status {
+		s.Status[i] = t.status[i].Load()
+	}
+	return s
+}
