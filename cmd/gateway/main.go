@@ -80,13 +80,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
-	log := telemetry.NewLogger(stdout, cfg.LogLevel)
+	out := telemetry.NewBufferedWriter(stdout)
+	defer out.Close()
+	log := telemetry.NewLogger(out, cfg.LogLevel)
 	cfgLog := telemetry.Component(log, "config")
 	for _, w := range cfg.Warnings {
 		cfgLog.Warn(w)
 	}
+	if percent, limit := tuneGC(); percent > 0 || limit > 0 {
+		cfgLog.Info("runtime GC tuned (GOGC / GOMEMLIMIT override)", "gc_percent", percent, "memory_limit_bytes", limit)
+	}
 	g, err := gateway.New(cfg, log)
 	if err != nil {
+		out.Flush()
 		fmt.Fprintf(stderr, "gateway: %v\n", err)
 		return 1
 	}

@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // clientBody wraps the client's request body on its way upstream. It enforces
@@ -108,11 +111,12 @@ func classifyBodyErr(err error) error {
 // respBody wraps an upstream response body: an idle timer aborts a stream
 // that stops moving, and Close ends the backend's in-flight count.
 type respBody struct {
-	rc    io.ReadCloser
-	timer *time.Timer
-	idle  time.Duration
-	end   func()
-	done  bool
+	rc      io.ReadCloser
+	timer   *time.Timer
+	idle    time.Duration
+	backend *upstream.Backend
+	cancel  context.CancelCauseFunc
+	done    bool
 }
 
 func (b *respBody) Read(p []byte) (int, error) {
@@ -124,7 +128,8 @@ func (b *respBody) Close() error {
 	if !b.done {
 		b.done = true
 		b.timer.Stop()
-		b.end()
+		b.backend.End()
+		b.cancel(nil)
 	}
 	return b.rc.Close()
 }

@@ -57,10 +57,16 @@ func (b *RetryBudget) Withdraw() bool {
 	f := b.rotate()
 	w := 1 - f
 	reqs := float64(b.cur[0].Load()) + w*float64(b.prev[0].Load())
-	rets := float64(b.cur[1].Load()) + w*float64(b.prev[1].Load())
-	if rets+1 > b.ratio*reqs+b.min {
-		return false
+	limit := b.ratio*reqs + b.min
+	prev := w * float64(b.prev[1].Load())
+	for {
+		// Compare-and-swap, so racing retries cannot overspend the budget.
+		cur := b.cur[1].Load()
+		if float64(cur)+prev+1 > limit {
+			return false
+		}
+		if b.cur[1].CompareAndSwap(cur, cur+1) {
+			return true
+		}
 	}
-	b.cur[1].Add(1)
-	return true
 }

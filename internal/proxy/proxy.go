@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/portcullis/portcullis/internal/balancer"
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/request"
@@ -48,8 +50,20 @@ type Shared struct {
 	// Backoff is the base of the exponential retry backoff (100ms).
 	Backoff time.Duration
 
-	bufPool  bufferPool
-	errorLog *slogWriter
+	bufPool   bufferPool
+	errorLog  *slogWriter
+	observers sync.Map // *upstream.Backend -> prometheus.Observer
+}
+
+// upstreamObserver caches each backend's upstream_request_duration_seconds
+// child, so the hot path does no label hashing.
+func (sh *Shared) upstreamObserver(b *upstream.Backend) prometheus.Observer {
+	if o, ok := sh.observers.Load(b); ok {
+		return o.(prometheus.Observer)
+	}
+	o := sh.Metrics.UpstreamDuration.WithLabelValues(b.String())
+	sh.observers.Store(b, o)
+	return o
 }
 
 // NewTransport returns the shared upstream transport: a keep-alive pool per
@@ -161,29 +175,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func rewrite(pr *httputil.ProxyRequest) {
 	in := request.From(pr.In.Context())
 	h := pr.Out.Header
-	h["X-Forwarded-For"] = []string{in.ForwardedFor}
-	h["X-Real-Ip"] = []string{in.ClientIP.String()}
-	h["X-Request-Id"] = []string{in.ID}
-	proto, host := "http", pr.In.Host
+	// One backing array for the per-request values.
+	v := make([]string, 3)
+	v[0], v[1], v[2] = in.ForwardedFor, in.ClientIPText, pr.In.Host
+	h["X-Forwarded-For"] = v[0:1:1]
+	h["X-Real-Ip"] = v[1:2:2]
+	h["X-Request-Id"] = in.IDValues
+	h["X-Forwarded-Proto"] = protoHTTP
+	h["X-Forwarded-Host"] = v[2:3:3]
 	if pr.In.TLS != nil {
-		proto = "https"
+		h["X-Forwarded-Proto"] = protoHTTPS
 	}
 	if in.PeerTrusted {
-		if v := pr.In.Header.Get("X-Forwarded-Proto"); v != "" {
-			proto = v
+		// A trusted proxy's view of the scheme and host is kept.
+		if p := pr.In.Header["X-Forwarded-Proto"]; len(p) > 0 {
+			h["X-Forwarded-Proto"] = p[:1:1]
 		}
-		if v := pr.In.Header.Get("X-Forwarded-Host"); v != "" {
-			host = v
+		if p := pr.In.Header["X-Forwarded-Host"]; len(p) > 0 {
+			h["X-Forwarded-Host"] = p[:1:1]
 		}
 	}
-	h["X-Forwarded-Proto"] = []string{proto}
-	h["X-Forwarded-Host"] = []string{host}
 	if in.UserID != "" {
 		h["X-User-Id"] = []string{in.UserID}
 		h["X-Auth-Method"] = []string{in.AuthMethod}
 	}
 	pr.Out.Host = ""
 }
+
+var (
+	protoHTTP  = []string{"http"}
+	protoHTTPS = []string{"https"}
+)
 
 // errorHandler answers a failed proxy attempt with the gateway's JSON error.
 func errorHandler(w http.ResponseWriter, r *http.Request, err error) {
@@ -282,7 +304,7 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 
 		start := time.Now()
 		resp, err := sh.Client.RoundTrip(req)
-		sh.Metrics.UpstreamDuration.WithLabelValues(b.String()).Observe(time.Since(start).Seconds())
+		sh.upstreamObserver(b).Observe(time.Since(start).Seconds())
 
 		if err == nil && !failureStatus(resp.StatusCode) {
 			if !timer.Stop() {
@@ -351,7 +373,7 @@ func (t *transport) finish(resp *http.Response, b *upstream.Backend, timer *time
 		b.End()
 		return resp
 	}
-	resp.Body = &respBody{rc: resp.Body, timer: timer, idle: t.h.route.Timeout, end: func() { b.End(); cancel(nil) }}
+	resp.Body = &respBody{rc: resp.Body, timer: timer, idle: t.h.route.Timeout, backend: b, cancel: cancel}
 	return resp
 }
 

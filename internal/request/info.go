@@ -22,10 +22,14 @@ type ctxKey struct{}
 // is served by one goroutine, so no locking is needed.
 type Info struct {
 	Start time.Time
-	// ID is the request ID (set by requestid).
-	ID string
-	// ClientIP is the client address as SPEC §3.2 resolves it (set by clientip).
-	ClientIP netip.Addr
+	// ID is the request ID (set by requestid); IDValues is the header value
+	// slice holding it, shared by every header map that carries the ID.
+	ID       string
+	IDValues []string
+	// ClientIP is the client address as SPEC §3.2 resolves it (set by
+	// clientip); ClientIPText is its text form, made once.
+	ClientIP     netip.Addr
+	ClientIPText string
 	// PeerIP is the TCP peer; PeerTrusted reports whether it is a trusted proxy.
 	PeerIP      netip.Addr
 	PeerTrusted bool

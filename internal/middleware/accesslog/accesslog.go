@@ -5,6 +5,7 @@ package accesslog
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
+
+var errAborted = errors.New("response aborted")
 
 // New returns the middleware. Answers of 5xx are logged at warn, client
 // rejections (4xx) at debug so an attack cannot flood the log, the rest at
@@ -23,13 +26,26 @@ func New(log *slog.Logger, m *telemetry.Metrics, next http.Handler) http.Handler
 		m.Totals.Begin()
 		defer func() {
 			m.InflightRequests.Dec()
+			p := recover()
+			if p != nil {
+				// A response aborted mid-way (http.ErrAbortHandler): log it,
+				// then let net/http drop the connection.
+				defer panic(p)
+				if in.Err == nil {
+					in.Err = errAborted
+				}
+			}
 			status := in.Status()
 			if in.LogStatus != 0 {
 				status = in.LogStatus
 			}
 			if status == 0 {
-				// Nothing written and no panic: net/http answers 200.
-				status = http.StatusOK
+				if p != nil {
+					status = http.StatusInternalServerError
+				} else {
+					// Nothing written: net/http answers 200.
+					status = http.StatusOK
+				}
 			}
 			m.Totals.End(status)
 			d := time.Since(in.Start)
@@ -47,7 +63,7 @@ func New(log *slog.Logger, m *telemetry.Metrics, next http.Handler) http.Handler
 			attrs := make([]slog.Attr, 0, 16)
 			attrs = append(attrs,
 				slog.String("request_id", in.ID),
-				slog.String("client_ip", in.ClientIP.String()),
+				slog.String("client_ip", in.ClientIPText),
 				slog.String("method", r.Method),
 				slog.String("path", r.URL.Path),
 				slog.String("route", in.Endpoint),

@@ -38,6 +38,7 @@ type Result struct {
 	Peer         netip.Addr
 	PeerTrusted  bool
 	ForwardedFor string // X-Forwarded-For to send upstream
+	ClientText   string // Client as text
 }
 
 // Resolve finds the client of a request from peer (the TCP remote address) and
@@ -45,12 +46,14 @@ type Result struct {
 // peer is trusted. X-Forwarded-For is walked from the right, skipping trusted
 // addresses; the first untrusted entry is the client. Entries left of it are
 // the client's own claims and are dropped from the upstream header.
-func (r *Resolver) Resolve(peer netip.Addr, h http.Header) Result {
-	res := Result{Client: peer, Peer: peer}
+func (r *Resolver) Resolve(peer netip.Addr, h http.Header) (res Result) {
+	res = Result{Client: peer, Peer: peer}
 	if !peer.IsValid() || !r.Trusted(peer) {
-		res.ForwardedFor = peer.String()
+		res.ClientText = peer.String()
+		res.ForwardedFor = res.ClientText
 		return res
 	}
+	defer func() { res.ClientText = res.Client.String() }()
 	res.PeerTrusted = true
 	xff := h["X-Forwarded-For"]
 	if len(xff) == 0 {
@@ -160,6 +163,7 @@ func New(res *Resolver, next http.Handler) http.Handler {
 		in := request.From(r.Context())
 		out := res.Resolve(PeerAddr(r.RemoteAddr), r.Header)
 		in.ClientIP, in.PeerIP, in.PeerTrusted, in.ForwardedFor = out.Client, out.Peer, out.PeerTrusted, out.ForwardedFor
+		in.ClientIPText = out.ClientText
 		if !out.PeerTrusted {
 			for _, k := range untrustedHeaders {
 				delete(r.Header, k)

@@ -31,10 +31,13 @@ func New(log *slog.Logger, next http.Handler) http.Handler {
 			in := request.From(r.Context())
 			in.Err = ErrPanic
 			log.Error("panic serving request", "request_id", in.ID, "panic", p, "stack", string(debug.Stack()))
-			if !in.HeaderSent() {
-				w.Header().Set("Connection", "close")
-				gwerror.Write(w, r, http.StatusInternalServerError, "internal error")
+			if in.HeaderSent() {
+				// Part of the answer is out: abort the connection so the
+				// client sees a cut response, not a complete-looking one.
+				panic(http.ErrAbortHandler)
 			}
+			w.Header().Set("Connection", "close")
+			gwerror.Write(w, r, http.StatusInternalServerError, "internal error")
 		}()
 		next.ServeHTTP(w, r)
 	})

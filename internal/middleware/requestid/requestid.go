@@ -64,9 +64,13 @@ func New(g *Generator, next http.Handler) http.Handler {
 			in.ID = vals[0]
 		} else {
 			in.ID = g.Next()
-			r.Header[Header] = []string{in.ID}
+			vals = []string{in.ID}
+			r.Header[Header] = vals
 		}
-		w.Header()[Header] = []string{in.ID}
+		// The same one-element slice serves every header map; nobody
+		// modifies header values in place.
+		in.IDValues = vals
+		w.Header()[Header] = vals
 		next.ServeHTTP(w, r)
 	})
 }

@@ -41,7 +41,13 @@ func apply(h http.Header) {
 // is sent, after the upstream's headers are known.
 func New(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		request.From(r.Context()).OnHeader(apply)
+		in := request.From(r.Context())
+		in.OnHeader(apply)
 		next.ServeHTTP(w, r)
+		if !in.HeaderSent() {
+			// The handler wrote nothing: net/http will send an implicit 200
+			// without calling WriteHeader, so the headers go on here.
+			apply(w.Header())
+		}
 	})
 }

@@ -1,0 +1,161 @@
+package secheaders
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/gwerror"
+	"github.com/portcullis/portcullis/internal/request"
+)
+
+// serve runs h behind the gateway's envelope (request.New as order.go's
+// begin does, then this middleware) on a real server.
+func serve(t *testing.T, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	inner := New(h)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in, r := request.New(w, r, time.Now())
+		inner.ServeHTTP(in.Writer(), r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func get(t *testing.T, method, url string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func TestDefaultsOnEveryResponse(t *testing.T) {
+	tests := []struct {
+		name    string
+		method  string
+		handler http.HandlerFunc
+		status  int
+		bug     string // names the known bug a failure means
+	}{
+		{
+			name:    "plain response with body",
+			method:  http.MethodGet,
+			handler: func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hello") },
+			status:  http.StatusOK,
+		},
+		{
+			name:    "only WriteHeader(404)",
+			method:  http.MethodGet,
+			handler: func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotFound) },
+			status:  http.StatusNotFound,
+		},
+		{
+			name:    "gateway's own JSON error",
+			method:  http.MethodGet,
+			handler: func(w http.ResponseWriter, r *http.Request) { gwerror.Write(w, r, http.StatusForbidden, "forbidden") },
+			status:  http.StatusForbidden,
+		},
+		{
+			name:    "flush before any write",
+			method:  http.MethodGet,
+			handler: func(w http.ResponseWriter, r *http.Request) { w.(http.Flusher).Flush() },
+			status:  http.StatusOK,
+		},
+		{
+			name:    "HEAD with only WriteHeader(200)",
+			method:  http.MethodHead,
+			handler: func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) },
+			status:  http.StatusOK,
+		},
+		{
+			// Regression: the headers are applied in the recording writer's
+			// WriteHeader. A handler that writes nothing gets net/http's
+			// implicit 200, which never calls that WriteHeader.
+			name:    "empty 200: handler writes nothing",
+			method:  http.MethodGet,
+			handler: func(w http.ResponseWriter, r *http.Request) {},
+			status:  http.StatusOK,
+			bug: "BUG: secheaders.New (secheaders.go:44) applies the headers only via Info.OnHeader, which runs in " +
+				"(*request.writer).WriteHeader (internal/request/info.go); net/http's implicit 200 after a handler " +
+				"that wrote nothing bypasses it, so an empty 200 goes out without security headers (SPEC §3.1)",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := serve(t, tc.handler)
+			resp := get(t, tc.method, srv.URL+"/x")
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			var wrong []string
+			for _, d := range Defaults {
+				if got := resp.Header.Values(d.Name); len(got) != 1 || got[0] != d.Value {
+					wrong = append(wrong, fmt.Sprintf("%s=%q (want %q)", d.Name, got, d.Value))
+				}
+			}
+			if len(wrong) > 0 {
+				t.Errorf("%s\nmissing or wrong security headers: %s", tc.bug, strings.Join(wrong, ", "))
+			}
+		})
+	}
+}
+
+func TestUpstreamHeadersKept(t *testing.T) {
+	const csp = "default-src 'self'"
+	const hsts = "max-age=60"
+	tests := []struct {
+		name   string
+		set    map[string]string
+		expect map[string]string
+	}{
+		{
+			name:   "upstream CSP kept",
+			set:    map[string]string{"Content-Security-Policy": csp},
+			expect: map[string]string{"Content-Security-Policy": csp, "Strict-Transport-Security": "max-age=31536000; includeSubDomains"},
+		},
+		{
+			name:   "upstream HSTS kept",
+			set:    map[string]string{"Strict-Transport-Security": hsts},
+			expect: map[string]string{"Strict-Transport-Security": hsts, "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"},
+		},
+		{
+			name:   "both kept, other defaults added",
+			set:    map[string]string{"content-security-policy": csp, "strict-transport-security": hsts},
+			expect: map[string]string{"Content-Security-Policy": csp, "Strict-Transport-Security": hsts, "X-Frame-Options": "DENY"},
+		},
+		{
+			name:   "upstream X-Frame-Options kept",
+			set:    map[string]string{"X-Frame-Options": "SAMEORIGIN"},
+			expect: map[string]string{"X-Frame-Options": "SAMEORIGIN", "X-Content-Type-Options": "nosniff"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := serve(t, func(w http.ResponseWriter, r *http.Request) {
+				for k, v := range tc.set {
+					w.Header().Set(k, v)
+				}
+				_, _ = io.WriteString(w, "ok")
+			})
+			resp := get(t, http.MethodGet, srv.URL)
+			for k, want := range tc.expect {
+				got := resp.Header.Values(k)
+				if len(got) != 1 || got[0] != want {
+					t.Errorf("%s = %q, want exactly [%q]", k, got, want)
+				}
+			}
+		})
+	}
+}
