@@ -336,7 +336,8 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		report(failure)
 		lastErr = failure
 
-		if !t.canRetry(attempt, out, err, st, ctx) {
+		if !t.canRetry(attempt, out, err, st, ctx) || rt.Selector.Select(hash, append(tried, b)) == nil {
+			// No retry allowed, or no other backend to retry on.
 			if resp != nil {
 				// Out of retries: the backend's own 502/503/504 is the answer.
 				timer.Stop()
@@ -358,8 +359,6 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		}
 	}
 	if lastErr == nil {
-		lastErr = &Error{Status: http.StatusServiceUnavailable, Err: ErrNoBackend}
-	} else if pe := (*Error)(nil); errors.As(lastErr, &pe) && failureStatus(pe.Status) {
 		lastErr = &Error{Status: http.StatusServiceUnavailable, Err: ErrNoBackend}
 	}
 	return fail(lastErr)

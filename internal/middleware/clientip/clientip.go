@@ -172,3 +172,25 @@ func New(res *Resolver, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// Key is the per-client key for limits, counters and lists of per-IP state:
+// an IPv4 address as is, an IPv6 address masked to its /64 (one subscriber
+// gets a whole /64, so per-address state would be trivial to escape).
+func Key(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return a
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return a
+	}
+	return p.Addr()
+}
+
+// Exempt reports whether per-IP limits must not apply to the request's
+// client: a trusted proxy that sent no X-Forwarded-For is itself the client,
+// and blocking or capping it would block everyone behind it. Callers log it,
+// since it means TRUSTED_PROXIES or the proxy is misconfigured.
+func Exempt(client, peer netip.Addr, peerTrusted bool) bool {
+	return peerTrusted && client == peer
+}
