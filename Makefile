@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/portcullis/portcullis/internal/gateway.Version=
 TEST_BIN  := $(CURDIR)/bin/gateway-test
 GOFLAGS_TEST ?= -race -timeout 20m -p 2
 
-.PHONY: build run test test-deps unit e2e bench lint fmt vet health metrics clean
+.PHONY: build run test test-deps unit e2e bench fuzz lint fmt vet health metrics clean
 
 build: ## static binary ./gateway
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gateway
@@ -26,6 +26,14 @@ unit: ## unit tests only (no end-to-end)
 
 bench: ## Go benchmarks of the hot path
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./internal/router ./internal/balancer ./internal/proxy
+
+FUZZTIME ?= 60s
+fuzz: ## run every fuzz target for FUZZTIME each (make test runs only their seed corpora)
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
 
 lint: vet ## gofmt + go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

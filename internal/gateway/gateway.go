@@ -49,6 +49,9 @@ type Gateway struct {
 	checker  *health.Checker
 	upgrades *upgradeTracker
 
+	// readHeaderTimeout is ReadHeaderTimeout; tests shorten it.
+	readHeaderTimeout time.Duration
+
 	started  time.Time
 	draining atomic.Bool
 	conns    atomic.Int64
@@ -65,6 +68,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		metrics:  telemetry.NewMetrics(),
 		started:  time.Now(),
 		upgrades: newUpgradeTracker(),
+
+		readHeaderTimeout: ReadHeaderTimeout,
 	}
 	circuitLog := telemetry.Component(log, "circuit")
 	g.registry = upstream.NewRegistry(upstream.BreakerSettings{
@@ -237,7 +242,7 @@ func (g *Gateway) shutdown(srv, opsSrv *http.Server) {
 func (g *Gateway) newServer(h http.Handler) *http.Server {
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadHeaderTimeout: g.readHeaderTimeout,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(telemetry.Component(g.log, "gateway").Handler(), slog.LevelDebug),

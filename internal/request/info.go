@@ -33,6 +33,9 @@ type Info struct {
 	// PeerIP is the TCP peer; PeerTrusted reports whether it is a trusted proxy.
 	PeerIP      netip.Addr
 	PeerTrusted bool
+	// Allowlisted is set by the allow/deny step when the client is on the
+	// allow list: every later IP check (DDoS, rate limit) is skipped.
+	Allowlisted bool
 	// ForwardedFor is the X-Forwarded-For value to send upstream.
 	ForwardedFor string
 	// Endpoint is the metrics label: the matched route prefix, one of the

@@ -4,6 +4,7 @@
 package clientip
 
 import (
+	"errors"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -58,8 +59,8 @@ func (r *Resolver) Resolve(peer netip.Addr, h http.Header) (res Result) {
 	xff := h["X-Forwarded-For"]
 	if len(xff) == 0 {
 		if v := h["X-Real-Ip"]; len(v) == 1 {
-			if a, err := netip.ParseAddr(strings.TrimSpace(v[0])); err == nil {
-				res.Client = a.Unmap()
+			if a, err := parseEntry(strings.TrimSpace(v[0])); err == nil {
+				res.Client = a
 				if res.Client != peer {
 					res.ForwardedFor = res.Client.String() + ", " + peer.String()
 					return res
@@ -127,21 +128,28 @@ func (r *Resolver) Resolve(peer netip.Addr, h http.Header) (res Result) {
 	return res
 }
 
+var errZone = errors.New("IPv6 zone in a forwarded address")
+
 // parseEntry parses one X-Forwarded-For element: an IP, possibly with a port
-// ("1.2.3.4:5", "[::1]:5") or in brackets.
+// ("1.2.3.4:5", "[::1]:5") or in brackets. Zoned IPv6 addresses ("fe80::1%x")
+// are refused: the zone is free text, so it would give one client endless
+// distinct keys (and carry raw bytes into logs).
 func parseEntry(s string) (netip.Addr, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap(), nil
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		if ap, perr := netip.ParseAddrPort(s); perr == nil {
+			a, err = ap.Addr(), nil
+		} else if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+			a, err = netip.ParseAddr(s[1 : len(s)-1])
+		}
 	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap(), nil
+	if err != nil {
+		return netip.Addr{}, err
 	}
-	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
-		a, err := netip.ParseAddr(s[1 : len(s)-1])
-		return a.Unmap(), err
+	if a.Zone() != "" {
+		return netip.Addr{}, errZone
 	}
-	_, err := netip.ParseAddr(s)
-	return netip.Addr{}, err
+	return a.Unmap(), nil
 }
 
 // PeerAddr parses r.RemoteAddr.

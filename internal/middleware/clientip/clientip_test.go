@@ -35,6 +35,8 @@ func TestResolve(t *testing.T) {
 		{name: "entries with ports and brackets", peer: "10.0.0.1", xff: []string{"[2001:db8::1]:443"}, client: "2001:db8::1", fwdFor: "2001:db8::1, 10.0.0.1", trusted: true},
 		{name: "IPv4-mapped IPv6 entries are unmapped", peer: "10.0.0.1", xff: []string{"::ffff:198.51.100.4"}, client: "198.51.100.4", fwdFor: "198.51.100.4, 10.0.0.1", trusted: true},
 		{name: "IPv6 loopback trusted", peer: "::1", xff: []string{"2001:db8::5"}, client: "2001:db8::5", fwdFor: "2001:db8::5, ::1", trusted: true},
+		{name: "zoned IPv6 entry is junk, not a fresh key per zone", peer: "10.0.0.1", xff: []string{"fe80::1%eth0"}, client: "10.0.0.1", fwdFor: "10.0.0.1", trusted: true},
+		{name: "zoned X-Real-IP ignored", peer: "127.0.0.1", realIP: "fe80::1%x", client: "127.0.0.1", fwdFor: "127.0.0.1", trusted: true},
 		{name: "empty elements ignored", peer: "10.0.0.1", xff: []string{" , 198.51.100.2 ,"}, client: "198.51.100.2", fwdFor: "198.51.100.2, 10.0.0.1", trusted: true},
 	}
 	for _, tc := range tests {
