@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/gwerror"
+	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
@@ -22,6 +23,9 @@ func (g *Gateway) buildEndpoints() {
 	ops := map[string]http.Handler{
 		"/metrics": g.metrics.Handler(),
 		"/stats":   http.HandlerFunc(g.stats),
+	}
+	for p, h := range g.admin.Routes() {
+		ops[p] = h
 	}
 	if g.cfg.OpsAddr == "" {
 		for p, h := range ops {
@@ -150,6 +154,9 @@ func (g *Gateway) stats(w http.ResponseWriter, _ *http.Request) {
 		"routes":             routes,
 		"breakers":           breakers,
 		"draining":           g.draining.Load(),
+		"blocked_ips":        g.guard.BlockedCount(),
+		"tracked_ips":        map[string]int{"ratelimit": g.limits.Tracked(), "ddos": g.guard.Tracked()},
+		"ip_lists":           map[string]int{"whitelist": g.lists.Len(ipfilter.Allow), "blacklist": g.lists.Len(ipfilter.Deny)},
 		"features": map[string]bool{
 			"caching":     g.cfg.EnableCaching,
 			"compression": g.cfg.EnableCompression,

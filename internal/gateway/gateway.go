@@ -14,12 +14,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/admin"
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/connlimit"
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/health"
 	"github.com/portcullis/portcullis/internal/middleware"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/middleware/ddos"
+	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
+	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
+	"github.com/portcullis/portcullis/internal/middleware/shed"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/router"
@@ -56,6 +62,15 @@ type Gateway struct {
 	draining atomic.Bool
 	conns    atomic.Int64
 
+	resolver *clientip.Resolver
+	routes   http.Handler // route dispatch behind the in-flight cap
+	handler  http.Handler // the public listener's whole chain
+
+	lists  *ipfilter.Lists   // allow/deny, shared with the admin API
+	guard  *ddos.Guard       // DDoS blocks, shared with the admin API and /stats
+	limits *ratelimit.Shared // per-IP and per-route token buckets
+	admin  *admin.API
+
 	own map[string]http.Handler // the gateway's own endpoints on the public listener
 	ops *http.ServeMux          // ops endpoints on OPS_ADDR, when set
 }
@@ -87,7 +102,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		Metrics:         g.metrics,
 		Log:             telemetry.Component(log, "proxy"),
 	}
-	snap, err := runtime.Build(cfg.Routes, g.registry, g.shared, middleware.PerRoute)
+	g.resolver = clientip.NewResolver(cfg.TrustedProxies)
+	if err := g.buildEdge(); err != nil {
+		return nil, err
+	}
+	rd := middleware.RouteDeps{Limits: g.limits, CORSOrigins: cfg.CORSAllowedOrigins}
+	snap, err := runtime.Build(cfg.Routes, g.registry, g.shared, rd.PerRoute)
 	if err != nil {
 		return nil, fmt.Errorf("building routes: %w", err)
 	}
@@ -110,8 +130,75 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 			g.metrics.BackendHealth.WithLabelValues(b.String()).Set(v)
 		},
 	})
+	// The in-flight cap guards the routes only: the gateway's own /health,
+	// /livez and /readyz stay answerable under load (SPEC §4).
+	g.routes = shed.New(cfg.MaxInflight, g.metrics.Registry, http.HandlerFunc(g.route))
 	g.buildEndpoints()
+	g.handler, err = middleware.Global(g.deps(), http.HandlerFunc(g.dispatch))
+	if err != nil {
+		return nil, err
+	}
 	return g, nil
+}
+
+// buildEdge creates the edge-protection state shared by the chain, the admin
+// API and /stats.
+func (g *Gateway) buildEdge() error {
+	cfg := g.cfg
+	g.lists = ipfilter.NewLists(cfg.IPWhitelist, cfg.IPBlacklist)
+	var err error
+	g.guard, err = ddos.New(ddos.Config{
+		Threshold:     cfg.DDoSThreshold,
+		BlockDuration: cfg.BlockDuration,
+		MaxTrackedIPs: cfg.MaxTrackedIPs,
+		Log:           g.log,
+		Registerer:    g.metrics.Registry,
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("DDOS_THRESHOLD/BLOCK_DURATION: %w", err)
+	}
+	g.limits, err = ratelimit.NewShared(ratelimit.Config{
+		MaxTrackedIPs: cfg.MaxTrackedIPs,
+		Log:           g.log,
+		Registerer:    g.metrics.Registry,
+	})
+	if err != nil {
+		return fmt.Errorf("MAX_TRACKED_IPS: %w", err)
+	}
+	g.admin, err = admin.New(admin.Options{
+		Token: cfg.AdminToken,
+		Lists: g.lists,
+		Blocker: admin.BlockerFuncs{
+			BlockedFunc: func(now time.Time) []admin.Block {
+				bs := g.guard.Blocked(now)
+				out := make([]admin.Block, len(bs))
+				for i, b := range bs {
+					out[i] = admin.Block{IP: b.IP, Until: b.Until}
+				}
+				return out
+			},
+			UnblockFunc: g.guard.Unblock,
+		},
+		Trusted:    cfg.TrustedProxies,
+		Log:        g.log,
+		Registerer: g.metrics.Registry,
+	})
+	return err
+}
+
+func (g *Gateway) deps() middleware.Deps {
+	return middleware.Deps{
+		Log:             g.log,
+		Metrics:         g.metrics,
+		IDs:             requestid.NewGenerator(),
+		Resolver:        g.resolver,
+		BodyReadTimeout: g.cfg.BodyReadTimeout,
+		Lists:           g.lists,
+		Guard:           g.guard,
+		Limits:          g.limits,
+		RPS:             g.cfg.MaxRequestsPerSecond,
+		Burst:           g.cfg.MaxBurstSize,
+	}
 }
 
 // Metrics exposes the registry so later features register theirs on it.
@@ -119,16 +206,7 @@ func (g *Gateway) Metrics() *telemetry.Metrics { return g.metrics }
 
 // Handler returns the public listener's handler: the global chain ending in
 // the dispatcher.
-func (g *Gateway) Handler() http.Handler {
-	return middleware.Global(middleware.Deps{
-		Log:      g.log,
-		Metrics:  g.metrics,
-		IDs:      requestid.NewGenerator(),
-		Resolver: clientip.NewResolver(g.cfg.TrustedProxies),
-
-		BodyReadTimeout: g.cfg.BodyReadTimeout,
-	}, http.HandlerFunc(g.dispatch))
-}
+func (g *Gateway) Handler() http.Handler { return g.handler }
 
 // dispatch serves the gateway's own endpoints (exact paths, before any
 // route), then routes by the longest prefix of the cleaned path.
@@ -139,6 +217,18 @@ func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
+	if r.Header.Get("Upgrade") != "" {
+		// A WebSocket lives for minutes or hours: it is bounded by the
+		// connection caps, not by the in-flight request cap.
+		g.route(w, r)
+		return
+	}
+	g.routes.ServeHTTP(w, r)
+}
+
+// route matches the cleaned path to a route and hands over to its chain.
+func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
+	in := request.From(r.Context())
 	clean, err := router.CleanPath(r.URL.EscapedPath())
 	if err != nil {
 		in.Err = err
@@ -162,11 +252,22 @@ func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request) {
 // Run listens and serves until ctx is cancelled (SIGTERM/SIGINT), then shuts
 // down gracefully (SPEC §4). ready, if not nil, gets the bound addresses.
 func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) error {
-	ln, err := net.Listen("tcp", g.cfg.ListenAddr)
+	rawLn, err := net.Listen("tcp", g.cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("GATEWAY_PORT: listening on %s: %w", g.cfg.ListenAddr, err)
 	}
-	srv := g.newServer(g.Handler())
+	// Connection caps at accept time (MAX_CONNS_PER_IP, MAX_CONNECTIONS);
+	// the ops listener is not capped, so it stays reachable when this one
+	// is full.
+	ln := connlimit.NewListener(rawLn, connlimit.Options{
+		MaxConnsPerIP:  g.cfg.MaxConnsPerIP,
+		MaxConnections: g.cfg.MaxConnections,
+		Trusted:        g.resolver.Trusted,
+		MaxTrackedIPs:  g.cfg.MaxTrackedIPs,
+		Log:            telemetry.Component(g.log, "gateway"),
+		Registerer:     g.metrics.Registry,
+	})
+	srv := g.newServer(g.handler)
 	srv.ConnState = g.connState
 
 	var opsLn net.Listener
@@ -176,7 +277,7 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 			ln.Close()
 			return fmt.Errorf("OPS_ADDR: listening on %s: %w", g.cfg.OpsAddr, err)
 		}
-		opsSrv = g.newServer(g.ops)
+		opsSrv = g.newServer(middleware.Ops(g.deps(), g.ops))
 	}
 
 	bg, stopBG := context.WithCancel(context.Background())
@@ -184,6 +285,8 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	wg.Go(func() {
 		g.checker.Run(bg, func() []*upstream.Backend { return g.snap.Load().Backends })
 	})
+	wg.Go(func() { g.guard.Run(bg) })
+	wg.Go(func() { g.limits.Run(bg) })
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()

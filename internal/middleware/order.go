@@ -4,6 +4,7 @@
 package middleware
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -11,6 +12,10 @@ import (
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/middleware/accesslog"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/middleware/cors"
+	"github.com/portcullis/portcullis/internal/middleware/ddos"
+	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
+	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/middleware/recovery"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
 	"github.com/portcullis/portcullis/internal/middleware/sanitize"
@@ -28,47 +33,108 @@ type Deps struct {
 	// BodyReadTimeout bounds how long an unread request body may hold the
 	// connection after the handler is done (BODY_READ_TIMEOUT).
 	BodyReadTimeout time.Duration
+
+	// Edge protection (SPEC §3 steps 3–5). Lists and Guard are shared with
+	// the admin API; a nil one leaves its step out (the ops listener).
+	Lists  *ipfilter.Lists
+	Guard  *ddos.Guard
+	Limits *ratelimit.Shared
+	RPS    float64 // MAX_REQUESTS_PER_SECOND
+	Burst  int     // MAX_BURST_SIZE
 }
 
 // step wraps the rest of the chain.
-type step func(next http.Handler) http.Handler
+type step func(next http.Handler) (http.Handler, error)
 
-// Global returns the steps every request passes, outermost first, ending in
-// next (the dispatcher: the gateway's own endpoints, then the routes).
-func Global(d Deps, next http.Handler) http.Handler {
-	steps := []step{
-		// 1. Envelope. begin allocates the request's shared state once.
-		func(h http.Handler) http.Handler { return begin(d.BodyReadTimeout, h) },
-		func(h http.Handler) http.Handler { return requestid.New(d.IDs, h) },
-		secheaders.New,
-		// Access log and metrics sit outside every rejection, so rejected
-		// requests are logged and counted too.
-		func(h http.Handler) http.Handler {
-			return accesslog.New(telemetry.Component(d.Log, "gateway"), d.Metrics, h)
-		},
-		// Recovery sits just inside the access log, so a panic becomes a 500
-		// that is logged and counted like any other answer.
-		func(h http.Handler) http.Handler { return recovery.New(telemetry.Component(d.Log, "gateway"), h) },
-		// 2. Client IP, computed once; everyone after reads request.Info.
-		func(h http.Handler) http.Handler { return clientip.New(d.Resolver, h) },
-		// Hostile input that net/http lets through (SPEC §9).
-		sanitize.New,
-		// 3–5. Allow/deny lists, DDoS guard and per-IP rate limits go here
-		// (edge protection).
-	}
-	h := next
-	for i := len(steps) - 1; i >= 0; i-- {
-		h = steps[i](h)
-	}
+// plain adapts a constructor that cannot fail.
+func plain(f func(http.Handler) http.Handler) step {
+	return func(h http.Handler) (http.Handler, error) { return f(h), nil }
+}
+
+// Global returns the steps every request on the public listener passes,
+// outermost first, ending in next (the dispatcher: the gateway's own
+// endpoints, then the routes).
+func Global(d Deps, next http.Handler) (http.Handler, error) {
+	steps := append(envelope(d),
+		// 3. Allow/deny lists: an allow-listed client skips every later IP
+		// check; a deny-listed one gets 403.
+		plain(func(h http.Handler) http.Handler {
+			return ipfilter.New(d.Lists, telemetry.Component(d.Log, "gateway"), d.Metrics.Registry, h)
+		}),
+		// 4. DDoS guard: too many requests in a sliding minute → blocked.
+		plain(d.Guard.Wrap),
+		// 5. Per-IP token bucket.
+		func(h http.Handler) (http.Handler, error) { return ratelimit.New(d.RPS, d.Burst, d.Limits, h) },
+	)
+	return build(steps, next)
+}
+
+// Ops returns the chain of the ops listener (OPS_ADDR): the envelope only.
+// It is a private listener, so no client limits apply; request IDs, client
+// IPs and the access log still do.
+func Ops(d Deps, next http.Handler) http.Handler {
+	h, _ := build(envelope(d), next) // envelope steps cannot fail
 	return h
 }
 
+// envelope: SPEC §3 steps 1–2 plus the hostile-input checks.
+func envelope(d Deps) []step {
+	return []step{
+		// 1. Envelope. begin allocates the request's shared state once.
+		plain(func(h http.Handler) http.Handler { return begin(d.BodyReadTimeout, h) }),
+		plain(func(h http.Handler) http.Handler { return requestid.New(d.IDs, h) }),
+		plain(secheaders.New),
+		// Access log and metrics sit outside every rejection, so rejected
+		// requests are logged and counted too.
+		plain(func(h http.Handler) http.Handler {
+			return accesslog.New(telemetry.Component(d.Log, "gateway"), d.Metrics, h)
+		}),
+		// Recovery sits just inside the access log, so a panic becomes a 500
+		// that is logged and counted like any other answer.
+		plain(func(h http.Handler) http.Handler { return recovery.New(telemetry.Component(d.Log, "gateway"), h) }),
+		// 2. Client IP, computed once; everyone after reads request.Info.
+		plain(func(h http.Handler) http.Handler { return clientip.New(d.Resolver, h) }),
+		// Hostile input that net/http lets through (SPEC §9).
+		plain(sanitize.New),
+	}
+}
+
+func build(steps []step, next http.Handler) (http.Handler, error) {
+	h := next
+	for i := len(steps) - 1; i >= 0; i-- {
+		var err error
+		if h, err = steps[i](h); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// RouteDeps is what the per-route steps need.
+type RouteDeps struct {
+	Limits      *ratelimit.Shared
+	CORSOrigins []string // CORS_ALLOWED_ORIGINS
+}
+
 // PerRoute returns the steps of one route after it matched (SPEC §3 steps
-// 7–13), ending in the route's proxy. CORS, auth, cache and compression slot
-// in here, in that order; the body limit and the balancing/proxy steps are
-// the proxy's own.
-func PerRoute(_ config.Route, proxy http.Handler) http.Handler {
-	return proxy
+// 6–13), outermost first, ending in the route's proxy. Auth, cache and
+// compression slot in after CORS, in that order; the body limit and the
+// balancing/proxy steps are the proxy's own.
+func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler, error) {
+	steps := []step{}
+	if rc.RateLimitRPS > 0 {
+		// 6. The route's own limit, on top of the per-IP default.
+		steps = append(steps, func(h http.Handler) (http.Handler, error) {
+			return ratelimit.NewRoute(rc.RateLimitRPS, rc.RateLimitBurst, rd.Limits, h)
+		})
+	}
+	// 7. CORS: preflights answered here, never forwarded.
+	steps = append(steps, func(h http.Handler) (http.Handler, error) { return cors.New(rd.CORSOrigins, h) })
+	h, err := build(steps, proxy)
+	if err != nil {
+		return nil, fmt.Errorf("route %s: %w", rc.Prefix, err)
+	}
+	return h, nil
 }
 
 // begin creates the request's shared state and hands the recording writer

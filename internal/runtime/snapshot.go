@@ -36,7 +36,7 @@ type Snapshot struct {
 // present in the previous snapshot keeps its health, breaker and in-flight
 // count. wrap builds the per-route chain around the proxy handler (see
 // middleware.PerRoute).
-func Build(routes []config.Route, reg *upstream.Registry, sh *proxy.Shared, wrap func(config.Route, http.Handler) http.Handler) (*Snapshot, error) {
+func Build(routes []config.Route, reg *upstream.Registry, sh *proxy.Shared, wrap func(config.Route, http.Handler) (http.Handler, error)) (*Snapshot, error) {
 	s := &Snapshot{}
 	seen := make(map[*upstream.Backend]bool)
 	entries := make([]router.Entry[*Route], 0, len(routes))
@@ -65,7 +65,9 @@ func Build(routes []config.Route, reg *upstream.Registry, sh *proxy.Shared, wrap
 		}
 		var h http.Handler = proxy.New(pr, sh)
 		if wrap != nil {
-			h = wrap(rc, h)
+			if h, err = wrap(rc, h); err != nil {
+				return nil, err
+			}
 		}
 		r := &Route{Config: rc, Pool: pool, Proxy: pr, Handler: h}
 		s.Routes = append(s.Routes, r)
