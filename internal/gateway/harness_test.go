@@ -68,6 +68,12 @@ func (r *running) stop(t *testing.T) {
 // start runs a gateway on a free loopback port with env as its environment.
 func start(t *testing.T, env map[string]string) *running {
 	t.Helper()
+	return startWith(t, env, nil)
+}
+
+// startWith is start with a hook to adjust the gateway before it runs.
+func startWith(t *testing.T, env map[string]string, adjust func(*Gateway)) *running {
+	t.Helper()
 	full := map[string]string{"GATEWAY_PORT": "127.0.0.1:0", "LOG_LEVEL": "debug"}
 	for k, v := range env {
 		full[k] = v
@@ -84,6 +90,9 @@ func start(t *testing.T, env map[string]string) *running {
 	g, err := New(cfg, telemetry.NewLogger(logs, slog.LevelDebug))
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if adjust != nil {
+		adjust(g)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{G: g, Logs: logs, cancel: cancel, done: make(chan error, 1)}
