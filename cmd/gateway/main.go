@@ -30,6 +30,11 @@ Usage:
                       environment wins)
   gateway validate    check the configuration, print every problem, and exit
                       (0 = valid, 2 = invalid)
+  gateway hash-key KEY
+                      print the SHA-256 digest of an API key, for API_KEY_HASHES,
+                      API_KEYS_FILE or the key stores (the key itself is never stored)
+  gateway token --sub NAME [--ttl 1h]
+                      mint a development HS256 token signed with JWT_SECRET
   gateway version     print the version
   gateway help        print this help (also -h, --help)
 
@@ -48,6 +53,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 	case "validate":
+	case "hash-key":
+		return hashKey(args[1:], stdout, stderr)
+	case "token":
+		return mintToken(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "gateway %s (%s)\n", gateway.Version, runtime.Version())
 		return 0

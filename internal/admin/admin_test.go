@@ -111,7 +111,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	})
 	resolved := clientip.New(clientip.NewResolver(opts.Trusted), dispatch)
 	e.h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, r := request.New(w, r, time.Now())
+		in, r := request.New(w, r, time.Now(), 0)
 		e.seq++
 		in.ID = fmt.Sprintf("req-%d", e.seq)
 		resolved.ServeHTTP(in.Writer(), r)

@@ -234,15 +234,15 @@ func TestConnectionCapPerIP(t *testing.T) {
 		conns = append(conns, c)
 	}
 	time.Sleep(50 * time.Millisecond) // let the server accept both
-	third, err := net.Dial("tcp", gw.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer third.Close()
-	io.WriteString(third, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-	third.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if n, err := third.Read(make([]byte, 64)); err == nil {
-		t.Errorf("third connection from one IP was served (%d bytes)", n)
+	// The third is accepted and reset at once; the reset may already show
+	// on connect.
+	if third, err := net.Dial("tcp", gw.Addr); err == nil {
+		defer third.Close()
+		io.WriteString(third, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+		third.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, err := third.Read(make([]byte, 64)); err == nil {
+			t.Errorf("third connection from one IP was served (%d bytes)", n)
+		}
 	}
 	// The first two still work.
 	io.WriteString(conns[0], "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

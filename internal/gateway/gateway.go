@@ -14,12 +14,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/portcullis/portcullis/internal/admin"
+	"github.com/portcullis/portcullis/internal/auth/jwtauth"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/connlimit"
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/health"
 	"github.com/portcullis/portcullis/internal/middleware"
+	"github.com/portcullis/portcullis/internal/middleware/auth"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
@@ -55,8 +59,10 @@ type Gateway struct {
 	checker  *health.Checker
 	upgrades *upgradeTracker
 
-	// readHeaderTimeout is ReadHeaderTimeout; tests shorten it.
+	// readHeaderTimeout and sendTimeout are ReadHeaderTimeout and
+	// request.DefaultSendTimeout; tests shorten them.
 	readHeaderTimeout time.Duration
+	sendTimeout       time.Duration
 
 	started  time.Time
 	draining atomic.Bool
@@ -70,6 +76,12 @@ type Gateway struct {
 	guard  *ddos.Guard       // DDoS blocks, shared with the admin API and /stats
 	limits *ratelimit.Shared // per-IP and per-route token buckets
 	admin  *admin.API
+	auth   *auth.Shared
+
+	// life bounds background work started in New (JWKS refresh, key file
+	// watch); Run's shutdown ends it.
+	life     context.Context
+	stopLife context.CancelFunc
 
 	own map[string]http.Handler // the gateway's own endpoints on the public listener
 	ops *http.ServeMux          // ops endpoints on OPS_ADDR, when set
@@ -85,6 +97,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		upgrades: newUpgradeTracker(),
 
 		readHeaderTimeout: ReadHeaderTimeout,
+		sendTimeout:       request.DefaultSendTimeout,
 	}
 	circuitLog := telemetry.Component(log, "circuit")
 	g.registry = upstream.NewRegistry(upstream.BreakerSettings{
@@ -103,10 +116,20 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		Log:             telemetry.Component(log, "proxy"),
 	}
 	g.resolver = clientip.NewResolver(cfg.TrustedProxies)
+	g.life, g.stopLife = context.WithCancel(context.Background())
+	ok := false
+	defer func() {
+		if !ok {
+			g.stopLife()
+		}
+	}()
 	if err := g.buildEdge(); err != nil {
 		return nil, err
 	}
-	rd := middleware.RouteDeps{Limits: g.limits, CORSOrigins: cfg.CORSAllowedOrigins}
+	if err := g.buildAuth(); err != nil {
+		return nil, err
+	}
+	rd := middleware.RouteDeps{Limits: g.limits, CORSOrigins: cfg.CORSAllowedOrigins, Auth: g.auth}
 	snap, err := runtime.Build(cfg.Routes, g.registry, g.shared, rd.PerRoute)
 	if err != nil {
 		return nil, fmt.Errorf("building routes: %w", err)
@@ -138,7 +161,39 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	ok = true
 	return g, nil
+}
+
+// buildAuth creates the verifiers behind routes with require_auth.
+func (g *Gateway) buildAuth() error {
+	cfg := g.cfg
+	tokens, err := jwtauth.New(g.life, jwtauth.Options{
+		Secret:   []byte(cfg.JWTSecret),
+		Issuer:   cfg.JWTIssuer,
+		Audience: cfg.JWTAudience,
+		JWKSURL:  cfg.JWTJWKSURL,
+		Log:      g.log,
+	})
+	if err != nil {
+		return fmt.Errorf("JWT_SECRET/JWT_JWKS_URL: %w", err)
+	}
+	keys, err := g.buildKeyStore()
+	if err != nil {
+		return err
+	}
+	g.auth, err = auth.NewShared(tokens, keys, cfg.PublicPaths, telemetry.Component(g.log, "auth"), g.metrics.Registry)
+	if err != nil {
+		return err
+	}
+	needsAuth := false
+	for _, r := range cfg.Routes {
+		needsAuth = needsAuth || r.RequireAuth
+	}
+	if needsAuth && !tokens.Enabled() && (keys == nil || !keys.Enabled()) {
+		telemetry.Component(g.log, "config").Warn("routes require auth but no JWT_SECRET, JWT_JWKS_URL or API key source is set: every request to them gets 401")
+	}
+	return nil
 }
 
 // buildEdge creates the edge-protection state shared by the chain, the admin
@@ -193,6 +248,7 @@ func (g *Gateway) deps() middleware.Deps {
 		IDs:             requestid.NewGenerator(),
 		Resolver:        g.resolver,
 		BodyReadTimeout: g.cfg.BodyReadTimeout,
+		SendTimeout:     g.sendTimeout,
 		Lists:           g.lists,
 		Guard:           g.guard,
 		Limits:          g.limits,
@@ -217,7 +273,7 @@ func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
-	if r.Header.Get("Upgrade") != "" {
+	if isWebSocket(r) {
 		// A WebSocket lives for minutes or hours: it is bounded by the
 		// connection caps, not by the in-flight request cap.
 		g.route(w, r)
@@ -311,6 +367,7 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	}
 	g.shutdown(srv, opsSrv)
 	stopBG()
+	g.stopLife()
 	wg.Wait()
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
@@ -365,4 +422,13 @@ func (g *Gateway) connState(_ net.Conn, s http.ConnState) {
 		g.conns.Add(-1)
 		g.metrics.ActiveConnections.Dec()
 	}
+}
+
+// isWebSocket reports a WebSocket upgrade request (RFC 6455 §4.1): GET with
+// Upgrade: websocket and Connection naming upgrade. Anything short of that
+// is an ordinary request and gets the in-flight cap.
+func isWebSocket(r *http.Request) bool {
+	return r.Method == http.MethodGet &&
+		httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") &&
+		httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket")
 }

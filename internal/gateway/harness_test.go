@@ -93,6 +93,9 @@ func startWith(t *testing.T, env map[string]string, adjust func(*Gateway)) *runn
 	}
 	if adjust != nil {
 		adjust(g)
+		if g.handler, err = middlewareGlobal(g, http.HandlerFunc(g.dispatch)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{G: g, Logs: logs, cancel: cancel, done: make(chan error, 1)}

@@ -67,6 +67,16 @@ func TestHostileInput(t *testing.T) {
 			wantStatus: "HTTP/1.1 400",
 		},
 		{
+			name:       "path parameter used for traversal",
+			raw:        "GET /api/public/..;/secure/x HTTP/1.1\r\nHost: x\r\n\r\n",
+			wantStatus: "HTTP/1.1 400",
+		},
+		{
+			name:       "encoded semicolon",
+			raw:        "GET /api/secure%3bjsessionid=1/x HTTP/1.1\r\nHost: x\r\n\r\n",
+			wantStatus: "HTTP/1.1 400",
+		},
+		{
 			name:       "duplicate Authorization",
 			raw:        "GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n",
 			wantStatus: "HTTP/1.1 400",

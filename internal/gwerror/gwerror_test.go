@@ -39,7 +39,7 @@ func TestWrite(t *testing.T) {
 			var w http.ResponseWriter = rec
 			if tc.id != "" {
 				var in *request.Info
-				in, r = request.New(rec, r, time.Now())
+				in, r = request.New(rec, r, time.Now(), 0)
 				in.ID = tc.id
 				w = in.Writer()
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/middleware/accesslog"
+	"github.com/portcullis/portcullis/internal/middleware/auth"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/middleware/cors"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
@@ -33,6 +34,8 @@ type Deps struct {
 	// BodyReadTimeout bounds how long an unread request body may hold the
 	// connection after the handler is done (BODY_READ_TIMEOUT).
 	BodyReadTimeout time.Duration
+	// SendTimeout bounds a blocked write to the client (see request.New).
+	SendTimeout time.Duration
 
 	// Edge protection (SPEC §3 steps 3–5). Lists and Guard are shared with
 	// the admin API; a nil one leaves its step out (the ops listener).
@@ -81,7 +84,7 @@ func Ops(d Deps, next http.Handler) http.Handler {
 func envelope(d Deps) []step {
 	return []step{
 		// 1. Envelope. begin allocates the request's shared state once.
-		plain(func(h http.Handler) http.Handler { return begin(d.BodyReadTimeout, h) }),
+		plain(func(h http.Handler) http.Handler { return begin(d.BodyReadTimeout, d.SendTimeout, h) }),
 		plain(func(h http.Handler) http.Handler { return requestid.New(d.IDs, h) }),
 		plain(secheaders.New),
 		// Access log and metrics sit outside every rejection, so rejected
@@ -114,12 +117,13 @@ func build(steps []step, next http.Handler) (http.Handler, error) {
 type RouteDeps struct {
 	Limits      *ratelimit.Shared
 	CORSOrigins []string // CORS_ALLOWED_ORIGINS
+	Auth        *auth.Shared
 }
 
 // PerRoute returns the steps of one route after it matched (SPEC §3 steps
-// 6–13), outermost first, ending in the route's proxy. Auth, cache and
-// compression slot in after CORS, in that order; the body limit and the
-// balancing/proxy steps are the proxy's own.
+// 6–13), outermost first, ending in the route's proxy. Cache and compression
+// slot in after auth, in that order; the body limit and the balancing/proxy
+// steps are the proxy's own.
 func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler, error) {
 	steps := []step{}
 	if rc.RateLimitRPS > 0 {
@@ -130,6 +134,10 @@ func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler,
 	}
 	// 7. CORS: preflights answered here, never forwarded.
 	steps = append(steps, func(h http.Handler) (http.Handler, error) { return cors.New(rd.CORSOrigins, h) })
+	// 8. Auth, when the route requires it and the path is not public. It
+	// sits before the cache, so a private answer never reaches an
+	// anonymous caller.
+	steps = append(steps, plain(func(h http.Handler) http.Handler { return auth.New(rd.Auth, rc.RequireAuth, h) }))
 	h, err := build(steps, proxy)
 	if err != nil {
 		return nil, fmt.Errorf("route %s: %w", rc.Prefix, err)
@@ -142,9 +150,9 @@ func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler,
 // request body: the server drains up to 256 KiB of it to reuse the
 // connection, with no deadline of its own, so a client that declared a body
 // and never sends it would hold the connection forever.
-func begin(bodyTimeout time.Duration, next http.Handler) http.Handler {
+func begin(bodyTimeout, sendTimeout time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, r := request.New(w, r, time.Now())
+		in, r := request.New(w, r, time.Now(), sendTimeout)
 		next.ServeHTTP(in.Writer(), r)
 		if r.ContentLength == 0 || in.Status() == http.StatusSwitchingProtocols {
 			return

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/upstream"
@@ -16,18 +17,44 @@ import (
 // ErrBodyTimeout (idle deadline on the client connection, extended as bytes
 // arrive), and remembers what went wrong so the failure is charged to the
 // client, never to the backend.
+//
+// Read runs on the Transport's write goroutine while the proxy's retry loop
+// looks at the outcome, so what the loop reads (bytes read, end seen, fault)
+// is published through atomics.
 type clientBody struct {
 	r       io.ReadCloser
 	rc      *http.ResponseController
 	limit   int64
 	timeout time.Duration
 
-	n        int64
+	n        int64 // owned by the reading goroutine
 	extended time.Time
-	err      error // the client's fault, if any
-	eof      bool
 	first    [1]byte // read ahead by prime
 	nfirst   int
+
+	read  atomic.Int64 // bytes read so far
+	eof   atomic.Bool  // the body ended cleanly
+	fault atomic.Int32 // index into faults: the client's error, if any
+}
+
+// faults are the client errors a body can end with; index 0 is none.
+var faults = [...]error{nil, ErrBodyTooLarge, ErrBodyTimeout, ErrClientGone, ErrBadBody}
+
+func faultIndex(err error) int32 {
+	for i, f := range faults[1:] {
+		if err == f {
+			return int32(i + 1)
+		}
+	}
+	return int32(len(faults) - 1)
+}
+
+// Err returns the client's fault, or nil.
+func (b *clientBody) Err() error { return faults[b.fault.Load()] }
+
+func (b *clientBody) fail(err error) error {
+	b.fault.CompareAndSwap(0, faultIndex(err))
+	return b.Err()
 }
 
 // prime reads the first byte of the body ahead, which makes a chunked body
@@ -47,10 +74,10 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.nfirst = 0
 		return 1, nil
 	}
-	if b.err != nil {
-		return 0, b.err
+	if err := b.Err(); err != nil {
+		return 0, err
 	}
-	if b.eof {
+	if b.eof.Load() {
 		return 0, io.EOF
 	}
 	if b.timeout > 0 {
@@ -67,18 +94,17 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)
+	b.read.Store(b.n)
 	if b.n > b.limit {
-		b.err = ErrBodyTooLarge
-		return 0, b.err
+		return 0, b.fail(ErrBodyTooLarge)
 	}
 	switch {
 	case err == io.EOF:
-		b.eof = true
+		b.eof.Store(true)
 		b.clearDeadline()
 	case err != nil:
-		b.err = classifyBodyErr(err)
 		b.clearDeadline()
-		return n, b.err
+		return n, b.fail(classifyBodyErr(err))
 	}
 	return n, err
 }

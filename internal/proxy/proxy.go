@@ -147,9 +147,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if idempotent(r.Method) && r.ContentLength > 0 && r.ContentLength <= MaxReplayBody {
 			buf := make([]byte, r.ContentLength)
 			if _, err := io.ReadFull(st.body, buf); err != nil {
-				if st.body.err != nil {
-					err = st.body.err
-				} else {
+				if err = st.body.Err(); err == nil {
 					err = ErrClientGone
 				}
 				errorHandler(w, r, err)
@@ -200,6 +198,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 		h["X-Auth-Method"] = []string{in.AuthMethod}
 	}
 	pr.Out.Host = ""
+	// Trailers would carry headers past every check above (identity,
+	// forwarding, underscore twins) to backends that merge them.
+	pr.Out.Trailer = nil
 }
 
 var (
@@ -247,8 +248,12 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 	rt, sh := t.h.route, t.h.shared
 	in := request.From(out.Context())
 	st, _ := in.Proxy.(*state)
+	if st == nil {
+		st = &state{}
+	}
 
 	ctx, cancel := context.WithCancelCause(out.Context())
+	deadline := time.Now().Add(rt.Timeout)
 	timer := time.AfterFunc(rt.Timeout, func() { cancel(errTimeout) })
 	out = out.WithContext(ctx)
 	fail := func(err error) (*http.Response, error) {
@@ -296,8 +301,14 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		if attempt > 0 {
 			r2 := *out
 			req = &r2
-			if st != nil && st.replay != nil {
+			switch {
+			case st.replay != nil:
 				req.Body = io.NopCloser(bytes.NewReader(st.replay))
+			case st.body != nil:
+				// The first attempt's body wrapper was closed by the
+				// Transport; canRetry allowed this only because the dial
+				// failed, so nothing of the body was read.
+				req.Body = io.NopCloser(st.body)
 			}
 		}
 		req.URL = targetURL(b, rel, out.URL.RawQuery)
@@ -310,8 +321,12 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 			if !timer.Stop() {
 				// The route timeout fired just as the answer came.
 				resp.Body.Close()
-				report(errTimeout)
 				b.End()
+				if cerr := clientFault(st, ctx); cerr != nil {
+					report(upstream.ErrClientFault)
+					return fail(cerr)
+				}
+				report(errTimeout)
 				return nil, errTimeout
 			}
 			report(nil)
@@ -320,7 +335,7 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 
 		// Charge the client, not the backend, for the client's faults.
 		if err != nil {
-			if cerr := clientFault(st, out); cerr != nil {
+			if cerr := clientFault(st, ctx); cerr != nil {
 				report(upstream.ErrClientFault)
 				b.End()
 				return fail(cerr)
@@ -336,10 +351,11 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		report(failure)
 		lastErr = failure
 
-		if !t.canRetry(attempt, out, err, st, ctx) || rt.Selector.Select(hash, append(tried, b)) == nil {
-			// No retry allowed, or no other backend to retry on.
+		if !t.canRetry(attempt, out, err, st, ctx, deadline) || rt.Selector.Select(hash, append(tried, b)) == nil || !rt.Budget.Withdraw() {
+			// No retry allowed, no other backend to retry on, or the
+			// pool's retry budget is spent.
 			if resp != nil {
-				// Out of retries: the backend's own 502/503/504 is the answer.
+				// The backend's own 502/503/504 is the answer.
 				timer.Stop()
 				return t.finish(resp, b, timer, cancel), nil
 			}
@@ -352,7 +368,7 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		b.End()
 		tried = append(tried, b)
 		if !sleep(ctx, backoff(sh.Backoff, attempt)) {
-			if cerr := clientFault(st, out); cerr != nil {
+			if cerr := clientFault(st, ctx); cerr != nil {
 				return fail(cerr)
 			}
 			return fail(errTimeout)
@@ -377,35 +393,46 @@ func (t *transport) finish(resp *http.Response, b *upstream.Backend, timer *time
 }
 
 // canRetry applies SPEC §3.13: attempts left, an idempotent method or a
-// request that never left, a replayable body, time left, budget left.
-func (t *transport) canRetry(attempt int, out *http.Request, err error, st *state, ctx context.Context) bool {
-	sh, rt := t.h.shared, t.h.route
+// request that never left, a replayable body, and time left. (The caller
+// then checks for another backend and the retry budget.)
+func (t *transport) canRetry(attempt int, out *http.Request, err error, st *state, ctx context.Context, deadline time.Time) bool {
+	sh := t.h.shared
 	if attempt+1 >= sh.RetryMax || ctx.Err() != nil {
 		return false
 	}
-	sent := err == nil || !notSent(err)
-	if sent && !idempotent(out.Method) {
+	dialFailed := err != nil && notSent(err)
+	if !dialFailed && !idempotent(out.Method) {
 		return false
 	}
-	if st != nil && st.body != nil && st.replay == nil && st.body.n > 0 {
-		return false // part of a streamed body is gone
-	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < backoff(sh.Backoff, attempt)/2 {
+	if st.body != nil && st.replay == nil && !dialFailed {
+		// A streamed body went (at least partly) to the failed backend and
+		// cannot be sent again.
 		return false
 	}
-	return rt.Budget.Withdraw()
+	return time.Until(deadline) > backoff(sh.Backoff, attempt)/2
 }
 
 // clientFault returns the client's error if the attempt failed because of
-// the client (body too large, stalled, cut off, or the client left).
-func clientFault(st *state, out *http.Request) error {
-	if st != nil && st.body != nil && st.body.err != nil {
-		return st.body.err
+// the client: its body was too large, stalled or cut off, the client left,
+// or the route timeout fired while the client was still sending its body
+// (a slow upload is the client's doing, not the backend's).
+func clientFault(st *state, ctx context.Context) error {
+	if st.body != nil {
+		if err := st.body.Err(); err != nil {
+			return err
+		}
 	}
-	if context.Cause(out.Context()) != nil && !errors.Is(context.Cause(out.Context()), ErrUpstreamTimout) {
-		return ErrClientGone
+	cause := context.Cause(ctx)
+	switch {
+	case cause == nil:
+		return nil
+	case errors.Is(cause, ErrUpstreamTimout):
+		if st.body != nil && st.replay == nil && !st.body.eof.Load() {
+			return ErrBodyTimeout
+		}
+		return nil
 	}
-	return nil
+	return ErrClientGone
 }
 
 // backoff is 100ms·2^n with equal jitter: half fixed, half random.

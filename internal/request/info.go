@@ -63,15 +63,48 @@ type Info struct {
 	rw      http.ResponseWriter
 	status  int
 	written int64
-	onHdr   func(h http.Header)
-	hijack  func(net.Conn) net.Conn
+
+	// Send timeout: the underlying connection's write deadline, pushed
+	// forward as the response makes progress.
+	deadliner   writeDeadliner
+	extended    time.Time
+	sendTimeout time.Duration
+	onHdr       func(h http.Header)
+	hijack      func(net.Conn) net.Conn
 }
+
+// DefaultSendTimeout bounds how long one write to the client may block: a client
+// that stops reading (a full TCP window) is cut off after it, as nginx's
+// send_timeout does, instead of holding its connection, its upstream
+// connection and a MAX_CONNECTIONS slot forever. Long responses are fine as
+// long as the client keeps reading.
+const DefaultSendTimeout = 60 * time.Second
+
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
 // New returns the Info for r and the request carrying it. Use Writer as the
 // ResponseWriter from then on, so the status and byte count are recorded.
-func New(w http.ResponseWriter, r *http.Request, now time.Time) (*Info, *http.Request) {
+// It arms the send timeout (0 = none) on the client connection.
+func New(w http.ResponseWriter, r *http.Request, now time.Time, sendTimeout time.Duration) (*Info, *http.Request) {
 	in := &Info{Start: now, Endpoint: "unmatched", rw: w}
+	if d, ok := w.(writeDeadliner); ok && sendTimeout > 0 {
+		in.deadliner, in.extended, in.sendTimeout = d, now, sendTimeout
+		_ = d.SetWriteDeadline(now.Add(sendTimeout))
+	}
 	return in, r.WithContext(context.WithValue(r.Context(), ctxKey{}, in))
+}
+
+// extendWrite pushes the write deadline forward when a quarter of the send
+// timeout has passed since it was last set (a netpoll call per write would
+// cost more than the write).
+func (in *Info) extendWrite() {
+	if in.deadliner == nil {
+		return
+	}
+	if now := time.Now(); now.Sub(in.extended) > in.sendTimeout/4 {
+		in.extended = now
+		_ = in.deadliner.SetWriteDeadline(now.Add(in.sendTimeout))
+	}
 }
 
 // From returns the Info of the request, or nil outside the gateway's chain.
@@ -124,6 +157,7 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
+	(*Info)(w).extendWrite()
 	n, err := w.rw.Write(p)
 	w.written += int64(n)
 	return n, err
@@ -133,6 +167,7 @@ func (w *writer) Flush() {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
+	(*Info)(w).extendWrite()
 	_ = http.NewResponseController(w.rw).Flush()
 }
 
@@ -150,6 +185,8 @@ func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.status == 0 {
 		w.status = http.StatusSwitchingProtocols
 	}
+	// The tunnel is the proxy's now: no send timeout on it.
+	_ = c.SetWriteDeadline(time.Time{})
 	if w.hijack != nil {
 		c = w.hijack(c)
 	}

@@ -48,6 +48,11 @@ func CleanPath(escaped string) (string, error) {
 			dirty = true
 		case c == '\\':
 			return "", fmt.Errorf("%w: backslash at byte %d", ErrBadPath, i)
+		case c == ';':
+			// Path parameters: Tomcat and Spring read "/a/..;/b" as "/b"
+			// and strip ";jsessionid=…", so what such a backend serves
+			// would differ from what was routed and authorised.
+			return "", fmt.Errorf("%w: semicolon at byte %d", ErrBadPath, i)
 		case c < 0x20 || c == 0x7f:
 			return "", fmt.Errorf("%w: control byte %#02x at byte %d", ErrBadPath, c, i)
 		case c == '/' && i+1 < n && (escaped[i+1] == '/' || escaped[i+1] == '.'):
@@ -92,7 +97,7 @@ func decode(buf []byte, s string) ([]byte, error) {
 		}
 		c = hi<<4 | lo
 		switch {
-		case c == '/' || c == '\\':
+		case c == '/' || c == '\\' || c == ';':
 			return nil, fmt.Errorf("%w: encoded separator %q at byte %d", ErrBadPath, s[i:i+3], i)
 		case c < 0x20 || c == 0x7f:
 			return nil, fmt.Errorf("%w: encoded control byte %q at byte %d", ErrBadPath, s[i:i+3], i)

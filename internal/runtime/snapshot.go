@@ -61,7 +61,7 @@ func Build(routes []config.Route, reg *upstream.Registry, sh *proxy.Shared, wrap
 			MaxBody:     rc.MaxBodyBytes,
 			Pool:        pool,
 			Selector:    sel,
-			Budget:      proxy.NewRetryBudget(0.2, 10, 10*time.Second, nil),
+			Budget:      proxy.NewRetryBudget(0.2, 1, 10*time.Second, nil),
 		}
 		var h http.Handler = proxy.New(pr, sh)
 		if wrap != nil {

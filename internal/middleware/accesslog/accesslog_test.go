@@ -37,7 +37,7 @@ func newHarness(inner http.HandlerFunc) *harness {
 // serve runs r through the chain; prepare may adjust r and the Info first.
 func (hs *harness) serve(r *http.Request, prepare func(*request.Info)) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
-	in, r := request.New(rec, r, time.Now())
+	in, r := request.New(rec, r, time.Now(), 0)
 	if prepare != nil {
 		prepare(in)
 	}

@@ -33,7 +33,7 @@ func serve(t *testing.T, origins []string, next http.Handler) string {
 	h = secheaders.New(h)
 	h = requestid.New(requestid.NewGenerator(), h)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, r := request.New(w, r, time.Now())
+		in, r := request.New(w, r, time.Now(), 0)
 		h.ServeHTTP(in.Writer(), r)
 	}))
 	t.Cleanup(srv.Close)

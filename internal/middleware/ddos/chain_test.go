@@ -66,7 +66,7 @@ func newEdge(tb testing.TB, now func() time.Time, maxTracked, threshold int, rps
 	}
 	inner := clientip.New(clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}), guard)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, r := request.New(w, r, time.Now())
+		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)
 	})
 	return &edge{h: h, guard: guard, rl: rl}
@@ -215,7 +215,7 @@ func BenchmarkChainAllowedClient(b *testing.B) {
 	h := e.guard // the two steps, without the envelope
 	w := &discard{h: http.Header{}}
 	r := httptest.NewRequest(http.MethodGet, "/api/x", nil)
-	in, r := request.New(w, r, time.Now())
+	in, r := request.New(w, r, time.Now(), 0)
 	in.ClientIP = netip.MustParseAddr("198.51.100.7")
 	in.ClientIPText = in.ClientIP.String()
 	in.PeerIP = in.ClientIP
@@ -247,7 +247,7 @@ func BenchmarkChainAllowedClientParallel(b *testing.B) {
 		next.Unlock()
 		w := &discard{h: http.Header{}}
 		r := httptest.NewRequest(http.MethodGet, "/api/x", nil)
-		in, r := request.New(w, r, time.Now())
+		in, r := request.New(w, r, time.Now(), 0)
 		i := 0
 		for pb.Next() {
 			in.ClientIP = sprayAddr(base + i&1023)

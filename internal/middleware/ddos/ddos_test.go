@@ -90,7 +90,7 @@ func newFixture(t testing.TB, c Config, allow ...string) *fixture {
 		f.guard.ServeHTTP(w, r)
 	}))
 	f.h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, r := request.New(w, r, time.Now())
+		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)
 	})
 	return f
@@ -422,7 +422,7 @@ func TestBlocksSurviveChurn(t *testing.T) {
 	// httptest for 300k requests would only slow the test down).
 	r := httptest.NewRequest(http.MethodGet, "/x", nil)
 	w := httptest.NewRecorder()
-	in, r := request.New(w, r, time.Now())
+	in, r := request.New(w, r, time.Now(), 0)
 	for i := range 300000 {
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], 0x0b000000+uint32(i))
@@ -515,7 +515,7 @@ func TestWrapAndArrivalTime(t *testing.T) {
 	}{{at: 0, want: 200}, {at: 0, want: 200}, {at: 0, want: 429}, {at: 59 * time.Second, want: 429}, {at: 60 * time.Second, want: 200}} {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		w := httptest.NewRecorder()
-		in, r := request.New(w, r, arrival.Add(tc.at))
+		in, r := request.New(w, r, arrival.Add(tc.at), 0)
 		in.ClientIP = netip.MustParseAddr("198.51.100.1")
 		h.ServeHTTP(in.Writer(), r)
 		if w.Code != tc.want {

@@ -32,7 +32,7 @@ func chain(l *Lists, trusted []netip.Prefix, log *slog.Logger, reg prometheus.Re
 	ip := clientip.New(clientip.NewResolver(trusted), filter)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached = nil
-		in, r := request.New(w, r, time.Now())
+		in, r := request.New(w, r, time.Now(), 0)
 		in.ID = "req-1"
 		ip.ServeHTTP(in.Writer(), r)
 	})
@@ -216,7 +216,7 @@ func TestMiddlewareAllocs(t *testing.T) {
 	h := New(l, nil, prometheus.NewRegistry(), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	for _, client := range []string{"203.0.113.5", "198.51.100.1", "2001:db8::1"} {
 		w := &nopWriter{h: http.Header{}}
-		in, r := request.New(w, httptest.NewRequest(http.MethodGet, "/", nil), time.Now())
+		in, r := request.New(w, httptest.NewRequest(http.MethodGet, "/", nil), time.Now(), 0)
 		in.ClientIP = mustAddr(client)
 		if n := testing.AllocsPerRun(200, func() { h.ServeHTTP(w, r) }); n != 0 {
 			t.Errorf("client %s: %v allocs per request, want 0", client, n)
@@ -229,7 +229,7 @@ func BenchmarkMiddleware(b *testing.B) {
 	l := NewLists(randomPrefixes(r, 100_000), prefixes("192.0.2.0/24"))
 	h := New(l, nil, prometheus.NewRegistry(), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	w := &nopWriter{h: http.Header{}}
-	in, req := request.New(w, httptest.NewRequest(http.MethodGet, "/", nil), time.Now())
+	in, req := request.New(w, httptest.NewRequest(http.MethodGet, "/", nil), time.Now(), 0)
 	in.ClientIP = mustAddr("198.51.100.1")
 	b.ReportAllocs()
 	for b.Loop() {

@@ -60,7 +60,7 @@ func envelope(h http.Handler, allow ...string) http.Handler {
 	})
 	inner := clientip.New(resolver, mark)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, r := request.New(w, r, time.Now())
+		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)
 	})
 }
@@ -482,7 +482,7 @@ func TestDefaultClockIsArrivalTime(t *testing.T) {
 	}{{at: 0, want: 200}, {at: 0, want: 429}, {at: 999 * time.Millisecond, want: 429}, {at: time.Second, want: 200}} {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		w := httptest.NewRecorder()
-		in, r := request.New(w, r, arrival.Add(tc.at))
+		in, r := request.New(w, r, arrival.Add(tc.at), 0)
 		in.ClientIP = netip.MustParseAddr("198.51.100.1")
 		l.ServeHTTP(in.Writer(), r)
 		if w.Code != tc.want {

@@ -128,7 +128,7 @@ func TestMiddleware(t *testing.T) {
 				r.Header.Add("X-Request-ID", id)
 			}
 			rec := httptest.NewRecorder()
-			in, r := request.New(rec, r, time.Now())
+			in, r := request.New(rec, r, time.Now(), 0)
 			h.ServeHTTP(in.Writer(), r)
 
 			id := in.ID

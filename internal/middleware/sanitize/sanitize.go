@@ -49,12 +49,15 @@ func New(next http.Handler) http.Handler {
 			delete(h, "Upgrade")
 			delete(h, "Http2-Settings")
 		}
-		if len(r.TransferEncoding) > 0 {
+		if len(r.TransferEncoding) > 0 || (!r.ProtoAtLeast(1, 1) && r.ContentLength != 0) {
 			// net/http drops a Content-Length that came with
 			// Transfer-Encoding and reads the body as chunked, but keeps the
 			// connection open. We cannot tell whether a Content-Length was
 			// there, so no request may follow a chunked one on the same
-			// connection: nothing can ride on a framing disagreement.
+			// connection: nothing can ride on a framing disagreement. The
+			// same for HTTP/1.0 with a body: net/http ignores a 1.0
+			// Transfer-Encoding and frames by Content-Length, which the
+			// sender may not have meant.
 			w.Header().Set("Connection", "close")
 		}
 		next.ServeHTTP(w, r)

@@ -24,7 +24,7 @@ func serve(t *testing.T) *httptest.Server {
 		_ = json.NewEncoder(w).Encode(r.Header)
 	}))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, r := request.New(w, r, time.Now())
+		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)
 	}))
 	t.Cleanup(srv.Close)

@@ -19,7 +19,7 @@ func serve(t *testing.T, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	inner := New(h)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, r := request.New(w, r, time.Now())
+		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)
 	}))
 	t.Cleanup(srv.Close)

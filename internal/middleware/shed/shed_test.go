@@ -51,7 +51,7 @@ func TestShedsBeyondMax(t *testing.T) {
 				_, _ = io.WriteString(w, "ok")
 			}))
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				in, r := request.New(w, r, time.Now())
+				in, r := request.New(w, r, time.Now(), 0)
 				in.ID = "req-1"
 				h.ServeHTTP(in.Writer(), r)
 			}))
