@@ -8,7 +8,14 @@ set -euo pipefail
 command -v go >/dev/null || { echo "test-deps: Go 1.26+ is required"; exit 1; }
 
 need=()
-# (Debian package names of test dependencies go into need+=(...) here.)
+# Real services the tests start privately on ephemeral ports (internal/testsvc):
+# redis-server, and PostgreSQL's initdb/pg_ctl (run as the postgres user via
+# runuser when the tests run as root) unless a server answers on 127.0.0.1:5432.
+command -v redis-server >/dev/null || need+=(redis-server)
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
+command -v runuser >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "test-deps: installing ${need[*]}"

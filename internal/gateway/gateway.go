@@ -82,6 +82,7 @@ type Gateway struct {
 	// watch); Run's shutdown ends it.
 	life     context.Context
 	stopLife context.CancelFunc
+	closers  []func() // clients to close at exit (Redis, PostgreSQL)
 
 	own map[string]http.Handler // the gateway's own endpoints on the public listener
 	ops *http.ServeMux          // ops endpoints on OPS_ADDR, when set
@@ -121,6 +122,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	defer func() {
 		if !ok {
 			g.stopLife()
+			for _, c := range g.closers {
+				c()
+			}
 		}
 	}()
 	if err := g.buildEdge(); err != nil {
@@ -368,6 +372,9 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	g.shutdown(srv, opsSrv)
 	stopBG()
 	g.stopLife()
+	for _, c := range g.closers {
+		c()
+	}
 	wg.Wait()
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr

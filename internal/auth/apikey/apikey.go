@@ -1,0 +1,471 @@
+// Package apikey looks up X-API-Key values, held only as SHA-256 digests, in
+// local sets (API_KEYS, API_KEY_HASHES, API_KEYS_FILE) and remote stores
+// (Redis, PostgreSQL) behind a bounded cache.
+package apikey
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Lookup outcomes. Callers branch with errors.Is: ErrStore may wrap the
+// store's own error (which never holds key material).
+var (
+	// ErrUnknown: no source knows the key (also for empty or oversized keys).
+	ErrUnknown = errors.New("unknown API key")
+	// ErrRevoked: PostgreSQL holds the key with revoked_at at or before now.
+	ErrRevoked = errors.New("revoked API key")
+	// ErrStore: a remote store needed to decide failed or was too slow. The
+	// caller must refuse the request (503 for key auth: fail closed).
+	ErrStore = errors.New("API key store unavailable")
+)
+
+// Defaults and limits.
+const (
+	// RedisHashKey is the Redis hash of lowercase hex digest → name that
+	// API_KEYS_REDIS=true reads: HSET portcullis:apikeys <sha256 hex> <name>.
+	RedisHashKey = "portcullis:apikeys"
+	// MaxKeyBytes: longer X-API-Key values are unknown without being hashed,
+	// so a huge header cannot make every request hash megabytes.
+	MaxKeyBytes = 256
+	// DefaultCacheTTL is how long a key found in a remote store is trusted
+	// (and so the longest a revoked or deleted key keeps working).
+	DefaultCacheTTL = 30 * time.Second
+	// DefaultNegativeTTL is how long "unknown"/"revoked" answers are cached; a
+	// shorter CacheTTL shortens it too.
+	DefaultNegativeTTL = 10 * time.Second
+	// DefaultStoreTimeout bounds each remote store's answer.
+	DefaultStoreTimeout = 200 * time.Millisecond
+	// DefaultCacheEntries bounds the positive and the negative cache, each.
+	DefaultCacheEntries = 100_000
+	// DefaultMaxConcurrent bounds remote lookups in flight at once.
+	DefaultMaxConcurrent = 64
+	// slotWaitShare: a lookup waits at most StoreTimeout/4 for a concurrency slot.
+	slotWaitShare = 4
+	// DefaultFilePollInterval is the mtime check that backs up fsnotify.
+	DefaultFilePollInterval = time.Second
+)
+
+// Store label values of apikey_store_errors_total.
+const (
+	StoreRedis    = "redis"
+	StorePostgres = "postgres"
+)
+
+// Identity is who a key belongs to; Name is forwarded upstream as X-User-ID.
+type Identity struct {
+	// Name is the key's name, or "key:" + the first 12 hex characters of its
+	// digest for a key without one (API_KEYS, API_KEY_HASHES, a bare hash line).
+	Name string
+}
+
+// Options configures New. Every field is optional; a Store with no source is
+// not Enabled and answers ErrUnknown.
+type Options struct {
+	// Digests are lowercase hex SHA-256 digests: API_KEYS (hashed by config)
+	// and API_KEY_HASHES.
+	Digests []string
+	// File is API_KEYS_FILE: one `hash` or `name:hash` per line, # comments and
+	// blank lines allowed. A bad file is an error from New; a bad rewrite is
+	// logged and the previous keys stay. Reloaded on change (fsnotify on the
+	// directory, plus an mtime check every FilePollInterval).
+	File string
+	// Redis, when non-nil (API_KEYS_REDIS=true), is asked HGET RedisHashKey <digest>.
+	Redis redis.UniversalClient
+	// DB, when non-nil (API_KEYS_DATABASE_URL), is asked for the api_keys row
+	// (see Migration). Its statement cache prepares the lookup once per conn.
+	DB *pgxpool.Pool
+	// CacheTTL is how long a remote answer is cached: found keys for CacheTTL
+	// (default 30s; a revoked or deleted key stops working within it), unknown
+	// and revoked ones for min(CacheTTL, 10s).
+	CacheTTL time.Duration
+	// StoreTimeout bounds each remote store's answer (the wait for a
+	// concurrency slot, at most a quarter of it, included in the first's);
+	// default 200ms. Beyond it the lookup is ErrStore. A lookup that reaches
+	// both stores can take twice it.
+	StoreTimeout time.Duration
+	// CacheEntries bounds each of the positive and negative caches (random
+	// eviction); default 100000.
+	CacheEntries int
+	// MaxConcurrent bounds remote lookups in flight; default 64. Give the
+	// pgxpool at least this many connections.
+	MaxConcurrent int
+	// FilePollInterval is the fallback mtime check of File; default 1s.
+	FilePollInterval time.Duration
+	// Log receives store outages and file reloads (never key material);
+	// nil discards.
+	Log *slog.Logger
+	// Registerer receives the apikey_* metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Now is the clock for cache expiry and revoked_at; default time.Now.
+	Now func() time.Time
+
+	// noWatch turns fsnotify off (tests of the polling fallback).
+	noWatch bool
+}
+
+// digest is a SHA-256 digest, the map key of every set and cache.
+type digest = [sha256.Size]byte
+
+// remoteStore is one remote source with its outage state.
+type remoteStore struct {
+	name   string // StoreRedis or StorePostgres
+	lookup func(ctx context.Context, hexDigest string) (record, error)
+	down   atomic.Bool // set on the first failure of an outage, cleared by a success
+	errors prometheus.Counter
+}
+
+// record is what a remote store knows about a digest.
+type record struct {
+	found     bool
+	name      string
+	revokedAt time.Time // zero: not revoked
+}
+
+// flight is one remote resolution that concurrent lookups of the same
+// digest wait for instead of asking the stores again.
+type flight struct {
+	done chan struct{}
+	id   Identity
+	err  error
+}
+
+// Store answers Lookup. It is safe for concurrent use.
+type Store struct {
+	log     *slog.Logger
+	now     func() time.Time
+	enabled bool
+
+	env   map[digest]string                 // Digests, immutable
+	local atomic.Pointer[map[digest]string] // env merged with the file; swapped whole on reload
+
+	file       string
+	filePoll   time.Duration
+	fileState  fileState // owned by the watch goroutine after New
+	fileReload *prometheus.CounterVec
+
+	redis   redis.UniversalClient
+	db      *pgxpool.Pool
+	remotes []*remoteStore // in lookup order: Redis, then PostgreSQL
+
+	posTTL, negTTL, timeout time.Duration
+	pos, neg                *cache
+	sem                     chan struct{}
+	shed                    prometheus.Counter
+	storeErrors             *prometheus.CounterVec
+
+	// flightMu guards flights; it is taken only on a cache miss that goes
+	// remote, never on the local-set or cache-hit path.
+	flightMu sync.Mutex
+	flights  map[digest]*flight
+}
+
+// New builds a Store: it parses Digests and reads File (an error names the
+// bad entry or line, never its content). ctx bounds the file-watch goroutine:
+// cancel it when the Store is dropped (a config reload builds a new one).
+func New(ctx context.Context, o Options) (*Store, error) {
+	s := &Store{
+		log:      o.Log,
+		now:      o.Now,
+		file:     o.File,
+		filePoll: o.FilePollInterval,
+		redis:    o.Redis,
+		db:       o.DB,
+		posTTL:   o.CacheTTL,
+		timeout:  o.StoreTimeout,
+		env:      make(map[digest]string, len(o.Digests)),
+		flights:  make(map[digest]*flight),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("component", "apikey")
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.posTTL <= 0 {
+		s.posTTL = DefaultCacheTTL
+	}
+	s.negTTL = min(s.posTTL, DefaultNegativeTTL)
+	if s.timeout <= 0 {
+		s.timeout = DefaultStoreTimeout
+	}
+	if s.filePoll <= 0 {
+		s.filePoll = DefaultFilePollInterval
+	}
+	entries := o.CacheEntries
+	if entries <= 0 {
+		entries = DefaultCacheEntries
+	}
+	s.pos, s.neg = newCache(entries), newCache(entries)
+	concurrent := o.MaxConcurrent
+	if concurrent <= 0 {
+		concurrent = DefaultMaxConcurrent
+	}
+	s.sem = make(chan struct{}, concurrent)
+
+	var errs []error
+	for i, h := range o.Digests {
+		d, ok := parseDigest(h)
+		if !ok {
+			errs = append(errs, fmt.Errorf("API key digest #%d: expected 64 hex characters (a SHA-256 digest)", i+1))
+			continue
+		}
+		s.env[d] = defaultName(d)
+	}
+	if err := s.registerMetrics(o.Registerer); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	if s.redis != nil {
+		s.remotes = append(s.remotes, s.newRemote(StoreRedis, s.lookupRedis))
+	}
+	if s.db != nil {
+		s.remotes = append(s.remotes, s.newRemote(StorePostgres, s.lookupPostgres))
+	}
+	s.enabled = len(s.env) > 0 || s.file != "" || len(s.remotes) > 0
+
+	if s.file == "" {
+		s.local.Store(&s.env)
+		return s, nil
+	}
+	// Watch before the first read, so a change right after New is not missed.
+	var w *fsnotify.Watcher
+	if !o.noWatch {
+		w = s.newWatcher()
+	}
+	if err := s.loadFileAtBoot(); err != nil {
+		if w != nil {
+			_ = w.Close()
+		}
+		return nil, err
+	}
+	go s.watchFile(ctx, w)
+	return s, nil
+}
+
+// Enabled reports whether any key source is configured.
+func (s *Store) Enabled() bool { return s.enabled }
+
+// Lookup returns the identity behind key: local sets first, then the cache,
+// then Redis, then PostgreSQL. It returns ErrUnknown, ErrRevoked, or ErrStore
+// (wrapped) when a remote store that might know the key failed or took longer
+// than StoreTimeout: the caller must fail closed.
+func (s *Store) Lookup(ctx context.Context, key string) (Identity, error) {
+	if key == "" || len(key) > MaxKeyBytes {
+		return Identity{}, ErrUnknown
+	}
+	// Copy into a stack buffer: []byte(key) would allocate for keys over 32
+	// bytes, and MaxKeyBytes bounds the copy.
+	var buf [MaxKeyBytes]byte
+	d := sha256.Sum256(buf[:copy(buf[:], key)])
+
+	// A map lookup by digest needs no constant-time comparison: the attacker
+	// picks the key, not its SHA-256, so whatever the map's hashing and final
+	// 32-byte compare leak about how close a digest came says nothing about
+	// any real key (a preimage would be needed). Plain keys are never
+	// compared anywhere.
+	if name, ok := (*s.local.Load())[d]; ok {
+		return Identity{Name: name}, nil
+	}
+	if len(s.remotes) == 0 {
+		return Identity{}, ErrUnknown
+	}
+	if e, ok := s.cached(d); ok {
+		return Identity{Name: e.name}, e.err
+	}
+	return s.lookupRemote(ctx, d)
+}
+
+// cached returns the unexpired cached answer for d: a name, or an err.
+func (s *Store) cached(d digest) (cacheEntry, bool) {
+	now := s.now().UnixNano()
+	if e, ok := s.pos.get(d, now); ok {
+		return e, true
+	}
+	return s.neg.get(d, now)
+}
+
+// lookupRemote resolves d once for all concurrent callers.
+//
+// Flood protection: random keys are all distinct, so deduplication does not
+// help against them; what protects the stores is the semaphore (at most
+// MaxConcurrent lookups in flight, the rest wait up to StoreTimeout/4 and then
+// fail closed) and the negative cache (a repeated bad key costs one query per
+// 10s). The per-digest dedupe covers the other case: many requests with the
+// same valid key after its cache entry expired make one query, not hundreds.
+func (s *Store) lookupRemote(ctx context.Context, d digest) (Identity, error) {
+	s.flightMu.Lock()
+	if f, ok := s.flights[d]; ok {
+		s.flightMu.Unlock()
+		select {
+		case <-f.done:
+			return f.id, f.err
+		case <-ctx.Done():
+			return Identity{}, fmt.Errorf("%w: %w", ErrStore, ctx.Err())
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	s.flights[d] = f
+	s.flightMu.Unlock()
+	defer func() {
+		s.flightMu.Lock()
+		delete(s.flights, d)
+		s.flightMu.Unlock()
+		close(f.done)
+	}()
+	// A flight that finished between our cache miss and our registration
+	// has already cached its answer (fetch caches before the flight is
+	// removed): look again rather than ask the stores twice.
+	if e, ok := s.cached(d); ok {
+		f.id, f.err = Identity{Name: e.name}, e.err
+		return f.id, f.err
+	}
+	// The leader's own cancellation must not fail the callers waiting on it;
+	// StoreTimeout still bounds the work.
+	f.id, f.err = s.fetch(context.WithoutCancel(ctx), d)
+	return f.id, f.err
+}
+
+// fetch asks the remote stores in order and caches a definite answer (not an
+// outage). Stores are a union: the first that knows the key decides.
+//
+// Each store has StoreTimeout, the first one's including the wait for a
+// concurrency slot, so an outage of Redis (which go-redis spends retrying)
+// cannot starve PostgreSQL's turn. The wait is capped at a quarter of
+// StoreTimeout: a query always keeps most of its budget, because a query cut
+// off by its deadline costs its connection (pgx closes it), and reconnecting
+// while overloaded is how a flood would snowball into the database.
+func (s *Store) fetch(ctx context.Context, d digest) (Identity, error) {
+	start := time.Now()
+	wait := time.NewTimer(s.timeout / slotWaitShare)
+	select {
+	case s.sem <- struct{}{}:
+		wait.Stop()
+	case <-wait.C:
+		s.shed.Inc()
+		return Identity{}, fmt.Errorf("%w: %d lookups already in flight", ErrStore, cap(s.sem))
+	}
+	defer func() { <-s.sem }()
+	first, cancel := context.WithDeadline(ctx, start.Add(s.timeout))
+	defer cancel()
+
+	h := hex.EncodeToString(d[:])
+	var storeErr error
+	for i, st := range s.remotes {
+		stCtx := first
+		if i > 0 {
+			var cancel context.CancelFunc
+			stCtx, cancel = context.WithTimeout(ctx, s.timeout)
+			defer cancel()
+		}
+		rec, err := st.lookup(stCtx, h)
+		s.noteOutcome(st, err)
+		if err != nil {
+			storeErr = fmt.Errorf("%s: %w", st.name, err)
+			continue
+		}
+		if !rec.found {
+			continue
+		}
+		now := s.now()
+		if !rec.revokedAt.IsZero() && !rec.revokedAt.After(now) {
+			s.neg.put(d, cacheEntry{err: ErrRevoked, exp: now.Add(s.negTTL).UnixNano()}, now.UnixNano())
+			return Identity{}, ErrRevoked
+		}
+		name := rec.name
+		switch {
+		case name == "":
+			name = defaultName(d)
+		case !validName(name):
+			// It becomes a header value upstream: never forward it as is.
+			s.log.Warn("API key has an unusable name in the store; using the digest prefix",
+				"store", st.name, "key_prefix", h[:8])
+			name = defaultName(d)
+		}
+		exp := now.Add(s.posTTL)
+		if !rec.revokedAt.IsZero() && rec.revokedAt.Before(exp) {
+			exp = rec.revokedAt // scheduled revocation: trusted only until then
+		}
+		s.pos.put(d, cacheEntry{name: name, exp: exp.UnixNano()}, now.UnixNano())
+		return Identity{Name: name}, nil
+	}
+	if storeErr != nil {
+		return Identity{}, fmt.Errorf("%w: %w", ErrStore, storeErr)
+	}
+	now := s.now()
+	s.neg.put(d, cacheEntry{err: ErrUnknown, exp: now.Add(s.negTTL).UnixNano()}, now.UnixNano())
+	return Identity{}, ErrUnknown
+}
+
+// noteOutcome counts a store failure and logs an outage once: at its first
+// failure and at the first success after it, not per request.
+func (s *Store) noteOutcome(st *remoteStore, err error) {
+	if err == nil {
+		if st.down.CompareAndSwap(true, false) {
+			s.log.Info("API key store recovered", "store", st.name)
+		}
+		return
+	}
+	st.errors.Inc()
+	if st.down.CompareAndSwap(false, true) {
+		s.log.Error("API key store unavailable: key lookups that need it fail closed",
+			"store", st.name, "error", err)
+	}
+}
+
+// newRemote wires a store with its error counter.
+func (s *Store) newRemote(name string, lookup func(context.Context, string) (record, error)) *remoteStore {
+	return &remoteStore{name: name, lookup: lookup, errors: s.storeErrors.WithLabelValues(name)}
+}
+
+// parseDigest decodes a 64-character hex SHA-256 digest (either case).
+func parseDigest(h string) (digest, bool) {
+	var d digest
+	if len(h) != hex.EncodedLen(len(d)) {
+		return d, false
+	}
+	if _, err := hex.Decode(d[:], []byte(h)); err != nil {
+		return d, false
+	}
+	return d, true
+}
+
+// defaultName names a key that has no name: "key:" and 12 hex characters
+// (48 bits of the digest: enough to tell keys apart in logs, useless to an
+// attacker, who would need the key itself).
+func defaultName(d digest) string {
+	return "key:" + hex.EncodeToString(d[:6])
+}
+
+// maxNameBytes bounds a key's name (it becomes the X-User-ID header).
+const maxNameBytes = 128
+
+// validName reports whether name can go upstream as a header value and into
+// logs as is: 1..128 printable ASCII characters, no edge spaces.
+func validName(name string) bool {
+	if name == "" || len(name) > maxNameBytes || name[0] == ' ' || name[len(name)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] < 0x20 || name[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

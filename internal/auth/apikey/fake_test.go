@@ -1,0 +1,210 @@
+package apikey
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// fakeRemote is a scripted remote store: it knows the keys in names, fails
+// while down is set, and blocks while gate is non-nil and open.
+type fakeRemote struct {
+	mu    sync.Mutex
+	names map[string]string // hex digest → name
+	down  bool
+	gate  chan struct{}
+	// ignoreCtx makes a gated lookup wait for the gate even past its
+	// deadline: a store that hangs.
+	ignoreCtx bool
+	calls     atomic.Int64
+	// sawCancel records whether a lookup's context ended before its deadline.
+	sawCancel atomic.Bool
+}
+
+func (f *fakeRemote) lookup(ctx context.Context, h string) (record, error) {
+	f.calls.Add(1)
+	f.mu.Lock()
+	gate, down := f.gate, f.down
+	name, ok := f.names[h]
+	f.mu.Unlock()
+	if gate != nil && f.ignoreCtx {
+		<-gate
+	} else if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				f.sawCancel.Store(true)
+			}
+			return record{}, ctx.Err()
+		}
+	}
+	if down {
+		return record{}, errors.New("connection refused")
+	}
+	return record{found: ok, name: name}, nil
+}
+
+func (f *fakeRemote) set(fn func(f *fakeRemote)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+// newFakeStore builds a Store whose only remote is f.
+func newFakeStore(t *testing.T, f *fakeRemote, o Options) *Store {
+	t.Helper()
+	s := newStore(t, o)
+	s.remotes = []*remoteStore{s.newRemote(StoreRedis, f.lookup)}
+	return s
+}
+
+func TestOutageLoggedOncePerOutage(t *testing.T) {
+	t.Parallel()
+	f := &fakeRemote{names: map[string]string{hexOf("good"): "good"}}
+	reg := prometheus.NewRegistry()
+	log, logs := captureLogs(t)
+	clock := newClock()
+	s := newFakeStore(t, f, Options{Registerer: reg, Log: log, Now: clock.Now})
+	setDown := func(down bool) func(*testing.T) {
+		return func(*testing.T) { f.set(func(f *fakeRemote) { f.down = down }) }
+	}
+	runSteps(t, s, []lookupStep{
+		{name: "down", do: setDown(true), key: "k1", wantErr: ErrStore},
+		{name: "still down", key: "k2", wantErr: ErrStore},
+		{name: "still down, same key (failures are not cached)", key: "k2", wantErr: ErrStore},
+		{name: "back up", do: setDown(false), key: "good", want: Identity{Name: "good"}},
+		{name: "up, unknown key", key: "k3", wantErr: ErrUnknown},
+		{name: "second outage", do: setDown(true), key: "k4", wantErr: ErrStore},
+	})
+	if n := logs.count("API key store unavailable"); n != 2 {
+		t.Errorf("%d outage lines for 2 outages:\n%s", n, logs)
+	}
+	if n := logs.count("API key store recovered"); n != 1 {
+		t.Errorf("%d recovery lines, want 1:\n%s", n, logs)
+	}
+	if got := counter(t, reg, "apikey_store_errors_total", map[string]string{"store": StoreRedis}); got != 4 {
+		t.Errorf("apikey_store_errors_total = %v, want 4", got)
+	}
+}
+
+func TestConcurrencyLimitSheds(t *testing.T) {
+	t.Parallel()
+	f := &fakeRemote{gate: make(chan struct{}), ignoreCtx: true}
+	reg := prometheus.NewRegistry()
+	const timeout = 100 * time.Millisecond
+	s := newFakeStore(t, f, Options{Registerer: reg, MaxConcurrent: 2, StoreTimeout: timeout})
+	// Two lookups hang in a store that ignores its deadline, holding both slots.
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() { _, _ = s.Lookup(context.Background(), fmt.Sprint("holder", i)) })
+	}
+	eventually(t, time.Second, "both slots taken", func() bool { return len(s.sem) == 2 })
+	start := time.Now()
+	_, err := s.Lookup(context.Background(), "third")
+	if took, want := time.Since(start), timeout/slotWaitShare; !errors.Is(err, ErrStore) || took < want || took > want+failMargin {
+		t.Fatalf("third lookup = %v after %v; want ErrStore after about %v", err, took, want)
+	}
+	close(f.gate)
+	wg.Wait()
+	if got := counter(t, reg, "apikey_lookups_shed_total", nil); got != 1 {
+		t.Errorf("apikey_lookups_shed_total = %v, want 1", got)
+	}
+	if got := counter(t, reg, "apikey_store_errors_total", map[string]string{"store": StoreRedis}); got != 0 {
+		t.Errorf("a shed lookup counted as a store error: %v", got)
+	}
+}
+
+func TestConcurrentLookupsShareOneFlight(t *testing.T) {
+	t.Parallel()
+	f := &fakeRemote{names: map[string]string{hexOf("k"): "named"}, gate: make(chan struct{})}
+	s := newFakeStore(t, f, Options{StoreTimeout: 10 * time.Second})
+
+	leaderCtx, cancelLeader := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	results := make(chan error, 10)
+	wg.Go(func() {
+		id, err := s.Lookup(leaderCtx, "k")
+		if err == nil && id.Name != "named" {
+			err = fmt.Errorf("name %q", id.Name)
+		}
+		results <- err
+	})
+	eventually(t, time.Second, "the leader asks the store", func() bool { return f.calls.Load() == 1 })
+	for range 5 {
+		wg.Go(func() {
+			_, err := s.Lookup(context.Background(), "k")
+			results <- err
+		})
+	}
+	// A waiter whose own request goes away returns at once.
+	gone, cancelGone := context.WithCancel(context.Background())
+	cancelGone()
+	if _, err := s.Lookup(gone, "k"); !errors.Is(err, ErrStore) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiter with a canceled context = %v, want ErrStore wrapping context.Canceled", err)
+	}
+	// The leader's client leaving does not fail the shared lookup.
+	cancelLeader()
+	time.Sleep(20 * time.Millisecond)
+	close(f.gate)
+	wg.Wait()
+	close(results)
+	for err := range results {
+		if err != nil {
+			t.Errorf("lookup sharing the flight: %v", err)
+		}
+	}
+	if n := f.calls.Load(); n != 1 {
+		t.Errorf("%d store calls for concurrent lookups of one key, want 1", n)
+	}
+	if f.sawCancel.Load() {
+		t.Error("the store saw the leader's cancellation")
+	}
+}
+
+func TestCachesAreBounded(t *testing.T) {
+	t.Parallel()
+	f := &fakeRemote{names: map[string]string{hexOf("valid"): "valid"}}
+	const entries = 640
+	s := newFakeStore(t, f, Options{CacheEntries: entries})
+	if _, err := s.Lookup(context.Background(), "valid"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 * entries {
+		if _, err := s.Lookup(context.Background(), fmt.Sprint("random-", i)); !errors.Is(err, ErrUnknown) {
+			t.Fatal(err)
+		}
+	}
+	if n := s.neg.len(); n > entries {
+		t.Errorf("negative cache holds %d entries, bound %d", n, entries)
+	}
+	// A flood of refused keys cannot evict a valid key's entry.
+	calls := f.calls.Load()
+	if _, err := s.Lookup(context.Background(), "valid"); err != nil || f.calls.Load() != calls {
+		t.Errorf("valid key after the flood: %v, store asked again: %v", err, f.calls.Load() != calls)
+	}
+}
+
+func TestCacheEvictsExpiredFirst(t *testing.T) {
+	t.Parallel()
+	c := newCache(cacheShards) // one entry per shard
+	var a, b digest            // same shard (d[0] == 0)
+	a[1], b[1] = 1, 2
+	c.put(a, cacheEntry{name: "a", exp: 10}, 0)
+	c.put(b, cacheEntry{name: "b", exp: 100}, 20) // a has expired at 20: evicted
+	if _, ok := c.get(a, 20); ok {
+		t.Error("expired entry still served")
+	}
+	if e, ok := c.get(b, 20); !ok || e.name != "b" {
+		t.Errorf("get(b) = %+v, %v", e, ok)
+	}
+	if n := c.len(); n != 1 {
+		t.Errorf("len = %d, want 1", n)
+	}
+}

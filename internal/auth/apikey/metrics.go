@@ -1,0 +1,60 @@
+package apikey
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// registerMetrics creates the apikey_* collectors and registers them on reg
+// (nil: kept unregistered). A collector already registered by an earlier
+// Store (a config reload) is reused.
+func (s *Store) registerMetrics(reg prometheus.Registerer) error {
+	s.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "apikey_store_errors_total",
+		Help: "Remote API key lookups that failed or timed out, by store (redis, postgres); each one failed closed.",
+	}, []string{"store"})
+	s.shed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "apikey_lookups_shed_total",
+		Help: "Remote API key lookups refused because the concurrency limit stayed full for the whole store timeout.",
+	})
+	s.fileReload = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "apikey_file_reloads_total",
+		Help: "Reloads of API_KEYS_FILE after a change, by result (ok, error; on error the previous keys stay).",
+	}, []string{"result"})
+	if reg == nil {
+		return nil
+	}
+	var err error
+	if s.storeErrors, err = register(reg, s.storeErrors); err != nil {
+		return err
+	}
+	if s.shed, err = register(reg, s.shed); err != nil {
+		return err
+	}
+	if s.fileReload, err = register(reg, s.fileReload); err != nil {
+		return err
+	}
+	for _, l := range []string{StoreRedis, StorePostgres} {
+		s.storeErrors.WithLabelValues(l)
+	}
+	for _, l := range []string{"ok", "error"} {
+		s.fileReload.WithLabelValues(l)
+	}
+	return nil
+}
+
+// register registers c, or returns the equal collector already registered.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("registering API key metrics: %w", err)
+	}
+	return c, nil
+}
