@@ -348,3 +348,32 @@ func TestPanicFreeUnderGarbage(t *testing.T) {
 		t.Errorf("gateway unhealthy after garbage: %d", code)
 	}
 }
+
+func TestHashKeyAndTokenCommands(t *testing.T) {
+	code, stdout, _ := runOnce(t, t.TempDir(), nil, "hash-key", "abc")
+	if code != 0 || strings.TrimSpace(stdout) != "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
+		t.Errorf("hash-key abc: %d %q", code, stdout)
+	}
+	if code, _, _ := runOnce(t, t.TempDir(), nil, "token", "--sub", "alice"); code != 2 {
+		t.Errorf("token without JWT_SECRET: exit %d, want 2", code)
+	}
+	secret := "JWT_SECRET=0123456789abcdef0123456789abcdef-e2e"
+	code, tok, stderr := runOnce(t, t.TempDir(), []string{secret}, "token", "--sub", "alice", "--ttl", "5m")
+	if code != 0 || strings.Count(strings.TrimSpace(tok), ".") != 2 {
+		t.Fatalf("token: %d %q %s", code, tok, stderr)
+	}
+	// The minted token opens a require_auth route of a gateway with that secret.
+	up := backend(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(r.Header.Get("X-User-Id"))) })
+	p := startGateway(t, secret, `SERVICE_ROUTES=[{"prefix":"/api","target_url":"`+up+`","require_auth":true}]`)
+	req, _ := http.NewRequest(http.MethodGet, p.url("/api/me"), nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tok))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "alice" {
+		t.Errorf("minted token: %d %q", resp.StatusCode, b)
+	}
+}
