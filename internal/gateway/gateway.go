@@ -412,6 +412,7 @@ func (g *Gateway) newServer(h http.Handler) *http.Server {
 		ReadHeaderTimeout: g.readHeaderTimeout,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
+		ConnContext:       request.ConnContext,
 		ErrorLog:          slog.NewLogLogger(telemetry.Component(g.log, "gateway").Handler(), slog.LevelDebug),
 	}
 	// Plain HTTP/1.1 only: no h2c, so no HTTP/2 tunnel past routing (SPEC §9).

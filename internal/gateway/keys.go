@@ -88,4 +88,6 @@ func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
 }
 
 // RouteRedisLogs sends go-redis's global logger to log (call once at boot).
-func RouteRedisLogs(log *slog.Logger) { redis.SetLogger(redisLogger{telemetry.Component(log, "cache")}) }
+func RouteRedisLogs(log *slog.Logger) {
+	redis.SetLogger(redisLogger{telemetry.Component(log, "cache")})
+}

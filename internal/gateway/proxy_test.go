@@ -403,6 +403,9 @@ func TestBodyLimits(t *testing.T) {
 	if !strings.HasPrefix(out, "HTTP/1.1 413") || !closed {
 		t.Errorf("declared large body: %q closed=%v", firstLine(out), closed)
 	}
+	if !strings.Contains(out, "X-Content-Type-Options: nosniff") || !strings.Contains(out, "Strict-Transport-Security:") {
+		t.Errorf("413 without the security headers: %q", out)
+	}
 	if hits.Load() != 0 {
 		t.Errorf("a declared-too-large body reached the backend")
 	}

@@ -351,7 +351,8 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		report(failure)
 		lastErr = failure
 
-		if !t.canRetry(attempt, out, err, st, ctx, deadline) || rt.Selector.Select(hash, append(tried, b)) == nil || !rt.Budget.Withdraw() {
+		pause := backoff(sh.Backoff, attempt)
+		if !t.canRetry(attempt, out, err, st, ctx, time.Until(deadline) > pause) || rt.Selector.Select(hash, append(tried, b)) == nil || !rt.Budget.Withdraw() {
 			// No retry allowed, no other backend to retry on, or the
 			// pool's retry budget is spent.
 			if resp != nil {
@@ -367,7 +368,7 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		}
 		b.End()
 		tried = append(tried, b)
-		if !sleep(ctx, backoff(sh.Backoff, attempt)) {
+		if !sleep(ctx, pause) {
 			if cerr := clientFault(st, ctx); cerr != nil {
 				return fail(cerr)
 			}
@@ -393,11 +394,12 @@ func (t *transport) finish(resp *http.Response, b *upstream.Backend, timer *time
 }
 
 // canRetry applies SPEC §3.13: attempts left, an idempotent method or a
-// request that never left, a replayable body, and time left. (The caller
-// then checks for another backend and the retry budget.)
-func (t *transport) canRetry(attempt int, out *http.Request, err error, st *state, ctx context.Context, deadline time.Time) bool {
+// request that never left, a replayable body, and time left for the backoff
+// pause (timeLeft). The caller then checks for another backend and the retry
+// budget.
+func (t *transport) canRetry(attempt int, out *http.Request, err error, st *state, ctx context.Context, timeLeft bool) bool {
 	sh := t.h.shared
-	if attempt+1 >= sh.RetryMax || ctx.Err() != nil {
+	if !timeLeft || attempt+1 >= sh.RetryMax || ctx.Err() != nil {
 		return false
 	}
 	dialFailed := err != nil && notSent(err)
@@ -409,7 +411,7 @@ func (t *transport) canRetry(attempt int, out *http.Request, err error, st *stat
 		// cannot be sent again.
 		return false
 	}
-	return time.Until(deadline) > backoff(sh.Backoff, attempt)/2
+	return true
 }
 
 // clientFault returns the client's error if the attempt failed because of

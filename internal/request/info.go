@@ -69,6 +69,7 @@ type Info struct {
 	deadliner   writeDeadliner
 	extended    time.Time
 	sendTimeout time.Duration
+	conn        *connState
 	onHdr       func(h http.Header)
 	hijack      func(net.Conn) net.Conn
 }
@@ -82,14 +83,33 @@ const DefaultSendTimeout = 60 * time.Second
 
 type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
+type connKey struct{}
+
+// connState is per client connection: when its write deadline was last
+// armed, so keep-alive requests re-arm it only every sendTimeout/4.
+type connState struct{ armed time.Time }
+
+// ConnContext is for http.Server.ConnContext: it gives each connection the
+// state the send timeout uses.
+func ConnContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, &connState{})
+}
+
 // New returns the Info for r and the request carrying it. Use Writer as the
 // ResponseWriter from then on, so the status and byte count are recorded.
 // It arms the send timeout (0 = none) on the client connection.
 func New(w http.ResponseWriter, r *http.Request, now time.Time, sendTimeout time.Duration) (*Info, *http.Request) {
 	in := &Info{Start: now, Endpoint: "unmatched", rw: w}
 	if d, ok := w.(writeDeadliner); ok && sendTimeout > 0 {
-		in.deadliner, in.extended, in.sendTimeout = d, now, sendTimeout
-		_ = d.SetWriteDeadline(now.Add(sendTimeout))
+		in.deadliner, in.sendTimeout = d, sendTimeout
+		in.conn, _ = r.Context().Value(connKey{}).(*connState)
+		if in.conn == nil {
+			in.conn = &connState{}
+		}
+		// The deadline is at least 3/4 of the timeout away whenever a
+		// request starts (a stale one from an idle spell is re-armed).
+		in.extended = in.conn.armed
+		in.extendWrite()
 	}
 	return in, r.WithContext(context.WithValue(r.Context(), ctxKey{}, in))
 }
@@ -102,7 +122,7 @@ func (in *Info) extendWrite() {
 		return
 	}
 	if now := time.Now(); now.Sub(in.extended) > in.sendTimeout/4 {
-		in.extended = now
+		in.extended, in.conn.armed = now, now
 		_ = in.deadliner.SetWriteDeadline(now.Add(in.sendTimeout))
 	}
 }
@@ -187,6 +207,7 @@ func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	// The tunnel is the proxy's now: no send timeout on it.
 	_ = c.SetWriteDeadline(time.Time{})
+	w.deadliner = nil
 	if w.hijack != nil {
 		c = w.hijack(c)
 	}

@@ -106,6 +106,12 @@ func New(origins []string, next http.Handler) (http.Handler, error) {
 	}
 	c := cors.New(opts)
 	inner := c.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.Header[hdrOrigin]) == 0 {
+			// Not a cross-origin request (rs/cors has added Vary: Origin):
+			// nothing to correct on the way back, no wrapper to allocate.
+			next.ServeHTTP(w, r)
+			return
+		}
 		// rs/cors has set its headers on w: remember them, so the upstream's
 		// copies can be replaced when the response header goes out.
 		h := w.Header()
