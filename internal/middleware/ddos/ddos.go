@@ -395,25 +395,7 @@ func (g *Guard) Sweep(now time.Time) {
 
 // Run sweeps every SweepEvery until ctx ends.
 func (g *Guard) Run(ctx context.Context) {
-	t := time.NewTicker(g.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			g.sweepOnce()
-		}
-	}
-}
-
-func (g *Guard) sweepOnce() {
-	defer func() {
-		if p := recover(); p != nil {
-			g.log.Error("sweep panicked", slog.Any("panic", p))
-		}
-	}()
-	g.Sweep(g.now())
+	iptrack.SweepLoop(ctx, g.every, g.log, func() { g.Sweep(g.now()) })
 }
 
 // Tracked is the number of counters held.

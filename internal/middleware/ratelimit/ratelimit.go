@@ -156,25 +156,7 @@ func registerCounter(reg prometheus.Registerer, c prometheus.Counter) (prometheu
 // ends. Without it the tables stay capped but keep idle buckets until they
 // are evicted.
 func (s *Shared) Run(ctx context.Context) {
-	t := time.NewTicker(s.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.sweepOnce()
-		}
-	}
-}
-
-func (s *Shared) sweepOnce() {
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error("sweep panicked", slog.Any("panic", p))
-		}
-	}()
-	s.Sweep(s.now())
+	iptrack.SweepLoop(ctx, s.every, s.log, func() { s.Sweep(s.now()) })
 }
 
 // Sweep removes the idle buckets of every live limiter.
