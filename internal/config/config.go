@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
+	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -202,6 +204,7 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c := &Config{}
 
 	c.Env = p.enum("GATEWAY_ENV", EnvDevelopment, EnvDevelopment, EnvProduction)
+	p.production = c.Env == EnvProduction
 	c.ListenAddr = p.addr("GATEWAY_PORT", ":9777")
 	c.OpsAddr = p.addr("OPS_ADDR", "")
 	c.LogLevel = p.logLevel("LOG_LEVEL", slog.LevelInfo)
@@ -309,6 +312,11 @@ func (c *Config) checkCrossField(p *parser) {
 			}
 		}
 	}
+	if c.JWTJWKSURL != "" && c.Env == EnvProduction && strings.HasPrefix(strings.ToLower(c.JWTJWKSURL), "http://") && !loopbackURL(c.JWTJWKSURL) {
+		// Whoever can tamper with a plain-HTTP fetch can serve their own
+		// keys and sign any identity.
+		p.failf("JWT_JWKS_URL", "refused in production: %s is plain HTTP (expected https://, or a loopback address)", quote(c.JWTJWKSURL))
+	}
 	if c.AdminToken == "" {
 		p.warnf("ADMIN_TOKEN: empty, the admin API is off (403 for everyone)")
 	} else if len(c.AdminToken) < minSecretBytes {
@@ -325,4 +333,18 @@ func digest(key string) string {
 // hasPortZero reports whether the normalised address asks for any free port.
 func hasPortZero(addr string) bool {
 	return len(addr) >= 2 && addr[len(addr)-2:] == ":0"
+}
+
+// loopbackURL reports whether u's host is a loopback address or localhost.
+func loopbackURL(u string) bool {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	h := pu.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.IsLoopback()
 }

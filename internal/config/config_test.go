@@ -562,3 +562,40 @@ func TestLoadDotEnv(t *testing.T) {
 		}
 	})
 }
+
+func TestProductionRefusesDemoKeyAndPlainHTTPJWKS(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+	}{
+		{name: "demo key", env: map[string]string{"API_KEYS": "mine,demo-api-key-123"}, wantErr: "API_KEYS: refused in production"},
+		{name: "plain-HTTP JWKS", env: map[string]string{"JWT_JWKS_URL": "http://idp.example/jwks.json"}, wantErr: "JWT_JWKS_URL: refused in production"},
+		{name: "loopback JWKS over HTTP is fine", env: map[string]string{"JWT_JWKS_URL": "http://127.0.0.1:8080/jwks.json"}},
+		{name: "https JWKS is fine", env: map[string]string{"JWT_JWKS_URL": "https://idp.example/jwks.json"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"GATEWAY_ENV": "production", "SERVICE_ROUTES": `[{"prefix":"/","target_url":"http://a:1"}]`}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			_, err := Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want %q", err, tc.wantErr)
+			}
+			if tc.wantErr == "" {
+				return
+			}
+			// The same in development is a warning, not an error.
+			env["GATEWAY_ENV"] = "development"
+			c, err := Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+			if tc.name == "demo key" && (err != nil || len(c.Warnings) == 0) {
+				t.Errorf("development: err %v, warnings %v", err, c.Warnings)
+			}
+		})
+	}
+}

@@ -21,6 +21,9 @@ type parser struct {
 	lookup   func(string) (string, bool)
 	errs     []error
 	warnings []string
+	// production is GATEWAY_ENV=production, for rules that are warnings in
+	// development and errors in production.
+	production bool
 }
 
 // failf records a problem: name, then a sentence.
@@ -347,7 +350,11 @@ func (p *parser) apiKeys(keysVar, hashesVar string) []string {
 	keys, _ := p.raw(keysVar)
 	for _, k := range list(keys) {
 		if k == seedAPIKey {
-			p.warnf("%s: contains the seed's demo key %q, which anyone can read in the README", keysVar, seedAPIKey)
+			if p.production {
+				p.failf(keysVar, "refused in production: contains the seed's demo key, which anyone can read in the README (expected keys of your own)")
+			} else {
+				p.warnf("%s: contains the seed's demo key %q, which anyone can read in the README; production refuses it", keysVar, seedAPIKey)
+			}
 		}
 		add(digest(k))
 	}

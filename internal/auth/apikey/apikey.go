@@ -457,13 +457,14 @@ func defaultName(d digest) string {
 const maxNameBytes = 128
 
 // validName reports whether name can go upstream as a header value and into
-// logs as is: 1..128 printable ASCII characters, no edge spaces.
+// logs as is: 1..128 printable ASCII characters, no edge spaces, and no comma
+// (an upstream would read "alice, admin" as a list), as JWT subjects.
 func validName(name string) bool {
 	if name == "" || len(name) > maxNameBytes || name[0] == ' ' || name[len(name)-1] == ' ' {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		if name[i] < 0x20 || name[i] > 0x7e {
+		if name[i] < 0x20 || name[i] > 0x7e || name[i] == ',' {
 			return false
 		}
 	}

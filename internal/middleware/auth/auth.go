@@ -126,6 +126,9 @@ func (s *Shared) authenticate(r *http.Request, in *request.Info) (reason string,
 			in.Err = err
 			return why, http.StatusUnauthorized
 		}
+		// An API key riding along is not forwarded either: the upstream gets
+		// one identity, and no key material.
+		r.Header.Del("X-Api-Key")
 		in.UserID, in.AuthMethod = sub, MethodJWT
 		return "", 0
 	}
