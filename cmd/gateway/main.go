@@ -97,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfgLog.Warn(w)
 	}
 	if percent, limit := tuneGC(); percent > 0 || limit > 0 {
-		cfgLog.Info("runtime GC tuned (GOGC / GOMEMLIMIT override)", "gc_percent", percent, "memory_limit_bytes", limit)
+		cfgLog.Info("runtime GC tuned (set GOGC or GOMEMLIMIT to override)", "gc_percent", percent, "memory_limit_bytes", limit)
 	}
 	gateway.RouteRedisLogs(log)
 	g, err := gateway.New(cfg, log)

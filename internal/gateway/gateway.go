@@ -93,7 +93,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	g := &Gateway{
 		cfg:      cfg,
 		log:      log,
-		metrics:  telemetry.NewMetrics(),
+		metrics:  telemetry.NewMetrics(Version),
 		started:  time.Now(),
 		upgrades: newUpgradeTracker(),
 

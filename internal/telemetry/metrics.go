@@ -4,6 +4,8 @@ package telemetry
 
 import (
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -35,8 +37,9 @@ type Metrics struct {
 }
 
 // NewMetrics creates and registers the core metrics on a fresh registry,
-// with the Go runtime and process collectors.
-func NewMetrics() *Metrics {
+// with the Go runtime and process collectors and build_info{version,commit,
+// go_version} = 1.
+func NewMetrics(version string) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
@@ -80,6 +83,7 @@ func NewMetrics() *Metrics {
 		m.BreakerTrips, m.UpstreamDuration, m.UpstreamRetries, m.InflightRequests,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(version),
 	)
 	return m
 }
@@ -178,4 +182,23 @@ func (t *Totals) Snapshot() TotalsSnapshot {
 		s.Status[i] = t.status[i].Load()
 	}
 	return s
+}
+
+// buildInfo is the constant build_info gauge: which binary is running.
+func buildInfo(version string) prometheus.Collector {
+	commit := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				commit = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "build_info",
+		Help:        "Always 1; the labels say which build of the gateway is running.",
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "go_version": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }

@@ -28,7 +28,7 @@ type harness struct {
 }
 
 func newHarness(inner http.HandlerFunc) *harness {
-	hs := &harness{metrics: telemetry.NewMetrics()}
+	hs := &harness{metrics: telemetry.NewMetrics("test")}
 	// The client IP step runs inside the access log, as in order.go.
 	hs.h = New(telemetry.NewLogger(&hs.buf, slog.LevelDebug), hs.metrics, clientip.New(clientip.NewResolver(nil), inner))
 	return hs
