@@ -25,4 +25,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 go mod download
+# Jaeger v1.76.0 for the tracing tests: built once (about 8-10 minutes the
+# first time on 2 cores), then cached.
+./scripts/build-jaeger.sh >/dev/null
 echo "test-deps: ok"

@@ -78,6 +78,8 @@ type Gateway struct {
 	admin  *admin.API
 	auth   *auth.Shared
 
+	tracing *telemetry.Tracing
+
 	// life bounds background work started in New (JWKS refresh, key file
 	// watch); Run's shutdown ends it.
 	life     context.Context
@@ -109,7 +111,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 			circuitLog.Warn("breaker state changed", "backend", b.String(), "from", from.String(), "to", to.String())
 		},
 	})
+	var err error
+	if g.tracing, err = telemetry.NewTracing(cfg.OTelEndpoint, cfg.OTelServiceName, Version, telemetry.Component(log, "tracer")); err != nil {
+		return nil, err
+	}
 	g.shared = &proxy.Shared{
+		Tracer:          g.tracing.Tracer,
+		Propagator:      g.tracing.Propagator,
 		Client:          proxy.NewTransport(cfg.MaxIdleConns, cfg.IdleConnTimeout, cfg.UpstreamDialTimeout),
 		RetryMax:        cfg.RetryMax,
 		BodyReadTimeout: cfg.BodyReadTimeout,
@@ -253,6 +261,7 @@ func (g *Gateway) deps() middleware.Deps {
 		Resolver:        g.resolver,
 		BodyReadTimeout: g.cfg.BodyReadTimeout,
 		SendTimeout:     g.sendTimeout,
+		Tracing:         g.tracing,
 		Lists:           g.lists,
 		Guard:           g.guard,
 		Limits:          g.limits,
@@ -376,6 +385,9 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 		c()
 	}
 	wg.Wait()
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = g.tracing.Shutdown(flushCtx) // export what is queued
+	cancelFlush()
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}

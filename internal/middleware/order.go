@@ -21,6 +21,7 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
 	"github.com/portcullis/portcullis/internal/middleware/sanitize"
 	"github.com/portcullis/portcullis/internal/middleware/secheaders"
+	"github.com/portcullis/portcullis/internal/middleware/tracing"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
@@ -39,6 +40,8 @@ type Deps struct {
 
 	// Edge protection (SPEC §3 steps 3–5). Lists and Guard are shared with
 	// the admin API; a nil one leaves its step out (the ops listener).
+	Tracing *telemetry.Tracing // OpenTelemetry; Tracer nil = off
+
 	Lists  *ipfilter.Lists
 	Guard  *ddos.Guard
 	Limits *ratelimit.Shared
@@ -59,6 +62,8 @@ func plain(f func(http.Handler) http.Handler) step {
 // endpoints, then the routes).
 func Global(d Deps, next http.Handler) (http.Handler, error) {
 	steps := append(envelope(d),
+		// The gateway.request span starts here, so rejections are traced too.
+		plain(func(h http.Handler) http.Handler { return tracing.New(d.Tracing.Tracer, d.Tracing.Propagator, h) }),
 		// 3. Allow/deny lists: an allow-listed client skips every later IP
 		// check; a deny-listed one gets 403.
 		plain(func(h http.Handler) http.Handler {

@@ -21,6 +21,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis/portcullis/internal/balancer"
 	"github.com/portcullis/portcullis/internal/gwerror"
@@ -49,6 +53,10 @@ type Shared struct {
 	Log             *slog.Logger
 	// Backoff is the base of the exponential retry backoff (100ms).
 	Backoff time.Duration
+	// Tracer, when set, makes a client span per upstream attempt and the
+	// Propagator puts its traceparent on the upstream request.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 
 	bufPool   bufferPool
 	errorLog  *slogWriter
@@ -313,9 +321,28 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		}
 		req.URL = targetURL(b, rel, out.URL.RawQuery)
 
+		var span trace.Span
+		if sh.Tracer != nil {
+			var sctx context.Context
+			sctx, span = sh.Tracer.Start(req.Context(), "upstream", trace.WithSpanKind(trace.SpanKindClient),
+				trace.WithAttributes(attribute.String("backend", b.String()), attribute.Int("attempt", attempt+1)))
+			sh.Propagator.Inject(sctx, propagation.HeaderCarrier(req.Header))
+		}
 		start := time.Now()
 		resp, err := sh.Client.RoundTrip(req)
 		sh.upstreamObserver(b).Observe(time.Since(start).Seconds())
+		if span != nil {
+			switch {
+			case err != nil:
+				span.SetStatus(codes.Error, err.Error())
+			default:
+				span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+				if failureStatus(resp.StatusCode) {
+					span.SetStatus(codes.Error, resp.Status)
+				}
+			}
+			span.End()
+		}
 
 		if err == nil && !failureStatus(resp.StatusCode) {
 			if !timer.Stop() {
