@@ -158,6 +158,9 @@ type Config struct {
 	OTelEndpoint string
 	// OTelServiceName is OTEL_SERVICE_NAME; default "api-gateway".
 	OTelServiceName string
+	// OTelProtocol is OTEL_EXPORTER_OTLP_PROTOCOL, the standard OpenTelemetry
+	// variable: "http/protobuf" (default) or "grpc".
+	OTelProtocol string
 
 	// Routes are SERVICE_ROUTES and ROUTE_<NAME>_* routes (or the development
 	// defaults), sorted by prefix, prefixes unique.
@@ -271,6 +274,7 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c.CompressionMinBytes = int(p.size("COMPRESSION_MIN_BYTES", 1024, 0))
 	c.OTelEndpoint = p.httpURL("OTEL_EXPORTER_OTLP_ENDPOINT")
 	c.OTelServiceName = p.str("OTEL_SERVICE_NAME", "api-gateway")
+	c.OTelProtocol = p.enum("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "http/protobuf", "grpc")
 
 	c.checkCrossField(p)
 	c.loadRoutes(p, environ)

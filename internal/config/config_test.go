@@ -144,6 +144,7 @@ func TestDefaults(t *testing.T) {
 			route("/api/studio2", "http://localhost:3001"),
 		},
 		RoutesSource: "defaults",
+		OTelProtocol: "http/protobuf",
 	}
 	warnings := cfg.Warnings
 	cfg.Warnings = nil
@@ -195,6 +196,10 @@ var specVariables = []string{
 	"CIRCUIT_BREAKER_TIMEOUT", "RETRY_MAX", "ENABLE_CACHING", "CACHE_TTL", "SHUTDOWN_DELAY", "SHUTDOWN_TIMEOUT",
 	"DASHBOARD", "LOG_FILE", "CONFIG_FILE", "ENABLE_COMPRESSION", "COMPRESSION_MIN_BYTES",
 	"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "SERVICE_ROUTES",
+	// Beyond SPEC §2's table: the standard OpenTelemetry variable the
+	// telemetry issue asks for ("chosen by the standard OTEL_EXPORTER_OTLP_*
+	// variables").
+	"OTEL_EXPORTER_OTLP_PROTOCOL",
 }
 
 func TestReadsExactlyTheSpecVariables(t *testing.T) {
@@ -597,5 +602,26 @@ func TestProductionRefusesDemoKeyAndPlainHTTPJWKS(t *testing.T) {
 				t.Errorf("development: err %v, warnings %v", err, c.Warnings)
 			}
 		})
+	}
+}
+
+func TestOTLPProtocol(t *testing.T) {
+	for _, tc := range []struct {
+		value, want string
+		bad         bool
+	}{
+		{value: "", want: "http/protobuf"},
+		{value: "grpc", want: "grpc"},
+		{value: "http/protobuf", want: "http/protobuf"},
+		{value: "thrift", bad: true},
+	} {
+		env := map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": tc.value}
+		c, err := Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+		switch {
+		case tc.bad && (err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_PROTOCOL")):
+			t.Errorf("%q: error %v, want one naming OTEL_EXPORTER_OTLP_PROTOCOL", tc.value, err)
+		case !tc.bad && (err != nil || c.OTelProtocol != tc.want):
+			t.Errorf("%q: %v %v, want %s", tc.value, c, err, tc.want)
+		}
 	}
 }

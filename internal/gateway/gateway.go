@@ -112,7 +112,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		},
 	})
 	var err error
-	if g.tracing, err = telemetry.NewTracing(cfg.OTelEndpoint, cfg.OTelServiceName, Version, telemetry.Component(log, "tracer")); err != nil {
+	if g.tracing, err = telemetry.NewTracing(cfg.OTelEndpoint, cfg.OTelProtocol, cfg.OTelServiceName, Version, telemetry.Component(log, "tracer")); err != nil {
 		return nil, err
 	}
 	g.shared = &proxy.Shared{
@@ -385,7 +385,7 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 		c()
 	}
 	wg.Wait()
-	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Second)
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = g.tracing.Shutdown(flushCtx) // export what is queued
 	cancelFlush()
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {

@@ -35,7 +35,20 @@ type jaegerTrace struct {
 // continued, the gateway.request span with its attributes, the upstream
 // client span under it, and the upstream receiving the same trace id.
 func TestTracingIntoRealJaeger(t *testing.T) {
-	otlp, query := testsvc.Jaeger(t)
+	for _, tc := range []struct{ protocol, traceID string }{
+		{protocol: "http/protobuf", traceID: "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{protocol: "grpc", traceID: "5cf92f3577b34da6a3ce929d0e0e4737"},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) { traceThroughJaeger(t, tc.protocol, tc.traceID) })
+	}
+}
+
+func traceThroughJaeger(t *testing.T, protocol, traceID string) {
+	otlpHTTP, otlpGRPC, query := testsvc.Jaeger(t)
+	otlp := otlpHTTP
+	if protocol == "grpc" {
+		otlp = otlpGRPC
+	}
 	var upstreamTP atomic.Value
 	up := mustServe(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		upstreamTP.Store(r.Header.Get("Traceparent"))
@@ -43,11 +56,11 @@ func TestTracingIntoRealJaeger(t *testing.T) {
 	}))
 	gw := start(t, map[string]string{
 		"OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+		"OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
 		"OTEL_SERVICE_NAME":           "portcullis-test",
 		"JWT_SECRET":                  testSecret,
 		"SERVICE_ROUTES":              routes(`{"prefix":"/api","target_url":"` + up + `"}`),
 	})
-	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	resp, _ := get(t, gw.URL+"/api/orders", "Traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
@@ -110,19 +123,24 @@ func TestTracingIntoRealJaeger(t *testing.T) {
 // TestDeadCollectorCostsNothing points tracing at a port where nothing
 // listens: requests are answered as fast as without tracing.
 func TestDeadCollectorCostsNothing(t *testing.T) {
-	up, _ := serve(t, echoHandler("a"))
-	gw := start(t, map[string]string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT": deadURL(t),
-		"MAX_BURST_SIZE":              "1000", "MAX_REQUESTS_PER_SECOND": "1000",
-		"SERVICE_ROUTES": routes(`{"prefix":"/","target_url":"` + up + `"}`),
-	})
-	t0 := time.Now()
-	for range 200 {
-		if resp, _ := get(t, gw.URL+"/x"); resp.StatusCode != 200 {
-			t.Fatalf("status %d", resp.StatusCode)
-		}
-	}
-	if d := time.Since(t0); d > 5*time.Second {
-		t.Errorf("200 requests with a dead collector took %v", d)
+	for _, protocol := range []string{"http/protobuf", "grpc"} {
+		t.Run(protocol, func(t *testing.T) {
+			up, _ := serve(t, echoHandler("a"))
+			gw := start(t, map[string]string{
+				"OTEL_EXPORTER_OTLP_ENDPOINT": deadURL(t),
+				"OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+				"MAX_BURST_SIZE":              "1000", "MAX_REQUESTS_PER_SECOND": "1000",
+				"SERVICE_ROUTES": routes(`{"prefix":"/","target_url":"` + up + `"}`),
+			})
+			t0 := time.Now()
+			for range 200 {
+				if resp, _ := get(t, gw.URL+"/x"); resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			if d := time.Since(t0); d > 5*time.Second {
+				t.Errorf("200 requests with a dead collector took %v", d)
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -26,22 +27,34 @@ type Tracing struct {
 	provider *sdktrace.TracerProvider
 }
 
-// NewTracing exports spans over OTLP/HTTP to endpoint (OTEL_EXPORTER_OTLP_ENDPOINT,
-// a base URL; /v1/traces is appended) as service (OTEL_SERVICE_NAME). The
+// NewTracing exports spans over OTLP to endpoint (OTEL_EXPORTER_OTLP_ENDPOINT)
+// as service (OTEL_SERVICE_NAME): over HTTP (protocol "http/protobuf", the
+// default; /v1/traces is appended to the base URL) or gRPC ("grpc"; the URL's
+// host:port, TLS unless the scheme is http). The
 // sampler follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default:
 // parent-based, always on). Spans leave through a batch processor with a
 // bounded queue, so a dead or slow collector never blocks a request: spans
 // are dropped instead.
-func NewTracing(endpoint, service, version string, log *slog.Logger) (*Tracing, error) {
+func NewTracing(endpoint, protocol, service, version string, log *slog.Logger) (*Tracing, error) {
 	t := &Tracing{Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
 	if endpoint == "" {
 		return t, nil
 	}
-	url := strings.TrimSuffix(endpoint, "/")
-	if !strings.HasSuffix(url, "/v1/traces") {
-		url += "/v1/traces"
+	var (
+		exp sdktrace.SpanExporter
+		err error
+		url = strings.TrimSuffix(endpoint, "/")
+	)
+	if protocol == "grpc" {
+		// The gRPC exporter connects lazily and in the background: a dead
+		// collector does not stop the boot.
+		exp, err = otlptracegrpc.New(context.Background(), otlptracegrpc.WithEndpointURL(url), otlptracegrpc.WithTimeout(5*time.Second))
+	} else {
+		if !strings.HasSuffix(url, "/v1/traces") {
+			url += "/v1/traces"
+		}
+		exp, err = otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(url), otlptracehttp.WithTimeout(5*time.Second))
 	}
-	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(url), otlptracehttp.WithTimeout(5*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)
 	}
@@ -55,7 +68,7 @@ func NewTracing(endpoint, service, version string, log *slog.Logger) (*Tracing, 
 	)
 	t.Tracer = t.provider.Tracer("github.com/portcullis/portcullis")
 	if log != nil {
-		log.Info("tracing on", "endpoint", url, "service", service)
+		log.Info("tracing on", "endpoint", url, "protocol", protocol, "service", service)
 	}
 	return t, nil
 }

@@ -57,6 +57,8 @@ receivers:
     protocols:
       http:
         endpoint: 127.0.0.1:%d
+      grpc:
+        endpoint: 127.0.0.1:%d
 processors:
   batch:
     timeout: 100ms
@@ -67,15 +69,15 @@ exporters:
 
 // Jaeger starts a private Jaeger (in-memory storage; OTLP/HTTP and the query
 // API on ephemeral loopback ports, nothing else) and stops it in Cleanup.
-// It returns the OTLP base URL and the query API base URL. The binary comes
+// It returns the OTLP/HTTP and OTLP/gRPC base URLs and the query API base URL. The binary comes
 // from scripts/build-jaeger.sh (run by scripts/test-deps.sh).
-func Jaeger(t testing.TB) (otlpURL, queryURL string) {
+func Jaeger(t testing.TB) (otlpURL, otlpGRPCURL, queryURL string) {
 	t.Helper()
 	bin := jaegerBinary()
 	if _, err := os.Stat(bin); err != nil {
 		fatalf(t, "Jaeger not built at %s: run scripts/test-deps.sh (it runs scripts/build-jaeger.sh)", bin)
 	}
-	ports := make([]int, 3)
+	ports := make([]int, 4)
 	for i := range ports {
 		p, err := freePort()
 		if err != nil {
@@ -85,7 +87,7 @@ func Jaeger(t testing.TB) (otlpURL, queryURL string) {
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "jaeger.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, ports[0], ports[1], ports[2]), 0o600); err != nil {
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, ports[0], ports[1], ports[2], ports[3]), 0o600); err != nil {
 		fatalf(t, "jaeger: %v", err)
 	}
 	out := &syncBuffer{}
@@ -101,13 +103,14 @@ func Jaeger(t testing.TB) (otlpURL, queryURL string) {
 	})
 	queryURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	otlpURL = fmt.Sprintf("http://127.0.0.1:%d", ports[2])
+	otlpGRPCURL = fmt.Sprintf("http://127.0.0.1:%d", ports[3])
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(queryURL + "/api/services")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return otlpURL, queryURL
+				return otlpURL, otlpGRPCURL, queryURL
 			}
 		}
 		if time.Now().After(deadline) {
