@@ -25,7 +25,7 @@ unit: ## unit tests only (no end-to-end)
 	$(GO) test $(GOFLAGS_TEST) $$($(GO) list ./... | grep -v /test/e2e)
 
 bench: ## Go benchmarks of the hot path
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./internal/router ./internal/balancer ./internal/proxy
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./internal/...
 
 FUZZTIME ?= 60s
 fuzz: ## run every fuzz target for FUZZTIME each (make test runs only their seed corpora)
