@@ -1,9 +1,9 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -18,29 +18,11 @@ import (
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type running struct {
 	URL     string
 	Addr    string
 	G       *Gateway
-	Logs    *syncBuffer
+	Logs    *testutil.SyncBuffer
 	cancel  context.CancelFunc
 	done    chan error
 	stopped bool
@@ -86,7 +68,7 @@ func startWith(t *testing.T, env map[string]string, adjust func(*Gateway)) *runn
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	g, err := New(cfg, telemetry.NewLogger(logs, slog.LevelDebug))
 	if err != nil {
 		t.Fatalf("New: %v", err)

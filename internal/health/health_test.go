@@ -3,6 +3,7 @@ package health
 import (
 	"bytes"
 	"context"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"log/slog"
 	"net"
 	"net/http"
@@ -405,7 +406,7 @@ func TestRunPicksUpNewListAndForgetsOld(t *testing.T) {
 func TestRunRecoversPanics(t *testing.T) {
 	ln := listen(t, "127.0.0.1:0")
 	b := newBackend(t, "http://"+ln.Addr().String())
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	var probes, calls atomic.Int32
 	c := New(Options{Interval: 20 * time.Millisecond, Timeout: time.Second,
 		Logger: slog.New(slog.NewTextHandler(&buf, nil)),
@@ -434,23 +435,6 @@ func TestRunRecoversPanics(t *testing.T) {
 			t.Errorf("logs lack %q:\n%s", want, logs)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
 
 func TestNewDefaults(t *testing.T) {

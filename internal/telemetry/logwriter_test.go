@@ -1,32 +1,15 @@
 package telemetry
 
 import (
-	"bytes"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestBufferedWriterFlushesWithinInterval(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	w := NewBufferedWriter(out)
 	defer w.Close()
 	w.Write([]byte("line 1\n"))
@@ -43,7 +26,7 @@ func TestBufferedWriterFlushesWithinInterval(t *testing.T) {
 }
 
 func TestBufferedWriterCloseFlushesEverything(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	w := NewBufferedWriter(out)
 	var wg sync.WaitGroup
 	for i := range 8 {

@@ -2,6 +2,7 @@ package testsvc
 
 import (
 	"fmt"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"net/http"
 	"os"
 	"os/exec"
@@ -90,7 +91,7 @@ func Jaeger(t testing.TB) (otlpURL, otlpGRPCURL, queryURL string) {
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, ports[0], ports[1], ports[2], ports[3]), 0o600); err != nil {
 		fatalf(t, "jaeger: %v", err)
 	}
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd := exec.Command(bin, "--config", "file:"+cfg)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = childAttr()

@@ -3,6 +3,7 @@ package testsvc
 import (
 	"bufio"
 	"fmt"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"net"
 	"os"
 	"os/exec"
@@ -50,7 +51,7 @@ func startRedis(bin, dir string) (string, func(), error) {
 		return "", nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd := exec.Command(bin,
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",

@@ -2,6 +2,7 @@ package ddos_test
 
 import (
 	"encoding/binary"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -17,23 +18,6 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/request"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // edge is the DDoS guard and the per-IP limiter in the order of SPEC §3,
 // behind the envelope middleware/order.go builds (request.New as its begin
@@ -124,7 +108,7 @@ func TestSprayThroughChain(t *testing.T) {
 		threshold  = 1000
 		burst      = 200
 	)
-	clk := &clock{t: time.Date(2026, 5, 6, 7, 0, 0, 0, time.UTC)}
+	clk := testutil.NewClock(time.Date(2026, 5, 6, 7, 0, 0, 0, time.UTC))
 	e := newEdge(t, clk.Now, maxTracked, threshold, 100, burst)
 
 	blocked := netip.MustParseAddr("203.0.113.66") // over DDOS_THRESHOLD

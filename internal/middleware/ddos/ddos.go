@@ -413,7 +413,7 @@ func (g *Guard) logExempt(r *http.Request, in *request.Info) {
 	if !g.arrival || now.IsZero() {
 		now = g.now()
 	}
-	if !g.log.Enabled(r.Context(), slog.LevelWarn) || !g.exemptLog.Allow(in.ClientIP, now) {
+	if !g.exemptLog.Allow(in.ClientIP, now) {
 		return
 	}
 	g.log.LogAttrs(r.Context(), slog.LevelWarn, "trusted proxy is the client; per-IP DDoS and rate limits not applied",

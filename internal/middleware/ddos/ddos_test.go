@@ -1,9 +1,9 @@
 package ddos
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -19,60 +19,24 @@ import (
 	"github.com/portcullis/portcullis/internal/request"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 var start = time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC)
 
 var resolver = clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")})
 
 type fixture struct {
-	clock *clock
+	clock *testutil.Clock
 	reg   *prometheus.Registry
-	logs  *syncBuffer
+	logs  *testutil.SyncBuffer
 	guard *Guard
 	h     http.Handler
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) count(msg string) int { return strings.Count(s.String(), `"msg":"`+msg+`"`) }
 
 // newFixture builds the chain as middleware/order.go does (request.New,
 // clientip.New, then the guard); clients in allow are marked allow-listed
 // as the ipfilter step would.
 func newFixture(t testing.TB, c Config, allow ...string) *fixture {
 	t.Helper()
-	f := &fixture{clock: &clock{t: start}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	f := &fixture{clock: testutil.NewClock(start), reg: prometheus.NewRegistry(), logs: &testutil.SyncBuffer{}}
 	c.Now, c.Registerer = f.clock.Now, f.reg
 	c.Log = slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
@@ -120,21 +84,7 @@ func (f *fixture) sendN(n int, remote string, xff ...string) int {
 
 func (f *fixture) metric(t testing.TB, name string) float64 {
 	t.Helper()
-	mfs, err := f.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
+	return testutil.MetricValue(t, f.reg, name)
 }
 
 func TestThresholdBlocksAndBlockExpires(t *testing.T) {
@@ -174,7 +124,7 @@ func TestThresholdBlocksAndBlockExpires(t *testing.T) {
 	if got := f.metric(t, "blocked_ips"); got != 1 {
 		t.Fatalf("blocked_ips=%v, want 1", got)
 	}
-	if n := f.logs.count("ip blocked"); n != 1 {
+	if n := f.logs.CountMsg("ip blocked"); n != 1 {
 		t.Fatalf("%d block log lines, want 1", n)
 	}
 
@@ -267,7 +217,7 @@ func TestWhoIsCountedAndBlocked(t *testing.T) {
 			if got := w.Code == 429; got != tc.blocked {
 				t.Fatalf("second client refused=%v, want %v", got, tc.blocked)
 			}
-			if got := f.logs.count("trusted proxy is the client; per-IP DDoS and rate limits not applied"); (got == 1) != tc.warn || got > 1 {
+			if got := f.logs.CountMsg("trusted proxy is the client; per-IP DDoS and rate limits not applied"); (got == 1) != tc.warn || got > 1 {
 				t.Fatalf("%d trusted-proxy warnings for 7 requests, want warn=%v (once a minute)", got, tc.warn)
 			}
 		})
@@ -389,7 +339,7 @@ func TestFullBlockTableDropsSoonestExpiring(t *testing.T) {
 			t.Fatalf("block %d lost", i)
 		}
 	}
-	if n := f.logs.count("block table full: dropped the blocks expiring soonest"); n != 1 {
+	if n := f.logs.CountMsg("block table full: dropped the blocks expiring soonest"); n != 1 {
 		t.Fatalf("%d drop warnings, want 1", n)
 	}
 }
@@ -399,7 +349,7 @@ func TestBlockLogIsBounded(t *testing.T) {
 	for i := range 300 {
 		f.sendN(2, netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}).String())
 	}
-	if n := f.logs.count("ip blocked"); n != blockLogsPerMinute {
+	if n := f.logs.CountMsg("ip blocked"); n != blockLogsPerMinute {
 		t.Fatalf("%d block lines in a minute, want %d", n, blockLogsPerMinute)
 	}
 	if got := f.metric(t, "blocked_ips_total"); got != 300 {

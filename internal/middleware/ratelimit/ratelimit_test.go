@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"log/slog"
 	"math"
 	"net/http"
@@ -19,26 +20,6 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/request"
 )
-
-// clock is a fake clock tests advance by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 var resolver = clientip.NewResolver([]netip.Prefix{
 	netip.MustParsePrefix("127.0.0.1/32"),
@@ -68,7 +49,7 @@ func envelope(h http.Handler, allow ...string) http.Handler {
 var ok = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
 
 type fixture struct {
-	clock  *clock
+	clock  *testutil.Clock
 	reg    *prometheus.Registry
 	shared *Shared
 	logs   *bytes.Buffer
@@ -76,7 +57,7 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{clock: newClock(), reg: prometheus.NewRegistry(), logs: &bytes.Buffer{}}
+	f := &fixture{clock: testutil.NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)), reg: prometheus.NewRegistry(), logs: &bytes.Buffer{}}
 	var err error
 	f.shared, err = NewShared(Config{
 		MaxTrackedIPs: 4096,
@@ -101,21 +82,7 @@ func (f *fixture) limiter(t testing.TB, rps float64, burst int, next http.Handle
 
 func (f *fixture) metric(t testing.TB, name string) float64 {
 	t.Helper()
-	mfs, err := f.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
+	return testutil.MetricValue(t, f.reg, name)
 }
 
 // send makes one request from remote (an IP; a port is added) with
