@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"log/slog"
 	"strings"
 	"sync"
@@ -24,25 +25,8 @@ func hexOf(key string) string {
 // nameOf is the default name of a key without one.
 func nameOf(key string) string { return "key:" + hexOf(key)[:12] }
 
-// fakeClock is an injected clock tests advance instead of sleeping.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// newClock is an injected clock tests advance instead of sleeping.
+func newClock() *testutil.Clock { return testutil.NewClock(time.Now()) }
 
 // logSink captures a Store's slog output for assertions.
 type logSink struct {
