@@ -17,6 +17,7 @@ run: build ## build and run on the embedded defaults
 test: test-deps ## install test dependencies, build the binary once, run every test
 	$(GO) build -race -o $(TEST_BIN) ./cmd/gateway
 	GATEWAY_BIN=$(TEST_BIN) $(GO) test $(GOFLAGS_TEST) ./...
+	cd e2e && GATEWAY_BIN=$(TEST_BIN) REPO_ROOT=$(CURDIR) $(GO) test $(GOFLAGS_TEST) ./...
 
 test-deps: ## install what the tests need (once; never from inside tests)
 	./scripts/test-deps.sh

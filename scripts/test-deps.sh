@@ -18,6 +18,15 @@ fi
 command -v runuser >/dev/null || need+=(util-linux)
 # promtool checks the /metrics exposition.
 command -v promtool >/dev/null || need+=(prometheus)
+# The terminal dashboard runs inside tmux; the web monitor in a headless
+# Chromium (driven by chromedp from the e2e module).
+command -v tmux >/dev/null || need+=(tmux)
+command -v chromium >/dev/null || need+=(chromium)
+# Deployment proofs: a real nginx edge, docker-compose's parser, file(1)
+# for the static-binary check.
+command -v nginx >/dev/null || need+=(nginx)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v file >/dev/null || need+=(file)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "test-deps: installing ${need[*]}"
@@ -25,6 +34,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 go mod download
+(cd e2e && go mod download)
 # Jaeger v1.76.0 for the tracing tests: built once (about 8-10 minutes the
 # first time on 2 cores), then cached.
 ./scripts/build-jaeger.sh >/dev/null
