@@ -2,6 +2,7 @@
 //
 //	gateway             serve with the configuration from the environment (and .env)
 //	gateway validate    check the configuration and exit (0 valid, 2 invalid)
+//	gateway healthcheck GET /health of a running gateway, exit 0 or 1
 //	gateway version     print the version
 //	gateway help        this text
 package main
@@ -35,6 +36,10 @@ Usage:
                       API_KEYS_FILE or the key stores (the key itself is never stored)
   gateway token --sub NAME [--ttl 1h]
                       mint a development HS256 token signed with JWT_SECRET
+  gateway healthcheck [--addr HOST:PORT] [--path /health] [--timeout 3s]
+                      GET /health of a running gateway (OPS_ADDR if set, else
+                      GATEWAY_PORT); exit 0 when it answers 200, else 1 (for
+                      container HEALTHCHECKs: the image has no curl)
   gateway version     print the version
   gateway help        print this help (also -h, --help)
 
@@ -57,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return hashKey(args[1:], stdout, stderr)
 	case "token":
 		return mintToken(args[1:], stdout, stderr)
+	case "healthcheck":
+		return healthcheck(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "gateway %s (%s)\n", gateway.Version, runtime.Version())
 		return 0

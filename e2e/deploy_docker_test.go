@@ -1,0 +1,257 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// dockerInstr is one Dockerfile instruction, continuation lines joined.
+type dockerInstr struct {
+	Stage int // index of the FROM it belongs to
+	Cmd   string
+	Args  string
+}
+
+// parseDockerfile splits a Dockerfile into instructions (no Docker engine
+// here, so the file is read the way the builder reads it: comments dropped,
+// backslash continuations joined).
+func parseDockerfile(t *testing.T, src string) []dockerInstr {
+	t.Helper()
+	var out []dockerInstr
+	stage := -1
+	var cur strings.Builder
+	flush := func() {
+		line := strings.TrimSpace(cur.String())
+		cur.Reset()
+		if line == "" {
+			return
+		}
+		cmd, args, _ := strings.Cut(line, " ")
+		cmd = strings.ToUpper(cmd)
+		if cmd == "FROM" {
+			stage++
+		}
+		out = append(out, dockerInstr{Stage: stage, Cmd: cmd, Args: strings.TrimSpace(args)})
+	}
+	for _, line := range strings.Split(src, "\n") {
+		trim := strings.TrimSpace(line)
+		if strings.HasPrefix(trim, "#") {
+			continue
+		}
+		if strings.HasSuffix(trim, "\\") {
+			cur.WriteString(strings.TrimSuffix(trim, "\\"))
+			cur.WriteByte(' ')
+			continue
+		}
+		cur.WriteString(trim)
+		flush()
+	}
+	flush()
+	return out
+}
+
+// TestDockerfile checks the image's promises without a Docker engine: the
+// build stage's own RUN command, extracted from the Dockerfile and run here,
+// yields a static, stripped, version-stamped binary; the runtime stage is
+// distroless (or scratch), non-root, with a HEALTHCHECK through the binary;
+// and that healthcheck subcommand tells a healthy gateway from a missing or
+// draining one.
+func TestDockerfile(t *testing.T) {
+	instrs := parseDockerfile(t, deployRead(t, "Dockerfile"))
+	last := instrs[len(instrs)-1].Stage
+	if last < 1 {
+		t.Fatalf("Dockerfile has %d stage(s), want a multi-stage build", last+1)
+	}
+
+	var buildRun string
+	argDefaults := map[string]string{}
+	var runtimeFrom, user, healthcheck, entrypoint string
+	var copiedFromBuild bool
+	for _, in := range instrs {
+		switch {
+		case in.Cmd == "ARG":
+			if k, v, ok := strings.Cut(in.Args, "="); ok {
+				argDefaults[k] = v
+			}
+		case in.Cmd == "RUN" && strings.Contains(in.Args, "go build"):
+			if buildRun != "" {
+				t.Fatal("more than one RUN with go build")
+			}
+			if in.Stage == last {
+				t.Error("go build runs in the runtime stage")
+			}
+			buildRun = in.Args
+		case in.Stage != last:
+		case in.Cmd == "FROM":
+			runtimeFrom = in.Args
+		case in.Cmd == "USER":
+			user = in.Args
+		case in.Cmd == "HEALTHCHECK":
+			healthcheck = in.Args
+		case in.Cmd == "ENTRYPOINT":
+			entrypoint = in.Args
+		case in.Cmd == "COPY" && strings.Contains(in.Args, "--from="):
+			copiedFromBuild = true
+		}
+	}
+
+	t.Run("runtime stage", func(t *testing.T) {
+		if !strings.HasPrefix(runtimeFrom, "gcr.io/distroless/static") && runtimeFrom != "scratch" {
+			t.Errorf("runtime FROM %q: want distroless static or scratch", runtimeFrom)
+		}
+		if !copiedFromBuild {
+			t.Error("runtime stage does not COPY --from the build stage")
+		}
+		uid, _, _ := strings.Cut(user, ":")
+		if uid == "" || uid == "0" || uid == "root" || strings.Trim(uid, "0123456789") != "" {
+			// Numeric, so Kubernetes' runAsNonRoot can check it.
+			t.Errorf("USER %q: want a numeric non-root uid", user)
+		}
+		if !strings.Contains(healthcheck, `"/gateway", "healthcheck"`) {
+			t.Errorf("HEALTHCHECK %q: want the binary's own healthcheck (no curl in distroless)", healthcheck)
+		}
+		if entrypoint != `["/gateway"]` {
+			t.Errorf("ENTRYPOINT %q, want [\"/gateway\"]", entrypoint)
+		}
+	})
+
+	// The exact build command, only its output path moved out of /out.
+	if buildRun == "" {
+		t.Fatal("no RUN ... go build in the Dockerfile")
+	}
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-X github.com/portcullis/portcullis/internal/gateway.Version=${VERSION}"} {
+		if !strings.Contains(buildRun, want) {
+			t.Errorf("build command lacks %q: %s", want, buildRun)
+		}
+	}
+	const outFlag = "-o /out/gateway "
+	if strings.Count(buildRun, outFlag) != 1 {
+		t.Fatalf("build command does not write %q exactly once: %s", outFlag, buildRun)
+	}
+	dir := t.TempDir()
+	static := filepath.Join(dir, "gateway")
+	const version = "v9.8.7-deploytest"
+	cmd := exec.Command("sh", "-ec", strings.Replace(buildRun, outFlag, "-o "+static+" ", 1))
+	cmd.Dir = deployRepoRoot(t)
+	// Docker passes build ARGs to RUN as environment variables.
+	cmd.Env = append(os.Environ(), "VERSION="+version, "TARGETOS=linux", "TARGETARCH="+runtime.GOARCH)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the Dockerfile's build command failed: %v\n%s", err, out)
+	}
+	if argDefaults["VERSION"] == "" {
+		t.Error("ARG VERSION has no default")
+	}
+
+	t.Run("static binary", func(t *testing.T) {
+		out, err := exec.Command(deployLookPath(t, "file"), static).CombinedOutput()
+		if err != nil {
+			t.Fatalf("file: %v %s", err, out)
+		}
+		if !strings.Contains(string(out), "statically linked") || strings.Contains(string(out), "dynamically linked") {
+			t.Errorf("file says: %s", out)
+		}
+		if strings.Contains(string(out), "not stripped") {
+			t.Errorf("binary not stripped (-s -w): %s", out)
+		}
+		out, err = exec.Command(deployLookPath(t, "ldd"), static).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "not a dynamic executable") {
+			t.Errorf("ldd lists dynamic dependencies: %v\n%s", err, out)
+		}
+		bin, err := os.ReadFile(static)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(bin, []byte(deployRepoRoot(t))) {
+			t.Error("binary contains the build directory's path: -trimpath missing")
+		}
+		out, err = exec.Command(static, "version").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), version) {
+			t.Errorf("version %q not stamped: %v %s", version, err, out)
+		}
+	})
+
+	t.Run("healthcheck", func(t *testing.T) {
+		opsPort := deployFreePort(t)
+		gw := deployStartGateway(t, fmt.Sprintf("OPS_ADDR=127.0.0.1:%d", opsPort), "SHUTDOWN_DELAY=3s")
+		closed := fmt.Sprintf("127.0.0.1:%d", deployFreePort(t))
+
+		run := func(t *testing.T, wd string, env []string, args ...string) (int, string) {
+			t.Helper()
+			cmd := exec.Command(static, append([]string{"healthcheck"}, args...)...)
+			cmd.Dir = wd
+			cmd.Env = env
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			switch {
+			case err == nil:
+				return 0, string(out)
+			case errors.As(err, &ee):
+				return ee.ExitCode(), string(out)
+			}
+			t.Fatal(err)
+			return -1, ""
+		}
+		envDir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(envDir, ".env"), []byte("GATEWAY_PORT="+gw.Addr+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			name     string
+			dir      string
+			env      []string
+			args     []string
+			wantCode int
+			wantOut  string
+		}{
+			{name: "flag addr, healthy", args: []string{"--addr", gw.Addr}, wantCode: 0, wantOut: "200 ok"},
+			{name: "GATEWAY_PORT from the environment", env: []string{"GATEWAY_PORT=" + gw.Addr}, wantCode: 0, wantOut: "/health: 200"},
+			{name: "GATEWAY_PORT from .env", dir: envDir, wantCode: 0, wantOut: "200 ok"},
+			// OPS_ADDR wins: the public port named here is closed.
+			{name: "OPS_ADDR preferred", env: []string{"GATEWAY_PORT=" + closed, "OPS_ADDR=" + gw.OpsAddr}, wantCode: 0, wantOut: gw.OpsAddr},
+			{name: "wildcard host probed on loopback", env: []string{"GATEWAY_PORT=:" + strings.Split(gw.Addr, ":")[1]}, wantCode: 0, wantOut: "127.0.0.1"},
+			{name: "no gateway", args: []string{"--addr", closed}, wantCode: 1, wantOut: "connection refused"},
+			{name: "port 0 cannot be probed", env: []string{"GATEWAY_PORT=127.0.0.1:0"}, wantCode: 1, wantOut: "port 0"},
+			{name: "not the health endpoint", args: []string{"--addr", gw.Addr, "--path", "/nope"}, wantCode: 1, wantOut: "404"},
+			// Docker reserves exit status 2 for HEALTHCHECK commands.
+			{name: "usage error exits 1, never 2", args: []string{"--bogus"}, wantCode: 1},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				wd := tc.dir
+				if wd == "" {
+					wd = t.TempDir()
+				}
+				code, out := run(t, wd, tc.env, tc.args...)
+				if code != tc.wantCode || !strings.Contains(out, tc.wantOut) {
+					t.Errorf("exit %d, output %q; want exit %d with %q", code, out, tc.wantCode, tc.wantOut)
+				}
+			})
+		}
+
+		// Draining: /health turns 503 at SIGTERM, so the container turns
+		// unhealthy while SHUTDOWN_DELAY still serves traffic.
+		if err := gw.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			code, out := run(t, t.TempDir(), nil, "--addr", gw.Addr)
+			if code == 1 && strings.Contains(out, "503 draining") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("draining gateway: exit %d %q, want 1 with 503 draining", code, out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+}
