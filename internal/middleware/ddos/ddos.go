@@ -75,6 +75,20 @@ type Config struct {
 	Now func() time.Time
 	// SweepEvery is Run's period (default DefaultSweepEvery).
 	SweepEvery time.Duration
+	// Share, when set (CLUSTER_MODE=redis), is told of every counted
+	// request and of every block lifted through Unblock, so replicas count
+	// and block together (internal/cluster). Blocks decided elsewhere come
+	// back through Block and Lift. Nil (the default): this process alone.
+	Share Sharer
+}
+
+// Sharer shares the guard's counts and unblocks with other replicas.
+type Sharer interface {
+	// Count records one counted request of key. It runs on the request
+	// path: it must not block.
+	Count(key netip.Addr)
+	// Unblocked reports a block of key lifted by the admin API.
+	Unblocked(key netip.Addr)
 }
 
 // window counts a client's requests in the current and the previous
@@ -107,6 +121,7 @@ type Guard struct {
 	blockLog     budget
 	dropLog      budget
 	dropSeen     atomic.Uint64
+	share        Sharer
 }
 
 // New returns the guard serving next. next may be nil when the guard is
@@ -163,6 +178,7 @@ func New(c Config, next http.Handler) (*Guard, error) {
 		exemptLog: iptrack.NewThrottle(time.Minute, 1024, 100),
 		blockLog:  budget{max: blockLogsPerMinute},
 		dropLog:   budget{max: 1},
+		share:     c.Share,
 	}
 	if err := g.register(c.Registerer); err != nil {
 		return nil, fmt.Errorf("ddos: registering metrics: %w", err)
@@ -270,6 +286,9 @@ func (g *Guard) serve(next http.Handler, w http.ResponseWriter, r *http.Request)
 			state, left = newBlock, g.blockFor
 		}
 	})
+	if state != refused && g.share != nil {
+		g.share.Count(key)
+	}
 	switch state {
 	case refused:
 		g.reject(w, r, in, left)
@@ -379,11 +398,45 @@ func (g *Guard) BlockedCount() int {
 // force.
 func (g *Guard) Unblock(ip netip.Addr) bool {
 	key := clientip.Key(ip.Unmap())
+	lifted := g.Lift(key)
+	if g.share != nil {
+		g.share.Unblocked(key)
+	}
+	return lifted
+}
+
+// Lift is Unblock without telling the Sharer: it applies an unblock made
+// on another replica. key is a client key (clientip.Key).
+func (g *Guard) Lift(key netip.Addr) bool {
 	t := int64(g.now().Sub(g.epoch))
 	until, ok := g.blocks.Peek(key)
 	g.blocks.Delete(key)
 	g.counters.Delete(key)
 	return ok && until > t
+}
+
+// Block blocks key (a client key, clientip.Key) until until, unless it is
+// already blocked at least that long: it applies a block made on another
+// replica, so it neither counts in blocked_ips_total nor logs. It reports
+// whether it changed anything.
+func (g *Guard) Block(key netip.Addr, until time.Time) bool {
+	now := g.now()
+	u, t := int64(until.Sub(g.epoch)), int64(now.Sub(g.epoch))
+	if u <= t {
+		return false
+	}
+	changed := false
+	g.counters.Do(key, now, func(c *window, _ bool) {
+		if c.until < u {
+			c.until, c.cur, c.prev = u, 0, 0
+		}
+	})
+	g.blocks.Do(key, now, func(v *int64, _ bool) {
+		if *v < u {
+			*v, changed = u, true
+		}
+	})
+	return changed
 }
 
 // Sweep removes idle counters and expired blocks.

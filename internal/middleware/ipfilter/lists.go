@@ -46,7 +46,20 @@ func (k Kind) valid() bool { return k == Allow || k == Deny }
 type Lists struct {
 	mu     sync.Mutex // serialises writers only
 	tables [2]atomic.Pointer[bart.Lite]
+	sync   Sync // told of Add and Remove; nil outside cluster mode
 }
+
+// Sync is told of every change made through Add and Remove (the admin API),
+// after the change applied locally, so it can share it with other replicas
+// (CLUSTER_MODE=redis). Changes that came from other replicas arrive through
+// Apply and Replace and are not reported back.
+type Sync interface {
+	ListChanged(k Kind, p netip.Prefix, added bool)
+}
+
+// SetSync installs s. Call it before the lists are shared between
+// goroutines (at build time); it is not synchronised.
+func (l *Lists) SetSync(s Sync) { l.sync = s }
 
 // NewLists returns lists seeded with allow and deny (config's IPWhitelist
 // and IPBlacklist). Entries are canonicalised like Add does; invalid ones
@@ -75,6 +88,20 @@ func (l *Lists) Denied(a netip.Addr) bool { return l.tables[Deny].Load().Contain
 // list changed (false: p was already there, or p or k is invalid). p is
 // canonicalised first (see Canonical).
 func (l *Lists) Add(k Kind, p netip.Prefix) (added bool) {
+	added = l.Apply(k, p, true)
+	if added && l.sync != nil {
+		c, _ := Canonical(p)
+		l.sync.ListChanged(k, c, true)
+	}
+	return added
+}
+
+// Apply adds (add true) or removes p on list k like Add and Remove, without
+// telling the Sync: it applies a change another replica made.
+func (l *Lists) Apply(k Kind, p netip.Prefix, add bool) (changed bool) {
+	if !add {
+		return l.remove(k, p)
+	}
 	c, ok := Canonical(p)
 	if !ok || !k.valid() {
 		return false
@@ -93,6 +120,15 @@ func (l *Lists) Add(k Kind, p netip.Prefix) (added bool) {
 // 10.0.0.1 from a list holding 10.0.0.0/8 changes nothing). It reports
 // whether the list changed.
 func (l *Lists) Remove(k Kind, p netip.Prefix) (removed bool) {
+	removed = l.remove(k, p)
+	if removed && l.sync != nil {
+		c, _ := Canonical(p)
+		l.sync.ListChanged(k, c, false)
+	}
+	return removed
+}
+
+func (l *Lists) remove(k Kind, p netip.Prefix) bool {
 	c, ok := Canonical(p)
 	if !ok || !k.valid() {
 		return false
@@ -104,6 +140,30 @@ func (l *Lists) Remove(k Kind, p netip.Prefix) (removed bool) {
 		return false
 	}
 	l.tables[k].Store(cur.DeletePersist(c))
+	return true
+}
+
+// Replace makes list k hold exactly ps (canonicalised; invalid entries
+// skipped), in one swap, and reports whether it changed. It is how a
+// replica converges on the shared lists (cluster resync); the Sync is not
+// told.
+func (l *Lists) Replace(k Kind, ps []netip.Prefix) (changed bool) {
+	if !k.valid() {
+		return false
+	}
+	t := new(bart.Lite)
+	for _, p := range ps {
+		if c, ok := Canonical(p); ok {
+			t.Insert(c) // not yet published
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cur := l.tables[k].Load()
+	if cur.Equal(t) {
+		return false
+	}
+	l.tables[k].Store(t)
 	return true
 }
 

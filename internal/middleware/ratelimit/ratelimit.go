@@ -69,6 +69,19 @@ type Config struct {
 	Now func() time.Time
 	// SweepEvery is Run's period (default DefaultSweepEvery).
 	SweepEvery time.Duration
+	// Remote, when set (CLUSTER_MODE=redis), keeps the buckets outside the
+	// process so every replica draws on the same ones; a request it cannot
+	// answer is decided by the local bucket. Nil (the default): local only.
+	Remote Remote
+}
+
+// Remote is a bucket store shared by replicas (internal/cluster).
+type Remote interface {
+	// Allow takes a token from key's bucket in scope ("" for the per-IP
+	// default, the route prefix for a route's limit): GCRA with one token
+	// per interval and a bucket of tau (burst × interval). ok is false when
+	// the store cannot answer now; the caller then decides locally.
+	Allow(ctx context.Context, scope string, key netip.Addr, interval, tau time.Duration) (d Decision, ok bool)
 }
 
 // Shared holds what the per-IP limiter and every per-route limiter share:
@@ -84,6 +97,7 @@ type Shared struct {
 	every                       time.Duration
 	limited                     prometheus.Counter
 	rejectLog                   *iptrack.Throttle
+	remote                      Remote
 
 	mu          sync.Mutex // guards live; taken when a limiter is built and per sweep
 	live        []weak.Pointer[Limiter]
@@ -119,6 +133,7 @@ func NewShared(c Config) (*Shared, error) {
 		now:             c.Now,
 		every:           c.SweepEvery,
 		rejectLog:       iptrack.NewThrottle(time.Minute, 4096, 100),
+		remote:          c.Remote,
 	}
 	limited := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "rate_limited_requests_total",
@@ -358,7 +373,10 @@ func (l *Limiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	now := l.s.timeOf(in)
 	key := clientip.Key(client)
-	d := l.Allow(key, now)
+	var d Decision
+	if !l.allowRemote(r, in, key, &d) {
+		d = l.Allow(key, now)
+	}
 	h := w.Header()
 	l.setHeaders(h, &d)
 	if d.Allowed {
@@ -372,6 +390,28 @@ func (l *Limiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	l.logRejection(r, in, key, now, &d)
 	gwerror.Write(w, r, http.StatusTooManyRequests, "too many requests")
+}
+
+// allowRemote asks the shared store, when there is one, and reports
+// whether it answered.
+func (l *Limiter) allowRemote(r *http.Request, in *request.Info, key netip.Addr, d *Decision) bool {
+	if l.s.remote == nil {
+		return false
+	}
+	scope := ""
+	if l.route {
+		scope = "?"
+		if in != nil {
+			scope = in.Endpoint // the matched route prefix
+		}
+	}
+	rd, ok := l.s.remote.Allow(r.Context(), scope, key, time.Duration(l.interval), time.Duration(l.tau))
+	if !ok {
+		return false
+	}
+	*d = rd
+	d.Limit = l.burst
+	return true
 }
 
 // setHeaders writes the RateLimit-* fields (draft-ietf-httpapi-ratelimit-headers).

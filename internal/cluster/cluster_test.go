@@ -1,0 +1,392 @@
+package cluster
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/portcullis/portcullis/internal/middleware/ddos"
+	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
+	"github.com/portcullis/portcullis/internal/telemetry"
+	"github.com/portcullis/portcullis/internal/testsvc"
+	tu "github.com/portcullis/portcullis/internal/testutil"
+)
+
+// replica is one node with its own lists and guard, as a gateway has.
+type replica struct {
+	n     *Node
+	lists *ipfilter.Lists
+	guard *ddos.Guard
+	logs  *tu.SyncBuffer
+	reg   *prometheus.Registry
+}
+
+type replicaOpts struct {
+	threshold int
+	boot      []netip.Prefix // IP_BLACKLIST
+}
+
+func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
+	t.Helper()
+	if ro.threshold == 0 {
+		ro.threshold = 1000
+	}
+	r := &replica{logs: &tu.SyncBuffer{}, reg: prometheus.NewRegistry()}
+	log := telemetry.NewLogger(r.logs, slog.LevelDebug)
+	var err error
+	r.n, err = New(Options{
+		Addr: addr, DDoSThreshold: ro.threshold, BlockDuration: time.Minute,
+		ResyncEvery: 300 * time.Millisecond, ProbeEvery: 50 * time.Millisecond, FlushEvery: 20 * time.Millisecond,
+		// Generous on a shared, race-instrumented machine: these tests are
+		// about behaviour, the benchmark about cost.
+		OpTimeout: 500 * time.Millisecond,
+		Log:       log, Registerer: r.reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.lists = ipfilter.NewLists(nil, ro.boot)
+	r.lists.SetSync(r.n)
+	r.guard, err = ddos.New(ddos.Config{Threshold: ro.threshold, BlockDuration: time.Minute, Share: r.n, Log: log}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.n.Attach(r.lists, r.guard)
+	r.n.Start(context.Background())
+	t.Cleanup(func() {
+		r.n.Close()
+		if t.Failed() {
+			t.Logf("replica log:\n%s", r.logs.String())
+		}
+	})
+	return r
+}
+
+// eventually polls cond every 10 ms until it holds or within passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+var ctx = context.Background()
+
+func TestSharedBucketAllowsWhatOneWould(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	rs := []*replica{newReplica(t, addr, replicaOpts{}), newReplica(t, addr, replicaOpts{}), newReplica(t, addr, replicaOpts{})}
+	key := netip.MustParseAddr("203.0.113.7")
+	const burst = 20
+	interval := time.Hour // no refill during the test
+	tests := []struct {
+		name   string
+		pick   func(i int) int // which replica serves request i
+		client netip.Addr
+	}{
+		{name: "all on one", pick: func(int) int { return 0 }, client: key},
+		{name: "round robin", pick: func(i int) int { return i % 3 }, client: netip.MustParseAddr("203.0.113.8")},
+		{name: "skewed", pick: func(i int) int { return map[bool]int{true: 0, false: 1 + i%2}[i%10 < 8] }, client: netip.MustParseAddr("203.0.113.9")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			allowed, lastRemaining := 0, -1
+			for i := range 3 * burst {
+				d, ok := rs[tc.pick(i)].n.Allow(ctx, "", tc.client, interval, burst*interval)
+				if !ok {
+					t.Fatalf("request %d: shared store did not answer", i)
+				}
+				if d.Allowed {
+					allowed++
+					if lastRemaining >= 0 && d.Remaining != lastRemaining-1 {
+						t.Errorf("request %d: remaining %d after %d", i, d.Remaining, lastRemaining)
+					}
+					lastRemaining = d.Remaining
+				} else if d.RetryAfter <= 0 || d.RetryAfter > interval {
+					t.Errorf("request %d refused with RetryAfter %v", i, d.RetryAfter)
+				}
+			}
+			if allowed != burst {
+				t.Fatalf("allowed %d of %d across replicas, want exactly the burst %d", allowed, 3*burst, burst)
+			}
+		})
+	}
+}
+
+func TestSharedBucketRefillsAtTheRate(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	a, b := newReplica(t, addr, replicaOpts{}), newReplica(t, addr, replicaOpts{})
+	key := netip.MustParseAddr("198.51.100.1")
+	const burst, rps = 5, 50
+	interval := time.Second / rps
+	allowed := 0
+	start := time.Now()
+	for time.Since(start) < time.Second {
+		for _, r := range []*replica{a, b} {
+			if d, ok := r.n.Allow(ctx, "", key, interval, burst*interval); ok && d.Allowed {
+				allowed++
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	want := float64(burst) + rps*elapsed.Seconds()
+	if got := float64(allowed); got < want*0.95-1 || got > want*1.05+1 {
+		t.Fatalf("allowed %d in %v at %d/s burst %d: want %.0f ±5%%", allowed, elapsed, rps, burst, want)
+	}
+}
+
+func TestScopesAndKeysAreSeparateAndExpire(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	r := newReplica(t, addr, replicaOpts{})
+	key := netip.MustParseAddr("2001:db8:1:2::")
+	interval := 100 * time.Millisecond
+	for _, scope := range []string{"", "/api/a", "/api/b"} {
+		d, ok := r.n.Allow(ctx, scope, key, interval, interval)
+		if !ok || !d.Allowed {
+			t.Fatalf("scope %q: first request %+v ok=%v, want allowed (own bucket)", scope, d, ok)
+		}
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	ks, err := rdb.Keys(ctx, "portcullis:rl*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ks) != 3 {
+		t.Fatalf("keys %v, want one per scope", ks)
+	}
+	for _, k := range ks {
+		if !strings.Contains(k, "2001:db8:1:2::") {
+			t.Errorf("key %q does not name the client key", k)
+		}
+		if ttl := rdb.PTTL(ctx, k).Val(); ttl <= 0 || ttl > interval+2*time.Millisecond {
+			t.Errorf("key %q TTL %v, want (0, %v]: a bucket must expire once full", k, ttl, interval)
+		}
+	}
+	eventually(t, 2*time.Second, "bucket keys expire", func() bool { return len(rdb.Keys(ctx, "portcullis:rl*").Val()) == 0 })
+}
+
+func TestListChangesReachEveryReplicaWithinASecond(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	a, b := newReplica(t, addr, replicaOpts{}), newReplica(t, addr, replicaOpts{})
+	bad := netip.MustParsePrefix("192.0.2.0/24")
+	ip := netip.MustParseAddr("192.0.2.55")
+	if !a.lists.Add(ipfilter.Deny, bad) {
+		t.Fatal("Add reported no change")
+	}
+	took := eventually(t, time.Second, "deny entry on the other replica", func() bool { return b.lists.Denied(ip) })
+	t.Logf("deny entry propagated in %v", took)
+	b.lists.Add(ipfilter.Allow, netip.MustParsePrefix("198.51.100.9/32"))
+	eventually(t, time.Second, "allow entry back on the first replica", func() bool {
+		return a.lists.Allowed(netip.MustParseAddr("198.51.100.9"))
+	})
+	b.lists.Remove(ipfilter.Deny, bad)
+	eventually(t, time.Second, "removal on the first replica", func() bool { return !a.lists.Denied(ip) })
+
+	// A replica started later gets the lists from Redis.
+	c := newReplica(t, addr, replicaOpts{})
+	if !c.lists.Allowed(netip.MustParseAddr("198.51.100.9")) || c.lists.Len(ipfilter.Deny) != 0 {
+		t.Fatalf("new replica: allow %v deny %v", c.lists.Entries(ipfilter.Allow), c.lists.Entries(ipfilter.Deny))
+	}
+}
+
+func TestBootListsAreSharedAndResyncConverges(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	a := newReplica(t, addr, replicaOpts{boot: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}})
+	b := newReplica(t, addr, replicaOpts{})
+	if !b.lists.Denied(netip.MustParseAddr("192.0.2.1")) {
+		t.Fatal("a replica's IP_BLACKLIST did not reach a replica started after it")
+	}
+	// A change written to Redis whose message was lost: the resync brings it.
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	rdb.SAdd(ctx, "portcullis:list:blacklist", "192.0.2.99/32")
+	rdb.Incr(ctx, "portcullis:lists:version")
+	for _, r := range []*replica{a, b} {
+		eventually(t, 2*time.Second, "resync picks up a missed change", func() bool {
+			return r.lists.Denied(netip.MustParseAddr("192.0.2.99"))
+		})
+	}
+}
+
+func TestDDoSCountsAddUpAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	const threshold = 30
+	a, b := newReplica(t, addr, replicaOpts{threshold: threshold}), newReplica(t, addr, replicaOpts{threshold: threshold})
+	key := netip.MustParseAddr("203.0.113.50")
+	// Each replica alone stays under the threshold; together they are over.
+	for range 20 {
+		a.n.Count(key)
+		b.n.Count(key)
+	}
+	for _, r := range []*replica{a, b} {
+		eventually(t, time.Second, "cluster-wide block on every replica", func() bool {
+			bs := r.guard.Blocked(time.Now())
+			return len(bs) == 1 && bs[0].IP == key && time.Until(bs[0].Until) > 50*time.Second
+		})
+	}
+	// A replica started later learns the block from the resync.
+	c := newReplica(t, addr, replicaOpts{threshold: threshold})
+	if c.guard.BlockedCount() != 1 {
+		t.Fatalf("new replica sees %d blocks, want 1", c.guard.BlockedCount())
+	}
+	// Lifting it on one replica lifts it everywhere and resets the count.
+	if !b.guard.Unblock(key) {
+		t.Fatal("Unblock found no block")
+	}
+	for _, r := range []*replica{a, c} {
+		eventually(t, time.Second, "unblock on every replica", func() bool { return r.guard.BlockedCount() == 0 })
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	if ks := rdb.Keys(ctx, "portcullis:dd:*").Val(); len(ks) != 0 {
+		t.Fatalf("counters left after unblock: %v", ks)
+	}
+	for _, k := range rdb.Keys(ctx, "portcullis:*").Val() {
+		if k == "portcullis:lists:init" {
+			continue
+		}
+		if ttl := rdb.PTTL(ctx, k).Val(); ttl < 0 && !strings.HasPrefix(k, "portcullis:list") {
+			t.Errorf("key %q has no expiry", k)
+		}
+	}
+}
+
+func TestOutageFallsBackAndRecovers(t *testing.T) {
+	t.Parallel()
+	srv := testsvc.RestartableRedis(t)
+	a, b := newReplica(t, srv.Addr, replicaOpts{}), newReplica(t, srv.Addr, replicaOpts{})
+	a.lists.Add(ipfilter.Deny, netip.MustParsePrefix("192.0.2.10/32"))
+	eventually(t, time.Second, "deny entry on b", func() bool { return b.lists.Denied(netip.MustParseAddr("192.0.2.10")) })
+
+	srv.Stop()
+	key := netip.MustParseAddr("203.0.113.1")
+	start := time.Now()
+	if _, ok := a.n.Allow(ctx, "", key, time.Second, time.Second); ok {
+		t.Fatal("Allow answered with Redis down")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("first call after the outage took %v", took)
+	}
+	if !a.n.Degraded() {
+		t.Fatal("not degraded after a failed call")
+	}
+	// Once degraded, the request path does not wait on Redis at all.
+	start = time.Now()
+	for range 1000 {
+		if _, ok := a.n.Allow(ctx, "", key, time.Second, time.Second); ok {
+			t.Fatal("Allow answered with Redis down")
+		}
+	}
+	if took := time.Since(start); took > 100*time.Millisecond {
+		t.Fatalf("1000 calls while degraded took %v: the breaker is not open", took)
+	}
+	if got := value(a.n.fallbacks); got < 1001 {
+		t.Fatalf("cluster_fallback_total = %v, want ≥ 1001", got)
+	}
+	eventually(t, 2*time.Second, "b notices the outage", b.n.Degraded)
+	// A change made during the outage applies locally at once and reaches
+	// the others after recovery.
+	b.lists.Add(ipfilter.Allow, netip.MustParsePrefix("198.51.100.0/24"))
+	if !b.lists.Allowed(netip.MustParseAddr("198.51.100.3")) {
+		t.Fatal("change during the outage not applied locally")
+	}
+	if n := strings.Count(a.logs.String(), "redis unavailable"); n != 1 {
+		t.Fatalf("%d outage warnings, want exactly 1", n)
+	}
+
+	srv.Start() // empty: no persistence
+	for _, r := range []*replica{a, b} {
+		eventually(t, 2*time.Second, "recovery", func() bool { return !r.n.Degraded() })
+	}
+	eventually(t, time.Second, "change made during the outage reaches a", func() bool {
+		return a.lists.Allowed(netip.MustParseAddr("198.51.100.3"))
+	})
+	// Redis came back empty; the replicas seeded it again, so the deny
+	// entry survives the restart of Redis and a new replica gets both.
+	c := newReplica(t, srv.Addr, replicaOpts{})
+	if !c.lists.Denied(netip.MustParseAddr("192.0.2.10")) || !c.lists.Allowed(netip.MustParseAddr("198.51.100.3")) {
+		t.Fatalf("new replica after Redis restart: allow %v deny %v", c.lists.Entries(ipfilter.Allow), c.lists.Entries(ipfilter.Deny))
+	}
+	if d, ok := a.n.Allow(ctx, "", key, time.Second, time.Second); !ok || !d.Allowed {
+		t.Fatalf("after recovery: %+v ok=%v", d, ok)
+	}
+	if !strings.Contains(a.logs.String(), "redis reachable again") {
+		t.Fatal("no recovery log line")
+	}
+	if got := value(a.n.degradedG); got != 0 {
+		t.Fatalf("cluster_degraded = %v after recovery", got)
+	}
+}
+
+func TestBootWithoutRedisStartsDegraded(t *testing.T) {
+	t.Parallel()
+	srv := testsvc.RestartableRedis(t)
+	srv.Stop()
+	r := newReplica(t, srv.Addr, replicaOpts{boot: []netip.Prefix{netip.MustParsePrefix("192.0.2.7/32")}})
+	if !r.n.Degraded() {
+		t.Fatal("not degraded with Redis down at boot")
+	}
+	srv.Start()
+	eventually(t, 2*time.Second, "recovery", func() bool { return !r.n.Degraded() })
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	if !rdb.SIsMember(ctx, "portcullis:list:blacklist", "192.0.2.7/32").Val() {
+		t.Fatal("boot deny list not pushed after recovery")
+	}
+}
+
+func TestConcurrentCountsAreNotLost(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	const threshold = 400
+	r := newReplica(t, addr, replicaOpts{threshold: threshold})
+	key := netip.MustParseAddr("203.0.113.77")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range threshold / 4 {
+				r.n.Count(key)
+			}
+		})
+	}
+	wg.Wait()
+	// Exactly at the threshold: not over it.
+	time.Sleep(100 * time.Millisecond)
+	if r.guard.BlockedCount() != 0 {
+		t.Fatal("blocked at exactly the threshold")
+	}
+	r.n.Count(key)
+	eventually(t, time.Second, "block one request over the threshold", func() bool { return r.guard.BlockedCount() == 1 })
+}
+
+// value reads a counter or gauge.
+func value(c prometheus.Metric) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.Gauge.GetValue()
+}
