@@ -125,7 +125,7 @@ func (g *Gateway) health(w http.ResponseWriter, _ *http.Request) {
 	switch {
 	case g.draining.Load():
 		status, code = "draining", http.StatusServiceUnavailable
-	case degraded:
+	case degraded || g.clusterDegraded():
 		status = "degraded"
 	}
 	writeJSON(w, code, map[string]any{"status": status, "routes": routes})

@@ -78,6 +78,8 @@ type Gateway struct {
 	admin  *admin.API
 	auth   *auth.Shared
 
+	cluster *clusterNode // shared limits and lists (CLUSTER_MODE=redis); nil when off
+
 	tracing *telemetry.Tracing
 
 	// life bounds background work started in New (JWKS refresh, key file
@@ -214,12 +216,16 @@ func (g *Gateway) buildEdge() error {
 	cfg := g.cfg
 	g.lists = ipfilter.NewLists(cfg.IPWhitelist, cfg.IPBlacklist)
 	var err error
+	if g.cluster, err = g.buildCluster(); err != nil {
+		return err
+	}
 	g.guard, err = ddos.New(ddos.Config{
 		Threshold:     cfg.DDoSThreshold,
 		BlockDuration: cfg.BlockDuration,
 		MaxTrackedIPs: cfg.MaxTrackedIPs,
 		Log:           g.log,
 		Registerer:    g.metrics.Registry,
+		Share:         g.clusterShare(),
 	}, nil)
 	if err != nil {
 		return fmt.Errorf("DDOS_THRESHOLD/BLOCK_DURATION: %w", err)
@@ -228,10 +234,12 @@ func (g *Gateway) buildEdge() error {
 		MaxTrackedIPs: cfg.MaxTrackedIPs,
 		Log:           g.log,
 		Registerer:    g.metrics.Registry,
+		Remote:        g.clusterRemote(),
 	})
 	if err != nil {
 		return fmt.Errorf("MAX_TRACKED_IPS: %w", err)
 	}
+	g.startCluster()
 	g.admin, err = admin.New(admin.Options{
 		Token: cfg.AdminToken,
 		Lists: g.lists,
