@@ -20,9 +20,12 @@ func (g *Gateway) buildEndpoints() {
 		"/health": http.HandlerFunc(g.health),
 		"/login":  http.HandlerFunc(login),
 	}
+	monitorPage, systemMetrics := g.buildMonitor()
 	ops := map[string]http.Handler{
-		"/metrics": g.metrics.Handler(),
-		"/stats":   http.HandlerFunc(g.stats),
+		"/metrics":            g.metrics.Handler(),
+		"/stats":              http.HandlerFunc(g.stats),
+		"/monitor":            monitorPage,
+		"/api/system-metrics": systemMetrics,
 	}
 	for p, h := range g.admin.Routes() {
 		ops[p] = h

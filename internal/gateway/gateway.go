@@ -34,6 +34,7 @@ import (
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/router"
 	"github.com/portcullis/portcullis/internal/runtime"
+	"github.com/portcullis/portcullis/internal/sysmetrics"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
@@ -81,6 +82,7 @@ type Gateway struct {
 	cluster *clusterNode // shared limits and lists (CLUSTER_MODE=redis); nil when off
 
 	tracing *telemetry.Tracing
+	sys     *sysmetrics.Sampler // host, process and traffic samples for /monitor and the dashboard
 
 	// life bounds background work started in New (JWKS refresh, key file
 	// watch); Run's shutdown ends it.
@@ -364,6 +366,7 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	})
 	wg.Go(func() { g.guard.Run(bg) })
 	wg.Go(func() { g.limits.Run(bg) })
+	wg.Go(func() { g.sys.Run(bg) })
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()

@@ -1,0 +1,327 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+// gatewayBinary is $GATEWAY_BIN, or a binary built from REPO_ROOT (default
+// the parent directory) into a temporary directory.
+func gatewayBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("GATEWAY_BIN"); bin != "" {
+		return bin
+	}
+	root := os.Getenv("REPO_ROOT")
+	if root == "" {
+		root = ".."
+	}
+	bin := filepath.Join(t.TempDir(), "gateway")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/gateway")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the gateway in %s: %v\n%s", root, err, out)
+	}
+	return bin
+}
+
+// startGateway runs the binary in a fresh directory with env and returns the
+// address it logged.
+func startGateway(t *testing.T, env ...string) string {
+	t.Helper()
+	cmd := exec.Command(gatewayBinary(t))
+	cmd.Dir = t.TempDir()
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "GATEWAY_PORT=127.0.0.1:0", "DASHBOARD=off"}, env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "gateway listening" {
+				a, _ := m["addr"].(string)
+				addr <- a
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return a
+	case <-time.After(20 * time.Second):
+		t.Fatal("the gateway did not log its address")
+		return ""
+	}
+}
+
+// browserProblems collects what a person would see as broken: console
+// errors, uncaught exceptions, browser log errors (a CSP violation among
+// them), failed requests and error statuses.
+type browserProblems struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (b *browserProblems) add(format string, a ...any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.list = append(b.list, fmt.Sprintf(format, a...))
+}
+
+func (b *browserProblems) all() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.list...)
+}
+
+func (b *browserProblems) listen(ev any) {
+	switch e := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		if e.Type == runtime.ConsoleAPICalledTypeError || e.Type == runtime.ConsoleAPICalledTypeAssert || e.Type == runtime.ConsoleAPICalledTypeWarning {
+			var args []string
+			for _, a := range e.Args {
+				args = append(args, string(a.Value)+a.Description)
+			}
+			b.add("console.%s: %s", e.Type, strings.Join(args, " "))
+		}
+	case *runtime.EventExceptionThrown:
+		msg := e.ExceptionDetails.Text
+		if e.ExceptionDetails.Exception != nil {
+			msg += " " + e.ExceptionDetails.Exception.Description
+		}
+		b.add("uncaught exception: %s", msg)
+	case *cdplog.EventEntryAdded:
+		if e.Entry.Level == cdplog.EntryLevelError || e.Entry.Level == cdplog.EntryLevelWarning {
+			b.add("browser log %s (%s): %s %s", e.Entry.Level, e.Entry.Source, e.Entry.Text, e.Entry.URL)
+		}
+	case *network.EventLoadingFailed:
+		b.add("request failed: %s %s %s", e.Type, e.ErrorText, e.BlockedReason)
+	case *network.EventResponseReceived:
+		if e.Response.Status >= 400 {
+			b.add("HTTP %d for %s", e.Response.Status, e.Response.URL)
+		}
+	}
+}
+
+type chartPoints struct {
+	ID     string `json:"id"`
+	Points int    `json:"points"`
+}
+
+const chartsJS = `[...document.querySelectorAll("canvas")].map(c => ({id: c.id, points: Number(c.dataset.points || 0)}))`
+
+// TestMonitorInChromium loads /monitor in a real headless Chromium while
+// traffic flows: no console errors, no failed requests, every chart has
+// data points, readable on a wide screen and on a phone in dark mode.
+// Screenshots go to $MONITOR_SCREENSHOT_DIR (default a temporary directory,
+// logged); `MONITOR_SCREENSHOT_DIR=$PWD/../docs MONITOR_SCREENSHOT_AFTER=90s`
+// refreshes docs/monitor.png with a minute and a half of history.
+func TestMonitorInChromium(t *testing.T) {
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		t.Fatalf("Chromium is needed (make test-deps installs Debian's chromium): %v", err)
+	}
+
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Duration(1+len(r.URL.Path)%7) * time.Millisecond)
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	defer backend.Close()
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadURL := "http://" + dead.Addr().String()
+	dead.Close()
+	addr := startGateway(t,
+		`SERVICE_ROUTES=[{"prefix":"/api/orders","target_url":"`+backend.URL+`"},{"prefix":"/api/legacy","target_url":"`+deadURL+`"}]`,
+		"HEALTH_CHECK_INTERVAL=1s", "RETRY_MAX=1")
+	base := "http://" + addr
+
+	ctx, cancelTraffic := context.WithCancel(context.Background())
+	defer cancelTraffic()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancelTraffic()
+	wg.Go(func() { // steady traffic with a few errors and misses
+		c := &http.Client{Timeout: 5 * time.Second}
+		for i := 0; ctx.Err() == nil; i++ {
+			path := fmt.Sprintf("/api/orders/%d", i%13)
+			switch {
+			case i%17 == 0:
+				path = "/api/legacy/x"
+			case i%29 == 0:
+				path = "/nowhere"
+			}
+			if resp, err := c.Get(base + path); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			time.Sleep(15 * time.Millisecond)
+		}
+	})
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.WindowSize(1440, 1000))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+
+	var problems browserProblems
+	if err := chromedp.Listen(bctx, problems.listen); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	enable := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, tg, cdplog.Enable, cdp.Empty{}); err != nil {
+			return err
+		}
+		_, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{})
+		return err
+	})
+	if err := chromedp.Do(bctx, enable,
+		chromedp.EmulateViewport(1440, 1000),
+		chromedp.Navigate(base+"/monitor"),
+		chromedp.WaitVisible(chromedp.CSS("#c-rps"))); err != nil {
+		t.Fatalf("loading /monitor: %v", err)
+	}
+
+	// Every chart gets points as samples arrive (one a second).
+	var charts []chartPoints
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var err error
+		charts, err = chromedp.Run(bctx, chromedp.Evaluate[[]chartPoints](chartsJS))
+		if err != nil {
+			t.Fatalf("reading the charts: %v", err)
+		}
+		ready := len(charts) == 7
+		for _, c := range charts {
+			ready = ready && c.Points >= 3
+		}
+		if ready || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if len(charts) != 7 {
+		t.Fatalf("want 7 charts, got %+v", charts)
+	}
+	for _, c := range charts {
+		if c.Points < 3 {
+			t.Errorf("chart %s has %d data points after 20 s of traffic, want ≥ 3", c.ID, c.Points)
+		}
+	}
+
+	type figures struct {
+		Status, RPS, P99, Err, CPU, Mem, Disk, Gor string
+	}
+	f, err := chromedp.Run(bctx, chromedp.Evaluate[figures](`({
+		Status: document.getElementById("status-text").textContent,
+		RPS: document.getElementById("k-rps").textContent,
+		P99: document.getElementById("k-p99").textContent,
+		Err: document.getElementById("k-err").textContent,
+		CPU: document.getElementById("k-cpu").textContent,
+		Mem: document.getElementById("k-mem").textContent,
+		Disk: document.getElementById("k-disk").textContent,
+		Gor: document.getElementById("k-gor").textContent})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Status != "live" {
+		t.Errorf("status chip says %q, want live", f.Status)
+	}
+	for name, v := range map[string]string{"requests/s": f.RPS, "p99": f.P99, "error rate": f.Err, "cpu": f.CPU, "memory": f.Mem, "disk": f.Disk, "goroutines": f.Gor} {
+		if v == "" || v == "—" {
+			t.Errorf("the %s figure is empty (%q)", name, v)
+		}
+	}
+	if f.RPS == "0.00" {
+		t.Errorf("requests/s reads %q while traffic flows", f.RPS)
+	}
+	if !strings.HasSuffix(f.P99, "ms") && !strings.HasSuffix(f.P99, " s") {
+		t.Errorf("p99 reads %q, want a duration", f.P99)
+	}
+
+	dir := os.Getenv("MONITOR_SCREENSHOT_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if d, err := time.ParseDuration(os.Getenv("MONITOR_SCREENSHOT_AFTER")); err == nil {
+		time.Sleep(d) // more history in the picture, for docs/monitor.png
+	}
+	shot := func(name string) {
+		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s (%d bytes)", p, len(png))
+	}
+	shot("monitor.png")
+
+	// A phone in dark mode: nothing wider than the screen.
+	if err := chromedp.Do(bctx,
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
+			})
+			return err
+		}),
+		chromedp.Sleep(1500*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	type layout struct {
+		ScrollWidth, InnerWidth int
+		Background              string
+	}
+	l, err := chromedp.Run(bctx, chromedp.Evaluate[layout](`({ScrollWidth: document.documentElement.scrollWidth,
+		InnerWidth: window.innerWidth, Background: getComputedStyle(document.body).backgroundColor})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.ScrollWidth > l.InnerWidth {
+		t.Errorf("on a 390 px phone the page is %d px wide: it scrolls sideways", l.ScrollWidth)
+	}
+	if l.Background != "rgb(11, 15, 23)" {
+		t.Errorf("dark mode background is %s, want the dark theme's rgb(11, 15, 23)", l.Background)
+	}
+	shot("monitor-phone-dark.png")
+
+	for _, p := range problems.all() {
+		t.Errorf("browser: %s", p)
+	}
+}
