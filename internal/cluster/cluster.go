@@ -712,7 +712,7 @@ func (n *Node) flush(ctx context.Context) error {
 	for len(batch) > 0 {
 		chunk := batch[:min(len(batch), flushChunk)]
 		batch = batch[len(chunk):]
-		_, err := n.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmds, err := n.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, c := range chunk {
 				ip := keyText(c.k)
 				n.flushDDoS.EvalSha(ctx, p, []string{n.keys.dd + ip, n.keys.blocks},
@@ -720,6 +720,16 @@ func (n *Node) flush(ctx context.Context) error {
 			}
 			return nil
 		})
+		for i, cmd := range cmds {
+			// This replica's counts completed a block: it counts it, once
+			// in the cluster. (The block arrives on the channel after this
+			// loop iteration, as for every replica.)
+			if c, ok := cmd.(*redis.Cmd); ok && i < len(chunk) {
+				if until, err := c.Int64(); err == nil && until > 0 {
+					n.guard.NoteBlock(chunk[i].k, time.UnixMilli(until))
+				}
+			}
+		}
 		if err != nil {
 			if strings.HasPrefix(err.Error(), "NOSCRIPT") {
 				return n.flushDDoS.Load(ctx, n.rdb).Err() // this batch is lost; the next one goes

@@ -55,7 +55,7 @@ func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
 	}
 	r.lists = ipfilter.NewLists(nil, ro.boot)
 	r.lists.SetSync(r.n)
-	r.guard, err = ddos.New(ddos.Config{Threshold: ro.threshold, BlockDuration: time.Minute, Share: r.n, Log: log}, nil)
+	r.guard, err = ddos.New(ddos.Config{Threshold: ro.threshold, BlockDuration: time.Minute, Share: r.n, Log: log, Registerer: r.reg}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,6 +243,11 @@ func TestDDoSCountsAddUpAcrossReplicas(t *testing.T) {
 			bs := r.guard.Blocked(time.Now())
 			return len(bs) == 1 && bs[0].IP == key && time.Until(bs[0].Until) > 50*time.Second
 		})
+	}
+	// One block in the cluster counts once in blocked_ips_total, on the
+	// replica whose counts completed it.
+	if got := tu.MetricValue(t, a.reg, "blocked_ips_total") + tu.MetricValue(t, b.reg, "blocked_ips_total"); got != 1 {
+		t.Fatalf("blocked_ips_total summed over replicas = %v, want 1", got)
 	}
 	// A replica started later learns the block from the resync.
 	c := newReplica(t, addr, replicaOpts{threshold: threshold})

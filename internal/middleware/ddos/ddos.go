@@ -439,6 +439,30 @@ func (g *Guard) Block(key netip.Addr, until time.Time) bool {
 	return changed
 }
 
+// NoteBlock counts (blocked_ips_total) and logs a block that this
+// replica's counts completed in the shared store (cluster mode), unless
+// this guard already blocked key on its own count. The block itself
+// arrives through Block, on every replica.
+func (g *Guard) NoteBlock(key netip.Addr, until time.Time) {
+	now := g.now()
+	if u, ok := g.blocks.Peek(key); ok && u > int64(now.Sub(g.epoch)) {
+		return // counted when this guard made it
+	}
+	g.blockedTotal.Inc()
+	ok, suppressed := g.blockLog.allow(now)
+	if !ok || !g.log.Enabled(context.Background(), slog.LevelWarn) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("client_ip", key.String()), slog.Time("until", until), slog.Bool("cluster", true)}
+	if key.Is6() {
+		attrs = append(attrs, slog.String("blocked", netip.PrefixFrom(key, 64).String()))
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int64("blocks_not_logged", suppressed))
+	}
+	g.log.LogAttrs(context.Background(), slog.LevelWarn, "ip blocked", attrs...)
+}
+
 // Sweep removes idle counters and expired blocks.
 func (g *Guard) Sweep(now time.Time) {
 	g.counters.Sweep(now)

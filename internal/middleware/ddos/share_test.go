@@ -79,3 +79,16 @@ func TestBlockAndLiftFromAnotherReplica(t *testing.T) {
 		t.Fatal("Lift told the Sharer (an echo loop between replicas)")
 	}
 }
+
+func TestNoteBlockCountsOnceInTheCluster(t *testing.T) {
+	f := newFixture(t, Config{Threshold: 2, BlockDuration: time.Minute})
+	f.guard.NoteBlock(netip.MustParseAddr("198.51.100.7"), start.Add(time.Minute))
+	if got := f.metric(t, "blocked_ips_total"); got != 1 {
+		t.Fatalf("blocked_ips_total = %v after a block this replica completed in the shared store, want 1", got)
+	}
+	f.sendN(3, "198.51.100.8") // blocked by this guard's own count: counted here
+	f.guard.NoteBlock(netip.MustParseAddr("198.51.100.8"), start.Add(time.Minute))
+	if got := f.metric(t, "blocked_ips_total"); got != 2 {
+		t.Fatalf("blocked_ips_total = %v, want 2: a block this guard made and the shared store confirmed counts once", got)
+	}
+}
