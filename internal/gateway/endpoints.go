@@ -160,6 +160,8 @@ func (g *Gateway) stats(w http.ResponseWriter, _ *http.Request) {
 		"blocked_ips":        g.guard.BlockedCount(),
 		"tracked_ips":        map[string]int{"ratelimit": g.limits.Tracked(), "ddos": g.guard.Tracked()},
 		"ip_lists":           map[string]int{"whitelist": g.lists.Len(ipfilter.Allow), "blacklist": g.lists.Len(ipfilter.Deny)},
+		"cache":              g.cacheStats(),
+		"cache_hit_ratio":    g.cacheHitRatio(),
 		"features": map[string]bool{
 			"caching":     g.cfg.EnableCaching,
 			"compression": g.cfg.EnableCompression,

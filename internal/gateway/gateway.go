@@ -29,6 +29,7 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
+	"github.com/portcullis/portcullis/internal/middleware/respcache"
 	"github.com/portcullis/portcullis/internal/middleware/shed"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/request"
@@ -78,6 +79,7 @@ type Gateway struct {
 	limits *ratelimit.Shared // per-IP and per-route token buckets
 	admin  *admin.API
 	auth   *auth.Shared
+	cache  *respcache.Shared // nil when ENABLE_CACHING=false
 
 	cluster *clusterNode // shared limits and lists (CLUSTER_MODE=redis); nil when off
 
@@ -145,7 +147,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	if err := g.buildAuth(); err != nil {
 		return nil, err
 	}
-	rd := middleware.RouteDeps{Limits: g.limits, CORSOrigins: cfg.CORSAllowedOrigins, Auth: g.auth}
+	if err := g.buildCache(); err != nil {
+		return nil, err
+	}
+	rd := middleware.RouteDeps{Limits: g.limits, CORSOrigins: cfg.CORSAllowedOrigins, Auth: g.auth, Cache: g.cache}
+	if cfg.EnableCompression {
+		rd.CompressMinBytes = cfg.CompressionMinBytes
+	} else {
+		rd.CompressMinBytes = -1
+	}
 	snap, err := runtime.Build(cfg.Routes, g.registry, g.shared, rd.PerRoute)
 	if err != nil {
 		return nil, fmt.Errorf("building routes: %w", err)

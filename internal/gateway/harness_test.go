@@ -56,7 +56,10 @@ func start(t *testing.T, env map[string]string) *running {
 // startWith is start with a hook to adjust the gateway before it runs.
 func startWith(t *testing.T, env map[string]string, adjust func(*Gateway)) *running {
 	t.Helper()
-	full := map[string]string{"GATEWAY_PORT": "127.0.0.1:0", "LOG_LEVEL": "debug"}
+	// Caching is off unless a test turns it on: the tests of other
+	// features count what reaches the upstream, and their echo answers
+	// would be stored (the cache's own tests are in cache_test.go).
+	full := map[string]string{"GATEWAY_PORT": "127.0.0.1:0", "LOG_LEVEL": "debug", "ENABLE_CACHING": "false"}
 	for k, v := range env {
 		full[k] = v
 	}

@@ -20,6 +20,7 @@ func TestMetricsExpositionIsValidBoundedAndDocumented(t *testing.T) {
 	gw := start(t, map[string]string{
 		"TRUSTED_PROXIES": untrusted,
 		"MAX_BURST_SIZE":  "5000", "MAX_REQUESTS_PER_SECOND": "5000", "DDOS_THRESHOLD": "100000",
+		"ENABLE_CACHING": "true",
 		"SERVICE_ROUTES": routes(`{"prefix":"/api","target_url":"`+up+`","require_auth":true}`, `{"prefix":"/open","target_url":"`+up+`"}`),
 	})
 	for i := range 1000 {
@@ -61,7 +62,8 @@ func TestMetricsExpositionIsValidBoundedAndDocumented(t *testing.T) {
 	}
 	for _, want := range []string{"http_requests_total", "http_request_duration_seconds", "active_connections",
 		"backend_health_status", "circuit_breaker_trips_total", "blocked_ips_total", "rate_limited_requests_total",
-		"upstream_request_duration_seconds", "upstream_retries_total", "build_info"} {
+		"upstream_request_duration_seconds", "upstream_retries_total", "build_info",
+		"cache_hits_total", "cache_misses_total", "cache_errors_total"} {
 		if !names[want] {
 			t.Errorf("/metrics lacks %s", want)
 		}

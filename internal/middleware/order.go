@@ -13,12 +13,14 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/accesslog"
 	"github.com/portcullis/portcullis/internal/middleware/auth"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/middleware/compress"
 	"github.com/portcullis/portcullis/internal/middleware/cors"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/middleware/recovery"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
+	"github.com/portcullis/portcullis/internal/middleware/respcache"
 	"github.com/portcullis/portcullis/internal/middleware/sanitize"
 	"github.com/portcullis/portcullis/internal/middleware/secheaders"
 	"github.com/portcullis/portcullis/internal/middleware/tracing"
@@ -123,12 +125,16 @@ type RouteDeps struct {
 	Limits      *ratelimit.Shared
 	CORSOrigins []string // CORS_ALLOWED_ORIGINS
 	Auth        *auth.Shared
+	// Cache is the shared response cache; nil = ENABLE_CACHING off.
+	Cache *respcache.Shared
+	// CompressMinBytes is COMPRESSION_MIN_BYTES; negative = compression
+	// off (ENABLE_COMPRESSION=false).
+	CompressMinBytes int
 }
 
 // PerRoute returns the steps of one route after it matched (SPEC §3 steps
-// 6–13), outermost first, ending in the route's proxy. Cache and compression
-// slot in after auth, in that order; the body limit and the balancing/proxy
-// steps are the proxy's own.
+// 6–13), outermost first, ending in the route's proxy. The body limit and
+// the balancing/proxy steps are the proxy's own.
 func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler, error) {
 	steps := []step{}
 	if rc.RateLimitRPS > 0 {
@@ -143,6 +149,18 @@ func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler,
 	// sits before the cache, so a private answer never reaches an
 	// anonymous caller.
 	steps = append(steps, plain(func(h http.Handler) http.Handler { return auth.New(rd.Auth, rc.RequireAuth, h) }))
+	// 11. Compression wraps the cache: it encodes the answer on its way
+	// out, so the cache stores one unencoded answer and every client,
+	// hit or miss, gets the encoding it accepts.
+	if rd.CompressMinBytes >= 0 {
+		steps = append(steps, func(h http.Handler) (http.Handler, error) { return compress.New(rd.CompressMinBytes, h) })
+	}
+	// 10. Cache (GET/HEAD on routes with a TTL), after auth.
+	if rd.Cache != nil && rc.CacheTTL > 0 {
+		steps = append(steps, plain(func(h http.Handler) http.Handler {
+			return respcache.New(rd.Cache, rc.CacheTTL, rc.CacheAuthenticated, h)
+		}))
+	}
 	h, err := build(steps, proxy)
 	if err != nil {
 		return nil, fmt.Errorf("route %s: %w", rc.Prefix, err)

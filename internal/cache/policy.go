@@ -1,0 +1,115 @@
+package cache
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Directives is what the cache reads from one Cache-Control header.
+type Directives struct {
+	NoStore, NoCache, Private, NoTransform bool
+	// MaxAge and SMaxAge are -1 when absent.
+	MaxAge, SMaxAge int64
+}
+
+// ParseCacheControl reads the directives of h's Cache-Control lines.
+// Unknown directives are ignored; a directive with a malformed number is
+// treated as present with value 0 (the safe reading: not fresh).
+func ParseCacheControl(h http.Header) Directives {
+	d := Directives{MaxAge: -1, SMaxAge: -1}
+	for _, line := range h["Cache-Control"] {
+		for f := range strings.SplitSeq(line, ",") {
+			name, val, _ := strings.Cut(strings.TrimSpace(f), "=")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "no-store":
+				d.NoStore = true
+			case "no-cache":
+				d.NoCache = true // also the field-qualified form: conservative
+			case "private":
+				d.Private = true
+			case "no-transform":
+				d.NoTransform = true
+			case "max-age":
+				d.MaxAge = seconds(val)
+			case "s-maxage":
+				d.SMaxAge = seconds(val)
+			}
+		}
+	}
+	return d
+}
+
+func seconds(v string) int64 {
+	n, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(v), `"`), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return min(n, int64(365*24*time.Hour/time.Second))
+}
+
+// HasCredentials reports whether a request carries credentials: a response
+// to it may depend on who asked.
+func HasCredentials(h http.Header) bool {
+	return len(h["Authorization"]) > 0 || len(h["X-Api-Key"]) > 0 || len(h["Cookie"]) > 0
+}
+
+// SkipLookup reports whether the client asked for a fresh answer
+// (Cache-Control: no-cache or max-age=0, or Pragma: no-cache): the stored
+// entry is not used, but the new answer may be stored.
+func SkipLookup(h http.Header) bool {
+	if len(h["Cache-Control"]) == 0 {
+		for _, p := range h["Pragma"] {
+			if strings.Contains(strings.ToLower(p), "no-cache") {
+				return true
+			}
+		}
+		return false
+	}
+	d := ParseCacheControl(h)
+	return d.NoCache || d.MaxAge == 0
+}
+
+// RequestNoStore reports Cache-Control: no-store on a request: nothing of
+// its answer may be stored.
+func RequestNoStore(h http.Header) bool {
+	return len(h["Cache-Control"]) > 0 && ParseCacheControl(h).NoStore
+}
+
+// storableStatus are the statuses SPEC §3 step 10 stores.
+func storableStatus(code int) bool {
+	switch code {
+	case http.StatusOK, http.StatusNonAuthoritativeInfo, http.StatusNoContent,
+		http.StatusMovedPermanently, http.StatusNotFound:
+		return true
+	}
+	return false
+}
+
+// Freshness decides whether a response may be stored and for how long:
+// ttl > 0 means storable. s-maxage, then max-age, set the lifetime; else
+// routeTTL. The upstream's Age is taken off, and returned as age.
+func Freshness(status int, h http.Header, routeTTL time.Duration) (ttl, age time.Duration) {
+	if !storableStatus(status) || len(h["Set-Cookie"]) > 0 || len(h["Trailer"]) > 0 {
+		return 0, 0
+	}
+	if _, star := ParseVary(h); star {
+		return 0, 0
+	}
+	d := ParseCacheControl(h)
+	if d.NoStore || d.Private || d.NoCache {
+		return 0, 0
+	}
+	ttl = routeTTL
+	switch {
+	case d.SMaxAge >= 0:
+		ttl = time.Duration(d.SMaxAge) * time.Second
+	case d.MaxAge >= 0:
+		ttl = time.Duration(d.MaxAge) * time.Second
+	}
+	if a := h.Get("Age"); a != "" {
+		age = time.Duration(seconds(a)) * time.Second
+	}
+	return ttl - age, age
+}

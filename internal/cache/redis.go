@@ -1,0 +1,156 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+)
+
+// Redis timing. The cache is an optimisation: a Redis that does not answer
+// within RedisTimeout is treated as down for this lookup, and after
+// redisTrip failures in a row the breaker skips Redis altogether (costing
+// nothing) for redisCooldown before one probe tries again. So an outage
+// costs at most RedisTimeout on a handful of requests per cooldown.
+const (
+	RedisTimeout  = 50 * time.Millisecond
+	redisTrip     = 3
+	redisCooldown = time.Second
+	// redisWriters bounds background SETs; beyond it a store is dropped
+	// (the next miss stores it again) instead of queueing without limit.
+	redisWriters = 64
+	redisPrefix  = "portcullis:cache:"
+)
+
+// Redis is the shared store: every replica pointed at the same Redis sees
+// the entries any of them stored.
+type Redis struct {
+	rdb     redis.UniversalClient
+	cb      *gobreaker.CircuitBreaker[[]byte]
+	stats   *Stats
+	log     *slog.Logger
+	writers chan struct{}
+}
+
+// NewRedisClient returns a client tuned for cache use: tight timeouts, no
+// retries (a retry doubles the time an outage costs a request).
+func NewRedisClient(addr, password string, db int) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr: addr, Password: password, DB: db,
+		MaxRetries:            -1,
+		DialTimeout:           2 * RedisTimeout,
+		ReadTimeout:           RedisTimeout,
+		WriteTimeout:          RedisTimeout,
+		PoolTimeout:           RedisTimeout,
+		ContextTimeoutEnabled: true,
+		PoolSize:              64,
+	})
+}
+
+// NewRedis returns a store on rdb. Errors are counted in stats; the first
+// of an outage is logged as a warning, the recovery as info.
+func NewRedis(rdb redis.UniversalClient, stats *Stats, log *slog.Logger) *Redis {
+	s := &Redis{rdb: rdb, stats: stats, log: log, writers: make(chan struct{}, redisWriters)}
+	s.cb = gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
+		Name:        "redis-cache",
+		MaxRequests: 1,
+		Timeout:     redisCooldown,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= redisTrip },
+		IsSuccessful: func(err error) bool {
+			return err == nil || errors.Is(err, redis.Nil)
+		},
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			switch {
+			case from == gobreaker.StateClosed && to == gobreaker.StateOpen:
+				log.Warn("redis cache unreachable: serving without the cache until it is back", "retry_every", redisCooldown.String())
+			case to == gobreaker.StateClosed:
+				log.Info("redis cache reachable again")
+			}
+		},
+	})
+	return s
+}
+
+// redisKey hashes the cache key: keys may be kilobytes long (a query
+// string), and a collision-resistant hash keeps one URL from being made to
+// share another's entry.
+func redisKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return redisPrefix + hex.EncodeToString(sum[:])
+}
+
+func (s *Redis) Get(ctx context.Context, key string) (*Entry, bool) {
+	b, err := s.cb.Execute(func() ([]byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, RedisTimeout)
+		defer cancel()
+		return s.rdb.Get(ctx, redisKey(key)).Bytes()
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, redis.Nil):
+		return nil, false
+	default:
+		if ctx.Err() == nil { // the client going away is not Redis's fault
+			s.stats.Errors.Add(1)
+		}
+		return nil, false
+	}
+	e, err := Unmarshal(b)
+	if err != nil {
+		s.stats.Errors.Add(1)
+		s.log.Warn("redis cache entry is not ours: ignored", "error", err.Error())
+		return nil, false
+	}
+	if !e.Fresh(time.Now()) {
+		return nil, false
+	}
+	return e, true
+}
+
+func (s *Redis) Set(key string, e *Entry) {
+	ttl := time.Until(e.Expires)
+	if ttl <= 0 {
+		return
+	}
+	s.background(func(ctx context.Context) error {
+		return s.rdb.Set(ctx, redisKey(key), Marshal(e), ttl).Err()
+	})
+}
+
+func (s *Redis) Delete(key string) {
+	s.background(func(ctx context.Context) error { return s.rdb.Del(ctx, redisKey(key)).Err() })
+}
+
+// background runs a write off the request path, through the breaker.
+func (s *Redis) background(op func(ctx context.Context) error) {
+	select {
+	case s.writers <- struct{}{}:
+	default:
+		return // too many writes in flight: Redis is slow; drop this one
+	}
+	go func() {
+		defer func() { <-s.writers }()
+		_, err := s.cb.Execute(func() ([]byte, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), RedisTimeout)
+			defer cancel()
+			return nil, op(ctx)
+		})
+		if err != nil {
+			s.stats.Errors.Add(1)
+		}
+	}()
+}
+
+func (s *Redis) Name() string { return "redis" }
+
+// Ping reports whether Redis answers within timeout (CACHE_BACKEND=auto).
+func Ping(ctx context.Context, rdb redis.UniversalClient, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return rdb.Ping(ctx).Err()
+}

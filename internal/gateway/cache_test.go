@@ -1,0 +1,399 @@
+package gateway
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/testsvc"
+)
+
+// origin is a test upstream whose answers are shaped by the query: cc
+// (Cache-Control), vary, status, cookie, ct (Content-Type), etag, sleep
+// (ms). Its body names how many requests it has served, so a test can tell
+// a stored answer from a fresh one.
+type origin struct {
+	hits atomic.Int64
+	URL  string
+}
+
+func newOrigin(t *testing.T) *origin {
+	o := &origin{}
+	o.URL, _ = serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := o.hits.Add(1)
+		q := r.URL.Query()
+		if ms, _ := strconv.Atoi(q.Get("sleep")); ms > 0 {
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
+		for k, h := range map[string]string{"cc": "Cache-Control", "vary": "Vary", "etag": "Etag", "ct": "Content-Type"} {
+			if v := q.Get(k); v != "" {
+				w.Header().Set(h, v)
+			}
+		}
+		if q.Get("cookie") != "" {
+			w.Header().Set("Set-Cookie", "session=secret")
+		}
+		status := http.StatusOK
+		if s := q.Get("status"); s != "" {
+			status, _ = strconv.Atoi(s)
+		}
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "answer %d for %s %s lang=%s", n, r.Method, r.URL.RequestURI(), r.Header.Get("Accept-Language"))
+	}))
+	return o
+}
+
+func cacheEnv(o *origin, extra ...string) map[string]string {
+	env := map[string]string{
+		"ENABLE_CACHING": "true",
+		"SERVICE_ROUTES": routes(
+			`{"prefix":"/c","target_url":"`+o.URL+`"}`,
+			`{"prefix":"/short","target_url":"`+o.URL+`","cache_ttl_secs":1}`,
+			`{"prefix":"/off","target_url":"`+o.URL+`","cache_ttl_secs":0}`,
+			`{"prefix":"/shared","target_url":"`+o.URL+`","cache_authenticated":true}`),
+		"MAX_REQUESTS_PER_SECOND": "10000", "MAX_BURST_SIZE": "10000", "DDOS_THRESHOLD": "1000000",
+		"TRUSTED_PROXIES": untrusted,
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
+	}
+	return env
+}
+
+func xcache(t *testing.T, url string, hdr ...string) (string, string) {
+	t.Helper()
+	resp, body := get(t, url, hdr...)
+	return resp.Header.Get("X-Cache"), string(body)
+}
+
+func TestCacheMissThenHitAcrossGatewaysSharingRedis(t *testing.T) {
+	redisAddr, _ := testsvc.Redis(t)
+	o := newOrigin(t)
+	a := start(t, cacheEnv(o, "CACHE_BACKEND", "redis", "REDIS_ADDR", redisAddr))
+	b := start(t, cacheEnv(o, "CACHE_BACKEND", "redis", "REDIS_ADDR", redisAddr))
+
+	// Both gateways serve the same site: the Host is part of the key.
+	fetch := func(base string) (*http.Response, string) {
+		req, _ := http.NewRequest(http.MethodGet, base+"/c/shared?x=1", nil)
+		req.Host = "api.example.com"
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if resp, _ := fetch(a.URL); resp.Header.Get("X-Cache") != "MISS" {
+		t.Fatalf("first request: X-Cache %q, want MISS", resp.Header.Get("X-Cache"))
+	}
+	// The store's write is asynchronous: wait until the first gateway
+	// reads its own entry back from Redis, then ask the second.
+	deadline := time.Now().Add(3 * time.Second)
+	for resp, _ := fetch(a.URL); resp.Header.Get("X-Cache") != "HIT"; resp, _ = fetch(a.URL) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first gateway never found its entry in Redis")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, body := fetch(b.URL)
+	if resp.Header.Get("X-Cache") != "HIT" || !strings.HasPrefix(string(body), "answer 1 ") {
+		t.Fatalf("second gateway: X-Cache %q body %q, want a HIT of answer 1", resp.Header.Get("X-Cache"), body)
+	}
+	if resp.Header.Get("Age") == "" || resp.Header.Get("X-Request-Id") == "" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("a HIT lacks Age, its own request ID or the security headers: %v", resp.Header)
+	}
+	if o.hits.Load() != 1 {
+		t.Errorf("upstream saw %d requests, want 1", o.hits.Load())
+	}
+}
+
+func TestCacheKeysQueryAndVary(t *testing.T) {
+	o := newOrigin(t)
+	gw := start(t, cacheEnv(o))
+	xcache(t, gw.URL+"/c/q?a=1&b=2")
+	if x, _ := xcache(t, gw.URL+"/c/q?b=2&a=1"); x != "HIT" {
+		t.Errorf("same parameters in another order: %s, want HIT", x)
+	}
+	if x, _ := xcache(t, gw.URL+"/c/q?a=1&b=3"); x != "MISS" {
+		t.Errorf("another query: %s, want MISS", x)
+	}
+
+	v := gw.URL + "/c/v?vary=Accept-Language"
+	if _, body := xcache(t, v, "Accept-Language", "en"); !strings.Contains(body, "lang=en") {
+		t.Fatal(body)
+	}
+	if x, body := xcache(t, v, "Accept-Language", "fr"); x != "MISS" || !strings.Contains(body, "lang=fr") {
+		t.Errorf("other language: %s %q, want a MISS in French", x, body)
+	}
+	if x, body := xcache(t, v, "Accept-Language", "en"); x != "HIT" || !strings.Contains(body, "lang=en") {
+		t.Errorf("first language again: %s %q, want the English HIT", x, body)
+	}
+	if x, _ := xcache(t, gw.URL+"/c/star?vary=*"); x != "MISS" {
+		t.Fatal(x)
+	}
+	if x, _ := xcache(t, gw.URL+"/c/star?vary=*"); x != "MISS" {
+		t.Errorf("Vary: * stored: %s", x)
+	}
+}
+
+func TestCacheNeverStores(t *testing.T) {
+	o := newOrigin(t)
+	gw := start(t, cacheEnv(o))
+	tests := []struct {
+		name, path string
+		hdr        []string
+		first      string // X-Cache of the first request
+	}{
+		{"Set-Cookie", "/c/r?cookie=1", nil, "MISS"},
+		{"no-store", "/c/r?cc=no-store", nil, "MISS"},
+		{"private", "/c/r?cc=private,max-age=60", nil, "MISS"},
+		{"no-cache", "/c/r?cc=no-cache", nil, "MISS"},
+		{"max-age=0", "/c/r?cc=max-age=0", nil, "MISS"},
+		{"302", "/c/r?status=302", nil, "MISS"},
+		{"500", "/c/r?status=500", nil, "MISS"},
+		{"Authorization", "/c/auth", []string{"Authorization", "Bearer x"}, "BYPASS"},
+		{"X-API-Key", "/c/key", []string{"X-API-Key", "k"}, "BYPASS"},
+		{"Cookie", "/c/cookie", []string{"Cookie", "s=1"}, "BYPASS"},
+		{"Range", "/c/range", []string{"Range", "bytes=0-1"}, "BYPASS"},
+		{"client no-store", "/c/cns", []string{"Cache-Control", "no-store"}, "MISS"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := o.hits.Load()
+			if x, _ := xcache(t, gw.URL+tc.path, tc.hdr...); x != tc.first {
+				t.Errorf("first: X-Cache %q, want %s", x, tc.first)
+			}
+			xcache(t, gw.URL+tc.path, tc.hdr...)
+			if got := o.hits.Load() - before; got != 2 {
+				t.Errorf("upstream saw %d of 2 requests: the answer was stored", got)
+			}
+		})
+	}
+	t.Run("status 404 is stored", func(t *testing.T) {
+		xcache(t, gw.URL+"/c/r?status=404")
+		if x, _ := xcache(t, gw.URL+"/c/r?status=404"); x != "HIT" {
+			t.Errorf("404: %s, want HIT", x)
+		}
+	})
+	t.Run("route with cache_ttl_secs 0", func(t *testing.T) {
+		xcache(t, gw.URL+"/off/x")
+		if x, _ := xcache(t, gw.URL+"/off/x"); x != "" {
+			t.Errorf("X-Cache %q on a route that does not cache", x)
+		}
+	})
+	t.Run("cache_authenticated shares answers to credentialed requests", func(t *testing.T) {
+		xcache(t, gw.URL+"/shared/x", "Cookie", "a=1")
+		if x, _ := xcache(t, gw.URL+"/shared/x", "Cookie", "a=2"); x != "HIT" {
+			t.Errorf("X-Cache %q, want HIT", x)
+		}
+	})
+	t.Run("client no-cache skips the lookup and refreshes", func(t *testing.T) {
+		xcache(t, gw.URL+"/c/fresh")
+		x, body := xcache(t, gw.URL+"/c/fresh", "Cache-Control", "no-cache")
+		if x != "BYPASS" {
+			t.Errorf("X-Cache %q, want BYPASS", x)
+		}
+		if x2, body2 := xcache(t, gw.URL+"/c/fresh"); x2 != "HIT" || body2 != body {
+			t.Errorf("the refreshed answer was not stored: %s %q vs %q", x2, body2, body)
+		}
+	})
+	t.Run("a successful POST invalidates", func(t *testing.T) {
+		xcache(t, gw.URL+"/c/doc")
+		resp, err := client.Post(gw.URL+"/c/doc", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if x, _ := xcache(t, gw.URL+"/c/doc"); x != "MISS" {
+			t.Errorf("after POST: %s, want MISS", x)
+		}
+	})
+}
+
+func TestCacheTTLHeadAndConditional(t *testing.T) {
+	o := newOrigin(t)
+	gw := start(t, cacheEnv(o))
+	u := gw.URL + "/c/t?cc=max-age=1&etag=%22v1%22"
+	xcache(t, u)
+	if x, _ := xcache(t, u); x != "HIT" {
+		t.Fatalf("within max-age: %s", x)
+	}
+
+	req, _ := http.NewRequest(http.MethodHead, u, nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("X-Cache") != "HIT" || resp.ContentLength != int64(len("answer 1 for GET /t?cc=max-age=1&etag=%22v1%22 lang=")) {
+		t.Errorf("HEAD from the GET entry: X-Cache %q Content-Length %d", resp.Header.Get("X-Cache"), resp.ContentLength)
+	}
+
+	resp, body := get(t, u, "If-None-Match", `W/"v1"`)
+	if resp.StatusCode != http.StatusNotModified || len(body) != 0 || resp.Header.Get("Etag") != `"v1"` {
+		t.Errorf("conditional HIT: %d %q etag %q, want 304", resp.StatusCode, body, resp.Header.Get("Etag"))
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if x, _ := xcache(t, u); x != "MISS" {
+		t.Errorf("after max-age: %s, want MISS", x)
+	}
+	// A conditional miss is answered 304 by the gateway while the full
+	// answer is stored for the next client.
+	u2 := gw.URL + "/c/t2?etag=%22v2%22"
+	resp, _ = get(t, u2, "If-None-Match", `"v2"`)
+	if resp.StatusCode != http.StatusNotModified || resp.Header.Get("X-Cache") != "MISS" {
+		t.Errorf("conditional miss: %d %s", resp.StatusCode, resp.Header.Get("X-Cache"))
+	}
+	if resp, body := get(t, u2); resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "HIT" || !strings.HasPrefix(string(body), "answer") {
+		t.Errorf("after a conditional miss: %d %s %q", resp.StatusCode, resp.Header.Get("X-Cache"), body)
+	}
+}
+
+func TestCacheCoalescesConcurrentMisses(t *testing.T) {
+	o := newOrigin(t)
+	gw := start(t, cacheEnv(o))
+	run := func(url string, n int) []string {
+		var wg sync.WaitGroup
+		bodies := make([]string, n)
+		for i := range n {
+			wg.Go(func() {
+				_, b := get(t, url)
+				bodies[i] = string(b)
+			})
+		}
+		wg.Wait()
+		return bodies
+	}
+	bodies := run(gw.URL+"/c/slow?sleep=300", 100)
+	if o.hits.Load() != 1 {
+		t.Errorf("100 concurrent misses made %d upstream requests, want 1", o.hits.Load())
+	}
+	for _, b := range bodies {
+		if b != bodies[0] {
+			t.Fatalf("waiters got different answers: %q vs %q", b, bodies[0])
+		}
+	}
+	// An answer that may not be stored is never handed to another caller.
+	before := o.hits.Load()
+	bodies = run(gw.URL+"/c/private?sleep=300&cc=private", 20)
+	if got := o.hits.Load() - before; got != 20 {
+		t.Errorf("20 requests for a private answer made %d upstream requests, want 20", got)
+	}
+	seen := map[string]bool{}
+	for _, b := range bodies {
+		seen[b] = true
+	}
+	if len(seen) != 20 {
+		t.Errorf("a private answer was shared: %d distinct bodies for 20 requests", len(seen))
+	}
+}
+
+func TestCacheRedisOutageCostsNothing(t *testing.T) {
+	srv := testsvc.RestartableRedis(t)
+	o := newOrigin(t)
+	gw := start(t, cacheEnv(o, "CACHE_BACKEND", "redis", "REDIS_ADDR", srv.Addr))
+	u := gw.URL + "/c/outage"
+	xcache(t, u)
+	time.Sleep(100 * time.Millisecond)
+	if x, _ := xcache(t, u); x != "HIT" {
+		t.Fatalf("before the outage: %s", x)
+	}
+	srv.Stop()
+	var worst time.Duration
+	for i := range 200 {
+		began := time.Now()
+		resp, body := get(t, u)
+		worst = max(worst, time.Since(began))
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "answer") {
+			t.Fatalf("request %d during the outage: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if worst > 250*time.Millisecond {
+		t.Errorf("slowest request during the outage took %v", worst)
+	}
+	if n := strings.Count(gw.Logs.String(), "redis cache unreachable"); n != 1 {
+		t.Errorf("%d outage warnings, want 1", n)
+	}
+	_, metrics := get(t, gw.URL+"/metrics")
+	if !strings.Contains(string(metrics), "cache_errors_total ") || strings.Contains(string(metrics), "cache_errors_total 0\n") {
+		t.Error("cache_errors_total did not count the outage")
+	}
+	srv.Start()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if x, _ := xcache(t, u); x == "HIT" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cache did not resume after Redis came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestStatsReportCache(t *testing.T) {
+	o := newOrigin(t)
+	gw := start(t, cacheEnv(o))
+	xcache(t, gw.URL+"/c/s")
+	xcache(t, gw.URL+"/c/s")
+	xcache(t, gw.URL+"/c/s")
+	_, body := get(t, gw.URL+"/stats")
+	if !strings.Contains(string(body), `"cache_hit_ratio": 0.666`) || !strings.Contains(string(body), `"backend": "memory"`) {
+		t.Errorf("/stats: %s", body)
+	}
+}
+
+// TestCachedAnswerServedInEachClientsEncoding: the cache stores the
+// upstream's answer once, unencoded; compression wraps the cache, so a HIT
+// reaches a gzip client gzipped and an identity client with the exact
+// Content-Length.
+func TestCachedAnswerServedInEachClientsEncoding(t *testing.T) {
+	o := newOrigin(t)
+	gw := start(t, cacheEnv(o, "COMPRESSION_MIN_BYTES", "16"))
+	raw := &http.Transport{DisableCompression: true}
+	fetch := func(ae string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/c/enc?ct=text/plain&etag=%22e%22", nil)
+		if ae != "" {
+			req.Header.Set("Accept-Encoding", ae)
+		}
+		resp, err := raw.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	first, plain := fetch("")
+	if first.Header.Get("X-Cache") != "MISS" {
+		t.Fatal(first.Header)
+	}
+	resp, b := fetch("gzip")
+	if resp.Header.Get("X-Cache") != "HIT" || resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get("Etag") != `W/"e"` {
+		t.Fatalf("gzip client on a HIT: %v", resp.Header)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unzipped, _ := io.ReadAll(zr); !bytes.Equal(unzipped, plain) {
+		t.Fatalf("gzip HIT decodes to %q, want %q", unzipped, plain)
+	}
+	resp, b = fetch("")
+	if resp.Header.Get("X-Cache") != "HIT" || resp.Header.Get("Content-Encoding") != "" || !bytes.Equal(b, plain) ||
+		resp.ContentLength != int64(len(plain)) || resp.Header.Get("Etag") != `"e"` {
+		t.Fatalf("identity client on a HIT: %v (%d bytes)", resp.Header, len(b))
+	}
+	if o.hits.Load() != 1 {
+		t.Errorf("upstream saw %d requests, want 1", o.hits.Load())
+	}
+}

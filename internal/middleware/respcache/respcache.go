@@ -1,0 +1,248 @@
+// Package respcache is the response-cache step of a route (SPEC §3 step
+// 10): it answers from the shared store when it can (X-Cache: HIT, Age),
+// coalesces concurrent misses into one upstream request, and stores what
+// RFC 9111's shared-cache rules and SPEC allow (X-Cache: MISS). Requests it
+// must not touch pass through with X-Cache: BYPASS. What is storable, the
+// keys and the stores are internal/cache's.
+package respcache
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portcullis/portcullis/internal/cache"
+	"github.com/portcullis/portcullis/internal/request"
+)
+
+// Shared is the state every route's cache step uses: one store, one set of
+// counters, one group of in-flight misses.
+type Shared struct {
+	store     cache.Store
+	stats     *cache.Stats
+	flights   *cache.Flights
+	maxObject int64
+	log       *slog.Logger
+}
+
+// NewShared returns the shared cache state over store. maxObject is
+// CACHE_MAX_OBJECT_BYTES; stats are the counters RegisterMetrics exposes.
+func NewShared(store cache.Store, stats *cache.Stats, maxObject int64, log *slog.Logger) *Shared {
+	return &Shared{store: store, stats: stats, flights: cache.NewFlights(), maxObject: maxObject, log: log}
+}
+
+// RegisterMetrics exposes stats as the cache metrics of SPEC §6. They are
+// registered whether caching is on or not, so dashboards always find them.
+func RegisterMetrics(stats *cache.Stats, reg prometheus.Registerer) error {
+	for _, c := range []struct {
+		name, help string
+		v          func() int64
+	}{
+		{"cache_hits_total", "Requests answered from the response cache.", stats.Hits.Load},
+		{"cache_misses_total", "Cacheable requests that went upstream (not stored, expired, or their coalesced miss could not be shared).", stats.Misses.Load},
+		{"cache_bypasses_total", "Requests on caching routes the cache did not handle: other methods, credentials, Range, Upgrade, or a client asking for a fresh answer.", stats.Bypasses.Load},
+		{"cache_errors_total", "Cache store operations that failed or were skipped because the store (Redis) is down or slow.", stats.Errors.Load},
+	} {
+		v := c.v
+		err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help}, func() float64 { return float64(v()) }))
+		if err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stats are the counters behind the metrics.
+func (s *Shared) Stats() *cache.Stats { return s.stats }
+
+// Store is the store in use.
+func (s *Shared) Store() cache.Store { return s.store }
+
+// Header values, prebuilt so the hot path does not allocate them.
+var (
+	hitValue    = []string{"HIT"}
+	missValue   = []string{"MISS"}
+	bypassValue = []string{"BYPASS"}
+	ageValues   = func() [][]string {
+		v := make([][]string, 601)
+		for i := range v {
+			v[i] = []string{strconv.Itoa(i)}
+		}
+		return v
+	}()
+)
+
+func ageHeader(secs int64) []string {
+	if secs < int64(len(ageValues)) {
+		return ageValues[secs]
+	}
+	return []string{strconv.FormatInt(secs, 10)}
+}
+
+type step struct {
+	s *Shared
+	// ttl is the route's default lifetime (cache_ttl_secs, else CACHE_TTL).
+	ttl time.Duration
+	// authenticated is the route's cache_authenticated: answers to requests
+	// with credentials may be shared.
+	authenticated bool
+	next          http.Handler
+}
+
+// New returns the cache step of one route.
+func New(s *Shared, ttl time.Duration, authenticated bool, next http.Handler) http.Handler {
+	return &step{s: s, ttl: ttl, authenticated: authenticated, next: next}
+}
+
+func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	in := request.From(r.Context())
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	default:
+		c.bypass(w, r)
+		if isUnsafe(r.Method) && in.Status() >= 200 && in.Status() < 400 {
+			// RFC 9111 §4.4: a successful unsafe request invalidates what
+			// is stored for its URI.
+			c.s.store.Delete(c.key(r, in))
+		}
+		return
+	}
+	if len(r.Header["Range"]) > 0 || len(r.Header["Upgrade"]) > 0 ||
+		(!c.authenticated && (in.AuthMethod != "" || cache.HasCredentials(r.Header))) {
+		// Credentials: the auth step may have removed the header it
+		// verified, so an authenticated caller is known by AuthMethod.
+		c.bypass(w, r)
+		return
+	}
+	key := c.key(r, in)
+	if cache.SkipLookup(r.Header) {
+		// The client wants a fresh answer; it may still refresh the entry.
+		c.s.stats.Bypasses.Add(1)
+		c.fetch(w, r, key, nil, bypassValue)
+		return
+	}
+	if e, ok := c.lookup(r, key); ok {
+		c.serve(w, r, e)
+		return
+	}
+	if r.Method == http.MethodHead || cache.RequestNoStore(r.Header) {
+		// Nothing to store from a HEAD (no body) or a no-store request.
+		c.s.stats.Misses.Add(1)
+		w.Header()["X-Cache"] = missValue
+		c.next.ServeHTTP(w, r)
+		return
+	}
+	fl, leader := c.s.flights.Join(key)
+	if !leader {
+		e, variant := fl.Wait(r.Context())
+		if e != nil && variant == variantOf(key, e, r.Header) {
+			c.serve(w, r, e)
+			return
+		}
+		// The leader's answer was not storable, failed, or varies on a
+		// header this request sends differently: fetch our own.
+		fl = nil
+	}
+	c.s.stats.Misses.Add(1)
+	c.fetch(w, r, key, fl, missValue)
+}
+
+func isUnsafe(m string) bool {
+	return m == http.MethodPost || m == http.MethodPut || m == http.MethodPatch || m == http.MethodDelete
+}
+
+func (c *step) bypass(w http.ResponseWriter, r *http.Request) {
+	c.s.stats.Bypasses.Add(1)
+	w.Header()["X-Cache"] = bypassValue
+	c.next.ServeHTTP(w, r)
+}
+
+// key is the request's primary key; the scheme is the one the client used
+// as far as a trusted edge proxy says.
+func (c *step) key(r *http.Request, in *request.Info) string {
+	scheme := "http"
+	if r.TLS != nil || (in.PeerTrusted && r.Header.Get("X-Forwarded-Proto") == "https") {
+		scheme = "https"
+	}
+	path := in.Path
+	if path == "" {
+		path = r.URL.Path
+	}
+	return cache.Key(scheme, r.Host, path, r.URL.RawQuery)
+}
+
+// lookup finds the fresh entry for r, following a variants marker.
+func (c *step) lookup(r *http.Request, key string) (*cache.Entry, bool) {
+	e, ok := c.s.store.Get(r.Context(), key)
+	if !ok {
+		return nil, false
+	}
+	if e.IsMarker() {
+		if e, ok = c.s.store.Get(r.Context(), cache.VariantKey(key, e.Vary, r.Header)); !ok || e.IsMarker() {
+			return nil, false
+		}
+	}
+	return e, true
+}
+
+func variantOf(key string, e *cache.Entry, h http.Header) string {
+	if len(e.Vary) == 0 {
+		return key
+	}
+	return cache.VariantKey(key, e.Vary, h)
+}
+
+// serve answers from e: the stored headers, X-Cache: HIT, Age, and a 304
+// when the client's validators match.
+func (c *step) serve(w http.ResponseWriter, r *http.Request, e *cache.Entry) {
+	c.s.stats.Hits.Add(1)
+	h := w.Header()
+	merge(h, e.Header)
+	h["X-Cache"] = hitValue
+	h["Age"] = ageHeader(e.Age(time.Now()))
+	if e.Status == http.StatusOK && notModified(r.Header, e.Header) {
+		delete(h, "Content-Length")
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.WriteHeader(e.Status)
+	if r.Method != http.MethodHead && len(e.Body) > 0 {
+		_, _ = w.Write(e.Body)
+	}
+}
+
+// merge adds src's headers to dst as ReverseProxy's copy would (values
+// appended after any already set, e.g. Vary: Origin from CORS). Stored
+// slices are shared, never written: they are clipped, so an append copies.
+func merge(dst, src http.Header) {
+	for k, vs := range src {
+		if old, ok := dst[k]; ok {
+			dst[k] = append(old[:len(old):len(old)], vs...)
+		} else {
+			dst[k] = vs
+		}
+	}
+}
+
+// notModified evaluates If-None-Match (weak comparison), else
+// If-Modified-Since, against a stored 200's validators (RFC 9110 §13.2.2).
+func notModified(req, resp http.Header) bool {
+	if inm := req["If-None-Match"]; len(inm) > 0 {
+		return etagMatches(inm, resp.Get("Etag"))
+	}
+	ims := req.Get("If-Modified-Since")
+	lm := resp.Get("Last-Modified")
+	if ims == "" || lm == "" {
+		return false
+	}
+	t, err := http.ParseTime(ims)
+	if err != nil {
+		return false
+	}
+	m, err := http.ParseTime(lm)
+	return err == nil && !m.After(t)
+}
