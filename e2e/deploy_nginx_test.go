@@ -363,6 +363,17 @@ func TestNginxEdge(t *testing.T) {
 			t.Errorf("gateway 404 replaced by nginx: %d %.200s", code, body)
 		}
 
+		// Ops endpoints stay off the edge even on a gateway without OPS_ADDR.
+		for _, path := range []string{"/metrics", "/stats", "/admin/blocked", "//metrics", "/%6Detrics"} {
+			code, body = getWith(t, alice, edge.httpsURL+path)
+			if code != 404 || strings.Contains(body, "# TYPE") || !strings.Contains(body, "404 — not found") {
+				t.Errorf("%s through the edge: %d %.200s", path, code, body)
+			}
+		}
+		if code, _ := deployGet(t, "http://"+gw.Addr+"/metrics"); code != 200 {
+			t.Errorf("the gateway itself serves /metrics: %d", code)
+		}
+
 		plain := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		resp, err = plain.Get(edge.httpURL + "/echo/x?y=1")
 		if err != nil {

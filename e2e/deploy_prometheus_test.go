@@ -1,0 +1,276 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// contractMetrics are SPEC §6's metric names; the dashboard must show each,
+// and a running gateway must expose each.
+var contractMetrics = []string{
+	"http_requests_total", "http_request_duration_seconds", "active_connections",
+	"backend_health_status", "circuit_breaker_trips_total", "blocked_ips_total",
+	"cache_hits_total", "cache_misses_total", "cache_errors_total",
+	"rate_limited_requests_total", "upstream_request_duration_seconds", "upstream_retries_total",
+}
+
+// TestPromtool runs promtool on the shipped Prometheus config and alert
+// rules, and the rules' unit tests (alerts fire on the series they should).
+func TestPromtool(t *testing.T) {
+	promtool := deployLookPath(t, "promtool")
+	dir := filepath.Join(deployRepoRoot(t), "deploy/prometheus")
+	for _, args := range [][]string{
+		{"check", "config", "prometheus.yml"},
+		{"check", "rules", "alerts.yml"},
+		{"test", "rules", "alerts_test.yml"},
+	} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// promQuery runs an instant query against a Prometheus API.
+func promQuery(base, q string) (result []json.RawMessage, err error) {
+	resp, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return nil, err
+	}
+	if r.Status != "success" {
+		return nil, fmt.Errorf("%s: %s", q, r.Error)
+	}
+	return r.Data.Result, nil
+}
+
+// grafanaDashboard is the part of the dashboard JSON the test reads.
+type grafanaDashboard struct {
+	UID    string `json:"uid"`
+	Panels []struct {
+		Title      string `json:"title"`
+		Type       string `json:"type"`
+		Datasource struct {
+			UID string `json:"uid"`
+		} `json:"datasource"`
+		Targets []struct {
+			Expr string `json:"expr"`
+		} `json:"targets"`
+	} `json:"panels"`
+}
+
+var (
+	promStrings   = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+	promMatchers  = regexp.MustCompile(`\{[^}]*\}`)
+	promRanges    = regexp.MustCompile(`\[[^\]]*\]`)
+	promGrouping  = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
+	promIdent     = regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?`)
+	promOperators = map[string]bool{"and": true, "or": true, "unless": true, "bool": true, "offset": true, "by": true, "without": true}
+)
+
+// promMetricNames returns the metric names a PromQL expression selects.
+func promMetricNames(expr string) []string {
+	e := promStrings.ReplaceAllString(expr, "")
+	e = promMatchers.ReplaceAllString(e, " ")
+	e = promRanges.ReplaceAllString(e, " ")
+	e = promGrouping.ReplaceAllString(e, " ")
+	var names []string
+	for _, m := range promIdent.FindAllStringSubmatch(e, -1) {
+		if m[2] != "" || promOperators[m[1]] {
+			continue // a function call or an operator
+		}
+		names = append(names, m[1])
+	}
+	return names
+}
+
+// grafanaSubst replaces the dashboard's Grafana variables with values
+// Prometheus accepts.
+var grafanaSubst = strings.NewReplacer("$__rate_interval", "1m", "$instance", ".*")
+
+// TestPrometheusScrapesGateway runs the real Prometheus (Debian's package)
+// with the shipped config pointed at a running gateway, and checks through
+// its query API that every contract metric arrives, the alert rules load,
+// and every query of the Grafana dashboard is valid PromQL over metrics the
+// gateway really exposes.
+func TestPrometheusScrapesGateway(t *testing.T) {
+	const promBin = "/usr/bin/prometheus"
+	if _, err := os.Stat(promBin); err != nil {
+		t.Fatalf("%s: %v (scripts/test-deps.sh installs Debian's prometheus package)", promBin, err)
+	}
+	up := echoUpstream(t)
+	gw := deployStartGateway(t,
+		fmt.Sprintf(`SERVICE_ROUTES=[{"prefix":"/echo","target_url":%q},{"prefix":"/dead","target_url":"http://127.0.0.1:%d"}]`,
+			up.URL, deployFreePort(t)),
+		"RETRY_MAX=2", "CIRCUIT_BREAKER_MAX=1", "MAX_REQUESTS_PER_SECOND=1", "MAX_BURST_SIZE=20")
+	// Traffic that makes every labelled series appear: answers, an
+	// upstream failure with a retry, and rate-limited requests.
+	for _, p := range []string{"/echo/a", "/echo/b?x=1", "/nope", "/dead/x"} {
+		deployGet(t, "http://"+gw.Addr+p)
+	}
+	for range 30 {
+		deployGet(t, "http://"+gw.Addr+"/echo/c")
+	}
+	exposed := deployMetricNames(t, "http://"+gw.Addr+"/metrics")
+
+	dir := t.TempDir()
+	promPort := deployFreePort(t)
+	conf := deployRead(t, "deploy/prometheus/prometheus.yml")
+	for _, e := range []nginxEdit{
+		{"targets: ['gateway:9777']", fmt.Sprintf("targets: ['%s']", gw.Addr), 1},
+		{"targets: ['localhost:9090']", fmt.Sprintf("targets: ['127.0.0.1:%d']", promPort), 1},
+		// Only the timing: a test cannot wait 15 s per scrape.
+		{"scrape_interval: 15s", "scrape_interval: 1s", 1},
+		{"evaluation_interval: 15s", "evaluation_interval: 1s", 1},
+	} {
+		if got := strings.Count(conf, e.old); got != e.n {
+			t.Fatalf("deploy/prometheus/prometheus.yml: %q occurs %d times, the test expects %d", e.old, got, e.n)
+		}
+		conf = strings.ReplaceAll(conf, e.old, e.new)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), []byte(deployRead(t, "deploy/prometheus/alerts.yml")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(promBin,
+		"--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", promPort),
+		"--log.level=warn")
+	var out deploySyncBuf
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus output:\n%s", out.String())
+		}
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", promPort)
+	deployWaitHTTP(t, base+"/-/ready", 30*time.Second)
+
+	// Every contract metric, as stored by Prometheus from the scrape.
+	missing := append([]string(nil), contractMetrics...)
+	deadline := time.Now().Add(30 * time.Second)
+	for len(missing) > 0 {
+		var still []string
+		for _, m := range missing {
+			q := fmt.Sprintf(`{__name__=~"%s(_count)?",job="portcullis"}`, m)
+			res, err := promQuery(base, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res) == 0 {
+				still = append(still, m)
+			}
+		}
+		missing = still
+		if len(missing) > 0 && time.Now().After(deadline) {
+			t.Errorf("Prometheus has no series for %v after 30s (gateway exposes %v)", missing, deploySorted(exposed))
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	res, err := promQuery(base, `up{job="portcullis"} == 1`)
+	if err != nil || len(res) != 1 {
+		t.Errorf("up{job=portcullis}: %v %s", err, res)
+	}
+
+	t.Run("alert rules loaded", func(t *testing.T) {
+		_, body := deployGet(t, base+"/api/v1/rules")
+		for _, a := range []string{"PortcullisDown", "PortcullisHighErrorRate", "PortcullisHighLatencyP99",
+			"PortcullisCircuitBreakerOpen", "PortcullisBackendDown", "PortcullisBlockedIPsSpike"} {
+			if !strings.Contains(body, `"name":"`+a+`"`) {
+				t.Errorf("rule %s not loaded by Prometheus: %.300s", a, body)
+			}
+		}
+	})
+
+	t.Run("grafana dashboard", func(t *testing.T) {
+		var d grafanaDashboard
+		if err := json.Unmarshal([]byte(deployRead(t, "deploy/grafana/dashboards/portcullis.json")), &d); err != nil {
+			t.Fatal(err)
+		}
+		ds := deployRead(t, "deploy/grafana/provisioning/datasources/prometheus.yml")
+		var dsConf struct {
+			Datasources []struct {
+				UID  string `json:"uid"`
+				Type string `json:"type"`
+			} `json:"datasources"`
+		}
+		if err := yaml.Unmarshal([]byte(ds), &dsConf); err != nil {
+			t.Fatal(err)
+		}
+		if len(dsConf.Datasources) != 1 || dsConf.Datasources[0].Type != "prometheus" {
+			t.Fatalf("datasource provisioning: %+v", dsConf)
+		}
+		queried := map[string]bool{}
+		for _, p := range d.Panels {
+			if p.Type == "row" {
+				continue
+			}
+			if p.Datasource.UID != dsConf.Datasources[0].UID {
+				t.Errorf("panel %q uses datasource %q, provisioned is %q", p.Title, p.Datasource.UID, dsConf.Datasources[0].UID)
+			}
+			if len(p.Targets) == 0 {
+				t.Errorf("panel %q has no query", p.Title)
+			}
+			for _, tg := range p.Targets {
+				for _, name := range promMetricNames(tg.Expr) {
+					family := name
+					for _, suf := range []string{"_bucket", "_sum", "_count"} {
+						if b, ok := strings.CutSuffix(name, suf); ok && exposed[b] {
+							family = b
+						}
+					}
+					queried[family] = true
+					if !exposed[family] && family != "up" {
+						t.Errorf("panel %q queries %s, which the gateway does not expose", p.Title, name)
+					}
+				}
+				// Valid PromQL over real data: Prometheus evaluates it.
+				if _, err := promQuery(base, grafanaSubst.Replace(tg.Expr)); err != nil {
+					t.Errorf("panel %q: %v", p.Title, err)
+				}
+			}
+		}
+		var notShown []string
+		for _, m := range contractMetrics {
+			if !queried[m] {
+				notShown = append(notShown, m)
+			}
+		}
+		sort.Strings(notShown)
+		if len(notShown) > 0 {
+			t.Errorf("the dashboard shows no panel for contract metrics %v", notShown)
+		}
+	})
+}
