@@ -18,15 +18,35 @@ import (
 // client IP, sanitize, routing, balancing, ReverseProxy) to a real upstream
 // on loopback. Compare with BenchmarkBareReverseProxy, the floor.
 func BenchmarkProxiedRequest(b *testing.B) {
+	// Every request goes upstream (BenchmarkCacheHit measures hits).
+	h := benchGateway(b, benchUpstream(b), "ENABLE_CACHING", "false")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if w := benchServe(h, "/"); w.Code != 200 {
+			b.Fatalf("status %d", w.Code)
+		}
+	}
+}
+
+// benchUpstream is a real loopback upstream answering a small JSON body.
+func benchUpstream(b *testing.B) string {
 	body := []byte(`{"status":"ok","service":"bench-upstream","id":12345,"items":[1,2,3,4,5],"message":"hello, world!!"}`)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
-	defer up.Close()
+	b.Cleanup(up.Close)
+	return up.URL
+}
+
+// benchGateway builds a gateway routing / to upstream, with the edge
+// limits out of the way (one client sends every request) and the access
+// log at info, as in production; extra are more NAME, value pairs.
+func benchGateway(b *testing.B, upstream string, extra ...string) http.Handler {
 	env := map[string]string{
-		"SERVICE_ROUTES": `[{"prefix":"/","target_url":"` + up.URL + `"}]`,
-		// One client sends every request: keep the edge limits out of the way.
+		"SERVICE_ROUTES":          `[{"prefix":"/","target_url":"` + upstream + `"}]`,
 		"MAX_REQUESTS_PER_SECOND": "1000000000", "MAX_BURST_SIZE": "1000000000", "DDOS_THRESHOLD": "2000000000",
-		// Every request goes upstream (BenchmarkCacheHit measures hits).
-		"ENABLE_CACHING": "false",
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
 	}
 	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
 	if err != nil {
@@ -36,18 +56,15 @@ func BenchmarkProxiedRequest(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := g.Handler()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		req := httptest.NewRequest(http.MethodGet, "/", nil)
-		req.RemoteAddr = "203.0.113.9:5555"
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		if w.Code != 200 {
-			b.Fatalf("status %d", w.Code)
-		}
-	}
+	return g.Handler()
+}
+
+func benchServe(h http.Handler, path string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	req.RemoteAddr = "203.0.113.9:5555"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
 }
 
 // BenchmarkEdgeChain measures what edge protection (allow/deny, DDoS guard,
@@ -108,34 +125,12 @@ func (d *discardWriter) WriteHeader(code int)        { d.code = code }
 // through the whole chain, from the memory store and from a real Redis
 // (one GET round trip on loopback). Compare with BenchmarkProxiedRequest.
 func BenchmarkCacheHit(b *testing.B) {
-	body := []byte(`{"status":"ok","service":"bench-upstream","id":12345,"items":[1,2,3,4,5],"message":"hello, world!!"}`)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
-	defer up.Close()
+	up := benchUpstream(b)
 	redisAddr, _ := testsvc.Redis(b)
 	for _, backend := range []string{"memory", "redis"} {
 		b.Run(backend, func(b *testing.B) {
-			env := map[string]string{
-				"SERVICE_ROUTES":          `[{"prefix":"/","target_url":"` + up.URL + `"}]`,
-				"MAX_REQUESTS_PER_SECOND": "1000000000", "MAX_BURST_SIZE": "1000000000", "DDOS_THRESHOLD": "2000000000",
-				"CACHE_BACKEND": backend, "REDIS_ADDR": redisAddr,
-			}
-			cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			g, err := New(cfg, telemetry.NewLogger(io.Discard, slog.LevelInfo))
-			if err != nil {
-				b.Fatal(err)
-			}
-			h := g.Handler()
-			serve := func() *httptest.ResponseRecorder {
-				req := httptest.NewRequest(http.MethodGet, "/item", nil)
-				req.RemoteAddr = "203.0.113.9:5555"
-				w := httptest.NewRecorder()
-				h.ServeHTTP(w, req)
-				return w
-			}
-			for deadline := time.Now().Add(3 * time.Second); serve().Header().Get("X-Cache") != "HIT"; {
+			h := benchGateway(b, up, "CACHE_BACKEND", backend, "REDIS_ADDR", redisAddr)
+			for deadline := time.Now().Add(3 * time.Second); benchServe(h, "/item").Header().Get("X-Cache") != "HIT"; {
 				if time.Now().After(deadline) {
 					b.Fatal("never a HIT")
 				}
@@ -144,7 +139,7 @@ func BenchmarkCacheHit(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if w := serve(); w.Code != 200 {
+				if w := benchServe(h, "/item"); w.Code != 200 {
 					b.Fatalf("status %d", w.Code)
 				}
 			}
