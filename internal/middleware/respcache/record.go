@@ -32,6 +32,7 @@ func (c *step) fetch(w http.ResponseWriter, r *http.Request, key string, fl *cac
 		// handler) must not leave waiters waiting.
 		defer func() { c.s.flights.Finish(key, fl, stored, variant) }()
 	}
+	defer rec.release()
 	c.next.ServeHTTP(rec, r)
 	if !rec.wrote {
 		rec.WriteHeader(http.StatusOK)
@@ -99,6 +100,30 @@ type recorder struct {
 	status                    int
 	ttl, age                  time.Duration
 	body                      []byte
+	reserved                  int64 // bytes counted in Shared.recording
+}
+
+// reserve counts n more bytes against the shared recording budget and
+// reports whether they fit.
+func (rec *recorder) reserve(n int64) bool {
+	s := rec.c.s
+	if s.recording.Add(n) > s.maxRecording {
+		s.recording.Add(-n)
+		return false
+	}
+	rec.reserved += n
+	return true
+}
+
+// release returns the recorder's bytes to the budget.
+func (rec *recorder) release() {
+	rec.c.s.recording.Add(-rec.reserved)
+	rec.reserved = 0
+}
+
+func (rec *recorder) stopRecording() {
+	rec.recording, rec.body = false, nil
+	rec.release()
 }
 
 func (rec *recorder) Header() http.Header {
@@ -132,7 +157,7 @@ func (rec *recorder) WriteHeader(code int) {
 	if rec.ttl, rec.age = cache.Freshness(code, h, rec.c.ttl); rec.ttl > 0 {
 		rec.recording = true
 		if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil {
-			if cl > rec.c.s.maxObject {
+			if cl > rec.c.s.maxObject || !rec.reserve(cl) {
 				rec.recording = false
 			} else {
 				rec.body = make([]byte, 0, cl)
@@ -157,9 +182,13 @@ func (rec *recorder) Write(p []byte) (int, error) {
 		rec.WriteHeader(http.StatusOK)
 	}
 	if rec.recording {
-		if int64(len(rec.body)+len(p)) > rec.c.s.maxObject {
-			rec.recording, rec.body = false, nil // too large: stream only
-		} else {
+		n := int64(len(rec.body) + len(p))
+		switch {
+		case n > rec.c.s.maxObject:
+			rec.stopRecording() // too large: stream only
+		case n > rec.reserved && !rec.reserve(n-rec.reserved):
+			rec.stopRecording() // too much buffered by all misses at once
+		default:
 			rec.body = append(rec.body, p...)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,12 +28,21 @@ type Shared struct {
 	flights   *cache.Flights
 	maxObject int64
 	log       *slog.Logger
+	// recording is the bytes held by misses being recorded right now;
+	// beyond maxRecording a miss streams without recording, so many
+	// concurrent misses of large answers cannot exhaust memory.
+	recording    atomic.Int64
+	maxRecording int64
 }
+
+// MaxRecording bounds the bytes all concurrent misses may buffer at once.
+const MaxRecording = 64 << 20
 
 // NewShared returns the shared cache state over store. maxObject is
 // CACHE_MAX_OBJECT_BYTES; stats are the counters RegisterMetrics exposes.
 func NewShared(store cache.Store, stats *cache.Stats, maxObject int64, log *slog.Logger) *Shared {
-	return &Shared{store: store, stats: stats, flights: cache.NewFlights(), maxObject: maxObject, log: log}
+	return &Shared{store: store, stats: stats, flights: cache.NewFlights(), maxObject: maxObject, log: log,
+		maxRecording: max(MaxRecording, maxObject)}
 }
 
 // RegisterMetrics exposes stats as the cache metrics of SPEC §6. They are

@@ -1,0 +1,127 @@
+package respcache
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/cache"
+	"github.com/portcullis/portcullis/internal/request"
+)
+
+// serveStep runs the step as the gateway does (request.Info in the
+// context) on a real server.
+func serveStep(t *testing.T, s *Shared, next http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	step := New(s, time.Minute, false, next)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in, r := request.New(w, r, time.Now(), 0)
+		step.ServeHTTP(in.Writer(), r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func newShared(t *testing.T) *Shared {
+	mem, err := cache.NewMemory(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mem.Close)
+	return NewShared(mem, &cache.Stats{}, 1<<20, slog.New(slog.DiscardHandler))
+}
+
+func fetch(t *testing.T, url string) (string, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return "", "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.Header.Get("X-Cache"), string(b)
+}
+
+func TestRecordingBudgetBoundsWhatMissesBuffer(t *testing.T) {
+	s := newShared(t)
+	s.maxRecording = 100 // smaller than the answer: nothing can be recorded
+	var hits atomic.Int64
+	srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, strings.Repeat("x", 300))
+	})
+	for range 3 {
+		if x, body := fetch(t, srv.URL+"/big"); x != "MISS" || len(body) != 300 {
+			t.Fatalf("X-Cache %q, %d bytes", x, len(body))
+		}
+	}
+	if hits.Load() != 3 {
+		t.Errorf("upstream saw %d requests: an answer over the budget was stored", hits.Load())
+	}
+	if n := s.recording.Load(); n != 0 {
+		t.Errorf("%d bytes still counted as recording after every miss ended", n)
+	}
+}
+
+func TestTruncatedAnswerIsNotStored(t *testing.T) {
+	s := newShared(t)
+	srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		io.WriteString(w, "only part")
+		panic(http.ErrAbortHandler) // as ReverseProxy does when the upstream body breaks
+	})
+	fetch(t, srv.URL+"/cut")
+	if x, _ := fetch(t, srv.URL+"/cut"); x == "HIT" {
+		t.Fatal("a truncated answer was stored")
+	}
+	if n := s.recording.Load(); n != 0 {
+		t.Errorf("%d bytes still counted as recording after an aborted miss", n)
+	}
+}
+
+func TestAbortedLeaderReleasesWaiters(t *testing.T) {
+	s := newShared(t)
+	var calls atomic.Int64
+	release := make(chan struct{})
+	srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			<-release
+			panic(http.ErrAbortHandler) // the leader fails
+		}
+		io.WriteString(w, "fetched by a waiter")
+	})
+	var wg sync.WaitGroup
+	results := make([]string, 5)
+	for i := range results {
+		wg.Go(func() { _, results[i] = fetch(t, srv.URL+"/x") })
+		if i == 0 {
+			for calls.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // let the others join the flight
+	close(release)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiters still waiting after their leader failed")
+	}
+	ok := 0
+	for _, r := range results[1:] {
+		if r == "fetched by a waiter" {
+			ok++
+		}
+	}
+	if ok != 4 {
+		t.Errorf("%d of 4 waiters got an answer after the leader failed: %q", ok, results)
+	}
+}
