@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -96,7 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
-	out := telemetry.NewBufferedWriter(stdout)
+	logs := &logSwitch{w: stdout} // LOG_FILE while the dashboard is up
+	out := telemetry.NewBufferedWriter(logs)
 	defer out.Close()
 	log := telemetry.NewLogger(out, cfg.LogLevel)
 	cfgLog := telemetry.Component(log, "config")
@@ -115,7 +117,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := g.Run(ctx, nil); err != nil {
+	var ready func(public, ops net.Addr)
+	if wantDashboard(cfg.Dashboard, stdout) {
+		dash := &dashboardRun{ctx: ctx, g: g, logFile: cfg.LogFile, stdout: stdout, logs: logs, buf: out,
+			log: telemetry.Component(log, "gateway"), stop: stop}
+		ready = dash.ready
+		defer func() { stop(); dash.wait() }() // the terminal is restored before the process exits
+	}
+	if err := g.Run(ctx, ready); err != nil {
 		telemetry.Component(log, "gateway").Error("gateway failed", "error", err.Error())
 		return 1
 	}
