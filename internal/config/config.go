@@ -148,8 +148,13 @@ type Config struct {
 	Dashboard string
 	// LogFile is LOG_FILE; default "gateway.log".
 	LogFile string
-	// ConfigFile is CONFIG_FILE; not read here.
+	// ConfigFile is CONFIG_FILE: a YAML or JSON file read at boot and at
+	// every reload (ReloadFile). When set it is the only source of routes
+	// (SERVICE_ROUTES and ROUTE_* must be unset), and its tunables override
+	// their variables (see FileKeys).
 	ConfigFile string
+	// FileTunables are the tunables CONFIG_FILE set (its member names, sorted).
+	FileTunables []string
 	// EnableCompression is ENABLE_COMPRESSION; default true.
 	EnableCompression bool
 	// CompressionMinBytes is COMPRESSION_MIN_BYTES; default 1024.
@@ -162,16 +167,24 @@ type Config struct {
 	// variable: "http/protobuf" (default) or "grpc".
 	OTelProtocol string
 
-	// Routes are SERVICE_ROUTES and ROUTE_<NAME>_* routes (or the development
-	// defaults), sorted by prefix, prefixes unique.
+	// Routes are CONFIG_FILE's routes, or SERVICE_ROUTES and ROUTE_<NAME>_*
+	// routes (or the development defaults), sorted by prefix, prefixes unique.
 	Routes []Route
-	// RoutesSource says where Routes came from: "SERVICE_ROUTES", "ROUTE_*",
-	// "SERVICE_ROUTES,ROUTE_*", "defaults", or "" when none are configured
-	// (CONFIG_FILE set, or an explicit empty SERVICE_ROUTES in development).
+	// RoutesSource says where Routes came from: "CONFIG_FILE",
+	// "SERVICE_ROUTES", "ROUTE_*", "SERVICE_ROUTES,ROUTE_*", "defaults", or
+	// "" when none are configured (an explicit empty SERVICE_ROUTES in
+	// development).
 	RoutesSource string
 
 	// Warnings are non-fatal notes for the caller to log at boot.
 	Warnings []string
+
+	// envTunables are the tunables as the environment set them, before
+	// CONFIG_FILE: a reload starts from them.
+	envTunables tunables
+	// apiKeysSet and apiKeyHashesSet say whether API_KEYS / API_KEY_HASHES
+	// were set, for the redacted view.
+	apiKeysSet, apiKeyHashesSet bool
 }
 
 // Values of Config.Env.
@@ -218,6 +231,8 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c.JWTJWKSURL = p.httpURL("JWT_JWKS_URL")
 
 	c.APIKeyDigests = p.apiKeys("API_KEYS", "API_KEY_HASHES")
+	_, c.apiKeysSet = p.raw("API_KEYS")
+	_, c.apiKeyHashesSet = p.raw("API_KEY_HASHES")
 	c.APIKeysFile = p.str("API_KEYS_FILE", "")
 	c.APIKeysRedis = p.boolean("API_KEYS_REDIS", false)
 	c.APIKeysDatabaseURL = p.databaseURL("API_KEYS_DATABASE_URL")

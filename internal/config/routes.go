@@ -150,15 +150,21 @@ func (c *Config) loadRoutes(p *parser, environ []string) {
 	var sources []string
 	if v, ok := p.raw("SERVICE_ROUTES"); ok {
 		sources = append(sources, "SERVICE_ROUTES")
-		b.serviceRoutes(v)
+		if c.ConfigFile == "" {
+			b.serviceRoutes(v)
+		}
 	}
-	if b.envRoutes(environ) {
+	if (c.ConfigFile == "" && b.envRoutes(environ)) || (c.ConfigFile != "" && hasEnvRoutes(environ, p)) {
 		sources = append(sources, "ROUTE_*")
 	}
+	c.envTunables = c.tunables()
 	switch {
-	case b.count > 0:
 	case c.ConfigFile != "":
-		// CONFIG_FILE brings the routes; it is loaded elsewhere.
+		// CONFIG_FILE is then the only source of routes: a reload
+		// replaces them all, so none may come from the environment.
+		c.loadFile(p, sources)
+		return
+	case b.count > 0:
 	case c.Env == EnvProduction:
 		p.failf("SERVICE_ROUTES", "no routes configured (set SERVICE_ROUTES, ROUTE_<NAME>_PREFIX/_URL or CONFIG_FILE; the built-in default routes exist only in development)")
 	case len(sources) > 0:
@@ -201,6 +207,19 @@ func (b *routeBuilder) claim(prefix, label, errName string) bool {
 	return true
 }
 
+// hasEnvRoutes reports whether any ROUTE_<NAME>_PREFIX/_URL is set.
+func hasEnvRoutes(environ []string, p *parser) bool {
+	for _, kv := range environ {
+		key, _, _ := strings.Cut(kv, "=")
+		if rest, ok := strings.CutPrefix(key, "ROUTE_"); ok && (strings.HasSuffix(rest, "_PREFIX") || strings.HasSuffix(rest, "_URL")) {
+			if _, set := p.value(key); set {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // serviceRoutes parses SERVICE_ROUTES.
 func (b *routeBuilder) serviceRoutes(v string) {
 	const name = "SERVICE_ROUTES"
@@ -214,6 +233,12 @@ func (b *routeBuilder) serviceRoutes(v string) {
 		b.p.failf(name, "invalid value: trailing data after the JSON array")
 		return
 	}
+	b.routeArray(name, items)
+}
+
+// routeArray parses route objects (SERVICE_ROUTES, CONFIG_FILE's routes);
+// name labels every problem ("SERVICE_ROUTES[2].prefix: …").
+func (b *routeBuilder) routeArray(name string, items []json.RawMessage) {
 	for i, item := range items {
 		b.count++
 		label := fmt.Sprintf("%s[%d]", name, i)

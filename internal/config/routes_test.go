@@ -105,7 +105,8 @@ func TestDefaultRoutesOnlyInDevelopment(t *testing.T) {
 	}{
 		{name: "development without routes", env: nil, wantRoutes: 9, wantSource: "defaults", wantWarn: "SERVICE_ROUTES: not set"},
 		{name: "production without routes", env: map[string]string{"GATEWAY_ENV": "production"}, wantErr: "SERVICE_ROUTES: no routes configured"},
-		{name: "CONFIG_FILE brings the routes", env: map[string]string{"CONFIG_FILE": "routes.yaml"}, wantRoutes: 0, wantSource: ""},
+		{name: "CONFIG_FILE brings the routes", env: map[string]string{"CONFIG_FILE": writeConfigFile(t, "routes.yaml", "routes: [{prefix: /a, target_url: 'http://a'}]")}, wantRoutes: 1, wantSource: "CONFIG_FILE"},
+		{name: "production with CONFIG_FILE", env: map[string]string{"GATEWAY_ENV": "production", "CONFIG_FILE": writeConfigFile(t, "routes.yaml", "routes: [{prefix: /a, target_url: 'http://a'}]")}, wantRoutes: 1, wantSource: "CONFIG_FILE"},
 		{name: "ROUTE_* replaces the defaults", env: map[string]string{"ROUTE_A_PREFIX": "/a", "ROUTE_A_URL": "http://a"}, wantRoutes: 1, wantSource: "ROUTE_*"},
 		{name: "an explicit empty SERVICE_ROUTES means no routes", env: map[string]string{"SERVICE_ROUTES": " [ ] "}, wantRoutes: 0, wantSource: "SERVICE_ROUTES", wantWarn: "SERVICE_ROUTES: no routes configured"},
 	}

@@ -1,0 +1,173 @@
+package config
+
+import (
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Redacted stands in for a secret in View.
+const Redacted = "[redacted]"
+
+// View is the configuration as GET /admin/config shows it: every variable
+// by name with its effective value, the routes as route objects, and where
+// they came from. Secrets are replaced by Redacted (empty when unset, so
+// an operator still sees whether one is set).
+type View struct {
+	ConfigFile string `json:"config_file"`
+	// FileTunables are the tunables CONFIG_FILE set; their values in
+	// Settings come from the file.
+	FileTunables []string      `json:"file_tunables"`
+	RoutesSource string        `json:"routes_source"`
+	Routes       []RouteObject `json:"routes"`
+	// Settings maps each variable of SPEC §2 to its effective value.
+	Settings map[string]any `json:"settings"`
+}
+
+// RouteObject is a route as a SERVICE_ROUTES object with every effective
+// value filled in (plus the ROUTE_<NAME> name, when it has one).
+type RouteObject struct {
+	Name               string         `json:"name,omitempty"`
+	Prefix             string         `json:"prefix"`
+	Targets            []TargetObject `json:"targets"`
+	StripPrefix        bool           `json:"strip_prefix"`
+	RequireAuth        bool           `json:"require_auth"`
+	TimeoutSecs        float64        `json:"timeout_secs"`
+	CacheTTLSecs       float64        `json:"cache_ttl_secs"`
+	CacheAuthenticated bool           `json:"cache_authenticated"`
+	Algo               string         `json:"algo"`
+	MaxBodyBytes       int64          `json:"max_body_bytes"`
+	RateLimitRPS       float64        `json:"rate_limit_rps"`
+	RateLimitBurst     int            `json:"rate_limit_burst"`
+}
+
+// TargetObject is one backend of a RouteObject.
+type TargetObject struct {
+	URL    string `json:"url"`
+	Weight int    `json:"weight"`
+}
+
+// Object returns r as a route object.
+func (r Route) Object() RouteObject {
+	o := RouteObject{
+		Name: r.Name, Prefix: r.Prefix, StripPrefix: r.StripPrefix, RequireAuth: r.RequireAuth,
+		TimeoutSecs: r.Timeout.Seconds(), CacheTTLSecs: r.CacheTTL.Seconds(), CacheAuthenticated: r.CacheAuthenticated,
+		Algo: r.Algo, MaxBodyBytes: r.MaxBodyBytes, RateLimitRPS: r.RateLimitRPS, RateLimitBurst: r.RateLimitBurst,
+		Targets: make([]TargetObject, len(r.Targets)),
+	}
+	for i, t := range r.Targets {
+		o.Targets[i] = TargetObject{URL: t.URL.String(), Weight: t.Weight}
+	}
+	return o
+}
+
+// View returns the configuration with its secrets redacted.
+func (c *Config) View() View {
+	v := View{
+		ConfigFile:   c.ConfigFile,
+		FileTunables: append([]string{}, c.FileTunables...),
+		RoutesSource: c.RoutesSource,
+		Routes:       make([]RouteObject, len(c.Routes)),
+	}
+	for i, r := range c.Routes {
+		v.Routes[i] = r.Object()
+	}
+	secret := func(set bool) string {
+		if set {
+			return Redacted
+		}
+		return ""
+	}
+	v.Settings = map[string]any{
+		"GATEWAY_ENV":                 c.Env,
+		"GATEWAY_PORT":                c.ListenAddr,
+		"OPS_ADDR":                    c.OpsAddr,
+		"LOG_LEVEL":                   strings.ToLower(c.LogLevel.String()),
+		"JWT_SECRET":                  secret(c.JWTSecret != ""),
+		"JWT_ISSUER":                  c.JWTIssuer,
+		"JWT_AUDIENCE":                c.JWTAudience,
+		"JWT_JWKS_URL":                RedactDatabaseURL(c.JWTJWKSURL),
+		"API_KEYS":                    secret(c.apiKeysSet),
+		"API_KEY_HASHES":              secret(c.apiKeyHashesSet),
+		"API_KEYS_FILE":               c.APIKeysFile,
+		"API_KEYS_REDIS":              c.APIKeysRedis,
+		"API_KEYS_DATABASE_URL":       RedactDatabaseURL(c.APIKeysDatabaseURL),
+		"ADMIN_TOKEN":                 secret(c.AdminToken != ""),
+		"TRUSTED_PROXIES":             prefixStrings(c.TrustedProxies),
+		"IP_WHITELIST":                prefixStrings(c.IPWhitelist),
+		"IP_BLACKLIST":                prefixStrings(c.IPBlacklist),
+		"PUBLIC_PATHS":                append([]string{}, c.PublicPaths...),
+		"LOAD_BALANCING_ALGO":         c.LoadBalancingAlgo,
+		"REDIS_ADDR":                  c.RedisAddr,
+		"REDIS_PASSWORD":              secret(c.RedisPassword != ""),
+		"REDIS_DB":                    c.RedisDB,
+		"CACHE_BACKEND":               c.CacheBackend,
+		"CACHE_MAX_BYTES":             c.CacheMaxBytes,
+		"CACHE_MAX_OBJECT_BYTES":      c.CacheMaxObjectBytes,
+		"CLUSTER_MODE":                c.ClusterMode,
+		"CORS_ALLOWED_ORIGINS":        append([]string{}, c.CORSAllowedOrigins...),
+		"MAX_REQUESTS_PER_SECOND":     c.MaxRequestsPerSecond,
+		"MAX_BURST_SIZE":              c.MaxBurstSize,
+		"DDOS_THRESHOLD":              c.DDoSThreshold,
+		"BLOCK_DURATION":              c.BlockDuration.String(),
+		"MAX_CONNS_PER_IP":            c.MaxConnsPerIP,
+		"MAX_CONNECTIONS":             c.MaxConnections,
+		"MAX_INFLIGHT":                c.MaxInflight,
+		"MAX_TRACKED_IPS":             c.MaxTrackedIPs,
+		"MAX_BODY_BYTES":              c.MaxBodyBytes,
+		"HEALTH_CHECK_INTERVAL":       c.HealthCheckInterval.String(),
+		"HEALTH_CHECK_PATH":           c.HealthCheckPath,
+		"HEALTH_CHECK_FALLS":          c.HealthCheckFalls,
+		"HEALTH_CHECK_RISES":          c.HealthCheckRises,
+		"BODY_READ_TIMEOUT":           c.BodyReadTimeout.String(),
+		"CONNECTION_TIMEOUT":          c.ConnectionTimeout.String(),
+		"UPSTREAM_DIAL_TIMEOUT":       c.UpstreamDialTimeout.String(),
+		"MAX_IDLE_CONNS":              c.MaxIdleConns,
+		"IDLE_CONN_TIMEOUT":           c.IdleConnTimeout.String(),
+		"CIRCUIT_BREAKER_MAX":         c.CircuitBreakerMax,
+		"CIRCUIT_BREAKER_TIMEOUT":     c.CircuitBreakerTimeout.String(),
+		"RETRY_MAX":                   c.RetryMax,
+		"ENABLE_CACHING":              c.EnableCaching,
+		"CACHE_TTL":                   c.CacheTTL.String(),
+		"SHUTDOWN_DELAY":              c.ShutdownDelay.String(),
+		"SHUTDOWN_TIMEOUT":            c.ShutdownTimeout.String(),
+		"DASHBOARD":                   c.Dashboard,
+		"LOG_FILE":                    c.LogFile,
+		"CONFIG_FILE":                 c.ConfigFile,
+		"ENABLE_COMPRESSION":          c.EnableCompression,
+		"COMPRESSION_MIN_BYTES":       c.CompressionMinBytes,
+		"OTEL_EXPORTER_OTLP_ENDPOINT": RedactDatabaseURL(c.OTelEndpoint),
+		"OTEL_SERVICE_NAME":           c.OTelServiceName,
+		"OTEL_EXPORTER_OTLP_PROTOCOL": c.OTelProtocol,
+	}
+	return v
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// dsnPassword matches password=… in a libpq key=value DSN (quoted or not)
+// and in a URL's query.
+var dsnPassword = regexp.MustCompile(`(?i)\b(password|sslpassword)(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)`)
+
+// RedactDatabaseURL hides the password of a postgres:// URL or a key=value
+// DSN: in the user info, and in password= / sslpassword= parameters.
+func RedactDatabaseURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	if u, err := url.Parse(s); err == nil && u.Scheme != "" && u.Host != "" {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
+		}
+		out := strings.Replace(u.String(), ":REDACTED@", ":"+Redacted+"@", 1)
+		return dsnPassword.ReplaceAllString(out, "${1}${2}"+Redacted)
+	}
+	return dsnPassword.ReplaceAllString(s, "${1}${2}"+Redacted)
+}
