@@ -1,0 +1,277 @@
+package e2e
+
+import (
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+// composeService is the part of `docker-compose config`'s normalised output
+// the test reads.
+type composeService struct {
+	Image       string            `json:"image"`
+	Build       *struct{}         `json:"build"`
+	Environment map[string]string `json:"environment"`
+	Command     any               `json:"command"`
+	Ports       []struct {
+		Published int `json:"published"`
+		Target    int `json:"target"`
+	} `json:"ports"`
+	Volumes  []any `json:"volumes"`
+	Networks map[string]*struct {
+		IPv4Address string `json:"ipv4_address"`
+	} `json:"networks"`
+	Healthcheck *struct {
+		Test []string `json:"test"`
+	} `json:"healthcheck"`
+}
+
+// runsGateway reports whether a compose service runs the gateway image.
+func (s composeService) runsGateway() bool {
+	return s.Build != nil || strings.HasPrefix(s.Image, "portcullis/gateway")
+}
+
+// bindMounts returns host path → container path of the service's bind mounts.
+func (s composeService) bindMounts() map[string]string {
+	m := map[string]string{}
+	for _, v := range s.Volumes {
+		switch v := v.(type) {
+		case string:
+			parts := strings.Split(v, ":")
+			if len(parts) >= 2 && strings.HasPrefix(parts[0], "/") {
+				m[parts[0]] = parts[1]
+			}
+		case map[string]any:
+			if v["type"] == "bind" {
+				src, _ := v["source"].(string)
+				dst, _ := v["target"].(string)
+				m[src] = dst
+			}
+		}
+	}
+	return m
+}
+
+// TestDockerCompose parses docker-compose.yml with Debian's docker-compose
+// (`docker-compose config`: the file, its env_file and interpolation) and
+// checks the stack's wiring: the gateway's environment is valid for the
+// gateway, nginx is the only trusted proxy, the seed's ports are published,
+// and every file mounted, scraped or provisioned exists and agrees.
+func TestDockerCompose(t *testing.T) {
+	root := deployRepoRoot(t)
+	cmd := exec.Command(deployLookPath(t, "docker-compose"), "-f", "docker-compose.yml", "config")
+	cmd.Dir = root
+	// Compose interpolates from the environment: keep the test's out of it.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("docker-compose config: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	var stack struct {
+		Services map[string]composeService `json:"services"`
+		Networks map[string]any            `json:"networks"`
+	}
+	if err := yaml.Unmarshal(out, &stack); err != nil {
+		t.Fatalf("parsing docker-compose config output: %v", err)
+	}
+	svc := stack.Services
+	for _, name := range []string{"gateway", "nginx", "redis", "prometheus", "grafana", "jaeger"} {
+		if _, ok := svc[name]; !ok {
+			t.Fatalf("service %s missing (have %v)", name, deploySorted(svc))
+		}
+	}
+	gw := svc["gateway"]
+	vars := deployConfigVars(t)
+
+	t.Run("gateway environment", func(t *testing.T) {
+		for name, s := range svc {
+			if !s.runsGateway() {
+				continue
+			}
+			for _, k := range deploySorted(s.Environment) {
+				if !deployKnownVar(vars, k) {
+					t.Errorf("service %s: %s is not a configuration variable of the gateway", name, k)
+				}
+			}
+		}
+		// The resolved environment (env_file + overrides) is a valid config.
+		env := []string{"PATH=" + os.Getenv("PATH")}
+		for k, v := range gw.Environment {
+			env = append(env, k+"="+v)
+		}
+		v := exec.Command(deployGatewayBin(t), "validate")
+		v.Dir, v.Env = t.TempDir(), env
+		if out, err := v.CombinedOutput(); err != nil {
+			t.Errorf("gateway validate with the compose environment: %v\n%s", err, out)
+		}
+		if gw.Healthcheck == nil || !slices.Equal(gw.Healthcheck.Test, []string{"CMD", "/gateway", "healthcheck"}) {
+			t.Errorf("gateway healthcheck %+v, want the binary's own", gw.Healthcheck)
+		}
+	})
+
+	t.Run("nginx is the one trusted proxy", func(t *testing.T) {
+		var nginxIP string
+		for _, n := range svc["nginx"].Networks {
+			if n != nil && n.IPv4Address != "" {
+				nginxIP = n.IPv4Address
+			}
+		}
+		if nginxIP == "" || gw.Environment["TRUSTED_PROXIES"] != nginxIP+"/32" {
+			t.Errorf("TRUSTED_PROXIES %q, nginx at %q: want exactly nginx's address", gw.Environment["TRUSTED_PROXIES"], nginxIP)
+		}
+		conf := deployRead(t, "deploy/nginx/nginx.conf")
+		if !strings.Contains(conf, "server gateway:"+gwPort(t, gw)+";") {
+			t.Errorf("nginx.conf's upstream is not the gateway service's port %s", gwPort(t, gw))
+		}
+	})
+
+	t.Run("seed ports", func(t *testing.T) {
+		want := map[string][]int{"gateway": {9777}, "nginx": {80, 443}, "prometheus": {9090}, "grafana": {3000}, "jaeger": {16686}}
+		for name, ports := range want {
+			var got []int
+			for _, p := range svc[name].Ports {
+				got = append(got, p.Published)
+			}
+			for _, p := range ports {
+				if !slices.Contains(got, p) {
+					t.Errorf("%s publishes %v, want %d", name, got, p)
+				}
+			}
+		}
+	})
+
+	t.Run("mounted files exist and agree", func(t *testing.T) {
+		for name, s := range svc {
+			for host := range s.bindMounts() {
+				if _, err := os.Stat(host); err != nil {
+					t.Errorf("service %s mounts %s: %v", name, host, err)
+				}
+			}
+		}
+		// Prometheus scrapes a service:port that exists.
+		if !strings.Contains(deployRead(t, "deploy/prometheus/prometheus.yml"), "'gateway:"+gwPort(t, gw)+"'") {
+			t.Error("prometheus.yml does not scrape gateway:" + gwPort(t, gw))
+		}
+		if gw.Environment["OPS_ADDR"] != "" {
+			t.Error("OPS_ADDR set in compose: prometheus.yml scrapes the public port")
+		}
+		mounts := svc["prometheus"].bindMounts()
+		if mounts[filepath.Join(root, "deploy/prometheus")] != "/etc/prometheus" {
+			t.Errorf("prometheus mounts %v", mounts)
+		}
+		// Grafana: provisioning where Grafana reads it, dashboards where the
+		// provider looks.
+		var prov struct {
+			Providers []struct {
+				Options struct {
+					Path string `json:"path"`
+				} `json:"options"`
+			} `json:"providers"`
+		}
+		if err := yaml.Unmarshal([]byte(deployRead(t, "deploy/grafana/provisioning/dashboards/portcullis.yml")), &prov); err != nil || len(prov.Providers) != 1 {
+			t.Fatalf("dashboard provider: %v %+v", err, prov)
+		}
+		g := svc["grafana"].bindMounts()
+		if g[filepath.Join(root, "deploy/grafana/provisioning")] != "/etc/grafana/provisioning" ||
+			g[filepath.Join(root, "deploy/grafana/dashboards")] != prov.Providers[0].Options.Path {
+			t.Errorf("grafana mounts %v, provider path %q", g, prov.Providers[0].Options.Path)
+		}
+		if !strings.Contains(deployRead(t, "deploy/grafana/provisioning/datasources/prometheus.yml"), "url: http://prometheus:9090") {
+			t.Error("the Grafana datasource is not the prometheus service")
+		}
+	})
+
+	t.Run("redis password and jaeger OTLP", func(t *testing.T) {
+		r := svc["redis"]
+		pw := gw.Environment["REDIS_PASSWORD"]
+		if pw == "" || r.Environment["REDIS_PASSWORD"] != pw {
+			t.Errorf("gateway REDIS_PASSWORD %q, redis has %q", pw, r.Environment["REDIS_PASSWORD"])
+		}
+		cmd, _ := yaml.Marshal(r.Command)
+		// config keeps "$$" (deferred to the container's shell) escaped.
+		if !strings.Contains(string(cmd), `--requirepass "$$REDIS_PASSWORD"`) {
+			t.Errorf("redis command %s does not require the password", cmd)
+		}
+		if h, _, _ := net.SplitHostPort(gw.Environment["REDIS_ADDR"]); svc[h].Image == "" {
+			t.Errorf("REDIS_ADDR %q is not a service", gw.Environment["REDIS_ADDR"])
+		}
+		if svc["jaeger"].Environment["COLLECTOR_OTLP_ENABLED"] != "true" ||
+			!strings.HasPrefix(gw.Environment["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://jaeger:4318") {
+			t.Errorf("jaeger OTLP %q, gateway endpoint %q", svc["jaeger"].Environment["COLLECTOR_OTLP_ENABLED"], gw.Environment["OTEL_EXPORTER_OTLP_ENDPOINT"])
+		}
+	})
+}
+
+func gwPort(t *testing.T, gw composeService) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(gw.Environment["GATEWAY_PORT"])
+	if err != nil {
+		t.Fatalf("GATEWAY_PORT %q: %v", gw.Environment["GATEWAY_PORT"], err)
+	}
+	return p
+}
+
+// TestEnvFiles checks .env.development and .env.production the way the
+// gateway reads them (as .env in its working directory): every name is a
+// configuration variable, development is valid, and production is refused
+// until its placeholders are replaced.
+func TestEnvFiles(t *testing.T) {
+	vars := deployConfigVars(t)
+	validate := func(t *testing.T, file string, extra ...string) (int, string) {
+		t.Helper()
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(deployRead(t, file)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(deployGatewayBin(t), "validate")
+		cmd.Dir, cmd.Env = dir, append([]string{"PATH=" + os.Getenv("PATH")}, extra...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			return 0, string(out)
+		case errors.As(err, &ee):
+			return ee.ExitCode(), string(out)
+		}
+		t.Fatal(err)
+		return -1, ""
+	}
+	for _, f := range []string{".env.development", ".env.production"} {
+		for _, line := range strings.Split(deployRead(t, f), "\n") {
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || strings.HasPrefix(strings.TrimSpace(line), "#") {
+				continue
+			}
+			if !deployKnownVar(vars, k) {
+				t.Errorf("%s: %s is not a configuration variable", f, k)
+			}
+			// Docker Compose v1 reads env files literally: no quotes, no
+			// trailing comments, or the value would carry them.
+			if strings.HasPrefix(v, `"`) || strings.HasPrefix(v, "'") || strings.Contains(v, " #") {
+				t.Errorf("%s: %s: quoted value or trailing comment", f, k)
+			}
+		}
+	}
+	if code, out := validate(t, ".env.development"); code != 0 {
+		t.Errorf(".env.development: exit %d\n%s", code, out)
+	}
+	code, out := validate(t, ".env.production")
+	if code != 2 || !strings.Contains(out, "config: JWT_SECRET: refused in production") {
+		t.Errorf(".env.production as shipped: exit %d, want 2 naming JWT_SECRET\n%s", code, out)
+	}
+	// Filled in, the same file is valid: the placeholder was the only problem.
+	if code, out := validate(t, ".env.production", "JWT_SECRET=0123456789abcdef0123456789abcdef-filled-in"); code != 0 {
+		t.Errorf(".env.production with a real JWT_SECRET: exit %d\n%s", code, out)
+	}
+}
