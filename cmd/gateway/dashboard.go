@@ -92,8 +92,9 @@ func (d *dashboardRun) show(addr string) {
 	d.buf.Flush()
 	d.logs.set(d.stdout)
 	f.Close()
-	if err != nil {
-		d.log.Warn("dashboard failed; logs are back on stdout", "error", err.Error())
+	if err != nil { // no usable terminal, say, with DASHBOARD=on
+		d.log.Warn("dashboard failed; logs are back on stdout, the gateway keeps serving", "error", err.Error())
+		return
 	}
 	switch outcome {
 	case dashboard.StopGateway:

@@ -4,6 +4,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/portcullis/portcullis/internal/monitor"
 	"github.com/portcullis/portcullis/internal/sysmetrics"
 )
@@ -77,61 +80,44 @@ func (g *Gateway) buildMonitor() (page, api http.Handler) {
 	return monitor.Page(), monitor.API(monitor.Options{Sampler: g.sys, Version: Version, Started: g.started})
 }
 
-// Names of the metrics traffic reads from the registry.
-const (
-	durationMetric    = "http_request_duration_seconds"
-	cacheHitsMetric   = "cache_hits_total"
-	cacheMissesMetric = "cache_misses_total"
-)
-
 // traffic hands the sampler the cumulative counters, once a sample (a
 // second): the totals /stats reads, the request-duration histogram summed
-// over every method and endpoint, and the cache counters when the cache has
-// registered them. Reading the registry here keeps the request path
-// untouched.
+// over every method and endpoint (collected from that one metric, not the
+// whole registry), and the cache's counters. The request path is untouched.
 func (g *Gateway) traffic() sysmetrics.Traffic {
 	t := g.metrics.Totals.Snapshot()
 	tr := sysmetrics.Traffic{Requests: t.Requests, Status: t.Status, Inflight: t.Inflight, ActiveConnections: g.conns.Load()}
-	mfs, err := g.metrics.Registry.Gather()
-	if err != nil && len(mfs) == 0 {
-		return tr
+	if g.cache != nil {
+		st := g.cache.Stats()
+		tr.CacheKnown, tr.CacheHits, tr.CacheMisses = true, st.Hits.Load(), st.Misses.Load()
 	}
-	for _, mf := range mfs {
-		switch mf.GetName() {
-		case durationMetric:
-			for _, m := range mf.GetMetric() {
-				h := m.GetHistogram()
-				if h == nil {
-					continue
-				}
-				bs := h.GetBucket()
-				if tr.Latency.Bounds == nil {
-					tr.Latency.Bounds = make([]float64, len(bs))
-					tr.Latency.Counts = make([]uint64, len(bs)+1)
-					for i, b := range bs {
-						tr.Latency.Bounds[i] = b.GetUpperBound()
-					}
-				}
-				if len(bs) != len(tr.Latency.Bounds) {
-					continue // every series shares the buckets; never expected
-				}
-				for i, b := range bs {
-					tr.Latency.Counts[i] += b.GetCumulativeCount()
-				}
-				tr.Latency.Counts[len(bs)] += h.GetSampleCount()
-			}
-		case cacheHitsMetric, cacheMissesMetric:
-			var sum float64
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-			tr.CacheKnown = true
-			if mf.GetName() == cacheHitsMetric {
-				tr.CacheHits = int64(sum)
-			} else {
-				tr.CacheMisses = int64(sum)
+	ch := make(chan prometheus.Metric, 64)
+	go func() {
+		g.metrics.RequestDuration.Collect(ch)
+		close(ch)
+	}()
+	var pb dto.Metric
+	for m := range ch {
+		pb.Reset()
+		if m.Write(&pb) != nil || pb.GetHistogram() == nil {
+			continue
+		}
+		h := pb.GetHistogram()
+		bs := h.GetBucket()
+		if tr.Latency.Bounds == nil {
+			tr.Latency.Bounds = make([]float64, len(bs))
+			tr.Latency.Counts = make([]uint64, len(bs)+1)
+			for i, b := range bs {
+				tr.Latency.Bounds[i] = b.GetUpperBound()
 			}
 		}
+		if len(bs) != len(tr.Latency.Bounds) {
+			continue // every series shares the buckets; never expected
+		}
+		for i, b := range bs {
+			tr.Latency.Counts[i] += b.GetCumulativeCount()
+		}
+		tr.Latency.Counts[len(bs)] += h.GetSampleCount()
 	}
 	return tr
 }

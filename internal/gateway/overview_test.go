@@ -2,12 +2,15 @@ package gateway
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/config"
 )
 
 // TestSystemMetricsThroughTheGateway: /api/system-metrics reports the
@@ -19,7 +22,7 @@ func TestSystemMetricsThroughTheGateway(t *testing.T) {
 	gw := start(t, map[string]string{
 		"SERVICE_ROUTES": routes(`{"prefix":"/api","target_url":"`+up+`"}`,
 			`{"prefix":"/legacy","target_url":"`+deadURL(t)+`"}`),
-		"HEALTH_CHECK_INTERVAL": "100ms", "HEALTH_CHECK_FALLS": "1", "RETRY_MAX": "1",
+		"HEALTH_CHECK_INTERVAL": "100ms", "HEALTH_CHECK_FALLS": "1", "RETRY_MAX": "1", "ENABLE_CACHING": "true",
 	})
 	for range 40 {
 		get(t, gw.URL+"/api/x")
@@ -97,6 +100,10 @@ func TestSystemMetricsThroughTheGateway(t *testing.T) {
 	if n := len(traffic.Latency.Counts); n == 0 || int64(traffic.Latency.Counts[n-1]) != traffic.Requests {
 		t.Errorf("latency histogram total %v, requests %d", traffic.Latency.Counts, traffic.Requests)
 	}
+	// 40 GETs of one cacheable URL: one miss, then hits.
+	if !traffic.CacheKnown || traffic.CacheHits < 30 || traffic.CacheMisses < 1 {
+		t.Errorf("cache counters: known %v, %d hits, %d misses", traffic.CacheKnown, traffic.CacheHits, traffic.CacheMisses)
+	}
 
 	// Overview: the dashboard's view, with the dead backend down.
 	var o Overview
@@ -147,5 +154,29 @@ func TestMonitorIsAnOpsEndpoint(t *testing.T) {
 	r2, body := get(t, "http://"+opsAddr+"/api/system-metrics")
 	if r2.StatusCode != 200 || !strings.Contains(string(body), `"traffic"`) {
 		t.Errorf("ops /api/system-metrics: %d %s", r2.StatusCode, body)
+	}
+}
+
+// BenchmarkTraffic is the sampler's once-a-second read of the registry
+// (totals, the request-duration histogram summed over every series, cache
+// counters).
+func BenchmarkTraffic(b *testing.B) {
+	env := map[string]string{"SERVICE_ROUTES": routes(`{"prefix":"/api","target_url":"http://127.0.0.1:9"}`)}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(g.stopLife)
+	for i, ep := range []string{"/api", "/health", "/metrics", "unmatched"} {
+		for _, m := range []string{"GET", "POST", "HEAD"} {
+			g.metrics.Endpoint(ep).Observe(m, 200+i, 0.003)
+		}
+	}
+	for b.Loop() {
+		_ = g.traffic()
 	}
 }
