@@ -347,7 +347,8 @@ func TestStatsReportCache(t *testing.T) {
 	xcache(t, gw.URL+"/c/s")
 	xcache(t, gw.URL+"/c/s")
 	_, body := get(t, gw.URL+"/stats")
-	if !strings.Contains(string(body), `"cache_hit_ratio": 0.666`) || !strings.Contains(string(body), `"backend": "memory"`) {
+	if !strings.Contains(string(body), `"cache_hit_ratio": 0.666`) || !strings.Contains(string(body), `"backend": "memory"`) ||
+		!strings.Contains(string(body), `"requests_per_second"`) {
 		t.Errorf("/stats: %s", body)
 	}
 }

@@ -162,6 +162,9 @@ func (g *Gateway) stats(w http.ResponseWriter, _ *http.Request) {
 		"ip_lists":           map[string]int{"whitelist": g.lists.Len(ipfilter.Allow), "blacklist": g.lists.Len(ipfilter.Deny)},
 		"cache":              g.cacheStats(),
 		"cache_hit_ratio":    g.cacheHitRatio(),
+		// Rates over the last sample (about a second; latency over 10 s),
+		// from the same sampler as /api/system-metrics.
+		"rates": g.rates(),
 		"features": map[string]bool{
 			"caching":     g.cfg.EnableCaching,
 			"compression": g.cfg.EnableCompression,
