@@ -7,6 +7,7 @@ TEST_BIN  := $(CURDIR)/bin/gateway-test
 GOFLAGS_TEST ?= -race -timeout 20m -p 2
 
 .PHONY: build run test test-deps unit e2e bench fuzz lint fmt vet health metrics clean
+.PHONY: docker-build docker-up docker-down docker-logs k8s-deploy k8s-status k8s-logs k8s-delete load-test stack
 
 build: ## static binary ./gateway
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gateway
@@ -50,6 +51,42 @@ health: ## ask a running gateway for /health
 
 metrics: ## ask a running gateway for /metrics
 	curl -s http://localhost:9777/metrics
+
+# Deployment (README "Deployment"). No Docker here? `make stack`.
+IMAGE   ?= portcullis/gateway
+COMPOSE ?= docker-compose
+KUBECTL ?= kubectl
+URL     ?= http://localhost:9777/health
+
+docker-build: ## build the image $(IMAGE):$(VERSION) (static binary on distroless, non-root)
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
+
+docker-up: ## start the compose stack: nginx edge, gateway, Redis, Prometheus, Grafana, Jaeger, echo upstreams
+	VERSION=$(VERSION) $(COMPOSE) up -d --build
+
+docker-down: ## stop the compose stack
+	$(COMPOSE) down
+
+docker-logs: ## follow the gateway's logs in the compose stack
+	$(COMPOSE) logs -f gateway
+
+k8s-deploy: ## apply deploy/k8s with kustomize (set the image tag in deploy/k8s/kustomization.yaml)
+	$(KUBECTL) apply -k deploy/k8s
+
+k8s-status: ## pods, services, autoscaler, disruption budget and ingress
+	$(KUBECTL) -n portcullis get pods,svc,hpa,pdb,ingress,statefulset
+
+k8s-logs: ## follow the gateway's logs in the cluster
+	$(KUBECTL) -n portcullis logs -f deployment/portcullis
+
+k8s-delete: ## delete everything deploy/k8s created (Redis's volume claim included)
+	$(KUBECTL) delete -k deploy/k8s
+
+load-test: ## wrk against URL (default /health); DURATION, CONNECTIONS, THREADS, HEADER
+	./scripts/load-test.sh $(URL)
+
+stack: build ## the compose stack from local binaries on loopback, no Docker; Ctrl-C stops it
+	GATEWAY_BIN=$(CURDIR)/$(BIN) ./scripts/stack.sh
 
 clean:
 	rm -rf $(BIN) bin/

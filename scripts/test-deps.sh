@@ -27,6 +27,11 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v nginx >/dev/null || need+=(nginx)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v file >/dev/null || need+=(file)
+# make stack's test (openssl for its certificate, python3 for its echo
+# upstreams) and make load-test's (wrk).
+command -v openssl >/dev/null || need+=(openssl)
+command -v python3 >/dev/null || need+=(python3)
+command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "test-deps: installing ${need[*]}"
