@@ -117,6 +117,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP reloads CONFIG_FILE; caught before listening, since its
+	// default action would kill the gateway.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go g.ReloadOnSignal(ctx, hup)
 	var ready func(public, ops net.Addr)
 	if wantDashboard(cfg.Dashboard, stdout) {
 		dash := &dashboardRun{ctx: ctx, g: g, logFile: cfg.LogFile, stdout: stdout, logs: logs, buf: out,

@@ -197,6 +197,14 @@ func (a *API) Routes() map[string]http.Handler {
 	}
 }
 
+// Guard wraps h in the checks every admin call passes (API enabled, token,
+// method in allow, cross-origin browser request), so admin endpoints that
+// live elsewhere (the gateway's /admin/reload and /admin/config) share one
+// authentication path and its metrics.
+func (a *API) Guard(allow string, h http.Handler) http.Handler {
+	return a.guard(allow, func(w http.ResponseWriter, r *http.Request, _ caller) { h.ServeHTTP(w, r) })
+}
+
 // caller is who is asking, for checks and the audit log.
 type caller struct {
 	ip     netip.Addr // resolved client IP

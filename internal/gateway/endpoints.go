@@ -30,6 +30,9 @@ func (g *Gateway) buildEndpoints() {
 	for p, h := range g.admin.Routes() {
 		ops[p] = h
 	}
+	for p, h := range g.reloadRoutes() {
+		ops[p] = h
+	}
 	if g.cfg.OpsAddr == "" {
 		for p, h := range ops {
 			g.own[p] = h
@@ -152,7 +155,7 @@ func (g *Gateway) stats(w http.ResponseWriter, _ *http.Request) {
 		"responses":          map[string]int64{"2xx": t.Status[2], "3xx": t.Status[3], "4xx": t.Status[4], "5xx": t.Status[5]},
 		"active_connections": g.conns.Load(),
 		"inflight_requests":  t.Inflight,
-		"algorithm":          g.cfg.LoadBalancingAlgo,
+		"algorithm":          g.Config().LoadBalancingAlgo,
 		"route_count":        len(routes),
 		"routes":             routes,
 		"breakers":           breakers,

@@ -58,6 +58,7 @@ type Gateway struct {
 	registry *upstream.Registry
 	shared   *proxy.Shared
 	snap     runtime.Holder
+	reload   *reloader // CONFIG_FILE reloads; the configuration in force
 	checker  *health.Checker
 	upgrades *upgradeTracker
 
@@ -79,7 +80,10 @@ type Gateway struct {
 	limits *ratelimit.Shared // per-IP and per-route token buckets
 	admin  *admin.API
 	auth   *auth.Shared
-	cache  *respcache.Shared // nil when ENABLE_CACHING=false
+	// canAuth: a JWT secret, JWKS or API key source is configured, so a
+	// route with require_auth can be passed at all.
+	canAuth bool
+	cache   *respcache.Shared // nil when ENABLE_CACHING=false
 
 	cluster *clusterNode // shared limits and lists (CLUSTER_MODE=redis); nil when off
 
@@ -150,13 +154,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	if err := g.buildCache(); err != nil {
 		return nil, err
 	}
-	rd := middleware.RouteDeps{Limits: g.limits, CORSOrigins: cfg.CORSAllowedOrigins, Auth: g.auth, Cache: g.cache}
-	if cfg.EnableCompression {
-		rd.CompressMinBytes = cfg.CompressionMinBytes
-	} else {
-		rd.CompressMinBytes = -1
+	if g.reload, err = newReloader(cfg, log, g.metrics.Registry); err != nil {
+		return nil, err
 	}
-	snap, err := runtime.Build(cfg.Routes, g.registry, g.shared, rd.PerRoute)
+	snap, err := runtime.Build(cfg.Routes, g.registry, g.shared, g.routeDeps(cfg).PerRoute)
 	if err != nil {
 		return nil, fmt.Errorf("building routes: %w", err)
 	}
@@ -171,13 +172,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		Rises:    cfg.HealthCheckRises,
 		Timeout:  min(cfg.HealthCheckInterval, cfg.UpstreamDialTimeout),
 		Logger:   log,
-		OnProbe: func(b *upstream.Backend, alive bool) {
-			v := 0.0
-			if alive {
-				v = 1
-			}
-			g.metrics.BackendHealth.WithLabelValues(b.String()).Set(v)
-		},
+		OnProbe:  g.onProbe,
 	})
 	// The in-flight cap guards the routes only: the gateway's own /health,
 	// /livez and /readyz stay answerable under load (SPEC §4).
@@ -212,13 +207,8 @@ func (g *Gateway) buildAuth() error {
 	if err != nil {
 		return err
 	}
-	needsAuth := false
-	for _, r := range cfg.Routes {
-		needsAuth = needsAuth || r.RequireAuth
-	}
-	if needsAuth && !tokens.Enabled() && (keys == nil || !keys.Enabled()) {
-		telemetry.Component(g.log, "config").Warn("routes require auth but no JWT_SECRET, JWT_JWKS_URL or API key source is set: every request to them gets 401")
-	}
+	g.canAuth = tokens.Enabled() || (keys != nil && keys.Enabled())
+	g.warnAuthless(cfg.Routes)
 	return nil
 }
 
@@ -377,6 +367,9 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	wg.Go(func() { g.guard.Run(bg) })
 	wg.Go(func() { g.limits.Run(bg) })
 	wg.Go(func() { g.sys.Run(bg) })
+	if g.cfg.ConfigFile != "" {
+		wg.Go(func() { g.watchConfig(bg) })
+	}
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()

@@ -7,6 +7,7 @@ package runtime
 import (
 	"fmt"
 	"net/http"
+	"reflect"
 	"sync/atomic"
 	"time"
 
@@ -30,17 +31,55 @@ type Snapshot struct {
 	Table    *router.Table[*Route]
 	Routes   []*Route            // sorted by prefix
 	Backends []*upstream.Backend // every backend of every route, once
+
+	backends map[*upstream.Backend]bool
 }
+
+// Has reports whether b serves a route of s.
+func (s *Snapshot) Has(b *upstream.Backend) bool { return s != nil && s.backends[b] }
 
 // Build turns routes into a snapshot. Backends come from reg, so a backend
 // present in the previous snapshot keeps its health, breaker and in-flight
 // count. wrap builds the per-route chain around the proxy handler (see
 // middleware.PerRoute).
 func Build(routes []config.Route, reg *upstream.Registry, sh *proxy.Shared, wrap func(config.Route, http.Handler) (http.Handler, error)) (*Snapshot, error) {
-	s := &Snapshot{}
-	seen := make(map[*upstream.Backend]bool)
+	return BuildFrom(nil, routes, reg, sh, wrap)
+}
+
+// BuildFrom is Build for a reload: a route of prev whose configuration is
+// unchanged is taken over whole (its chain, balancer position, retry
+// budget and per-route rate-limit buckets), so reloading a file that
+// changed one route leaves every other route's state alone. prev must have
+// been built with the same reg, sh and an equivalent wrap; pass nil when
+// wrap's behaviour changed (CORS origins, say).
+func BuildFrom(prev *Snapshot, routes []config.Route, reg *upstream.Registry, sh *proxy.Shared, wrap func(config.Route, http.Handler) (http.Handler, error)) (*Snapshot, error) {
+	s := &Snapshot{backends: make(map[*upstream.Backend]bool)}
+	seen := s.backends
+	old := make(map[string]*Route)
+	if prev != nil {
+		for _, r := range prev.Routes {
+			old[r.Config.Prefix] = r
+		}
+	}
 	entries := make([]router.Entry[*Route], 0, len(routes))
 	for i, rc := range routes {
+		if r, ok := old[rc.Prefix]; ok && reflect.DeepEqual(r.Config, rc) {
+			for _, m := range r.Pool.Members {
+				// The registry keeps every backend of the snapshot in
+				// force, so this is the same one; a different one would
+				// split the backend's health and breaker in two.
+				if b := reg.Get(m.Backend.URL()); b != m.Backend {
+					return nil, fmt.Errorf("route %d (%s): backend %s was replaced in the registry", i, rc.Prefix, b)
+				}
+				if !seen[m.Backend] {
+					seen[m.Backend] = true
+					s.Backends = append(s.Backends, m.Backend)
+				}
+			}
+			s.Routes = append(s.Routes, r)
+			entries = append(entries, router.Entry[*Route]{Prefix: rc.Prefix, Value: r})
+			continue
+		}
 		pool := &upstream.Pool{Members: make([]upstream.Member, 0, len(rc.Targets))}
 		for _, t := range rc.Targets {
 			b := reg.Get(t.URL)

@@ -52,3 +52,24 @@ func (r *Registry) All() []*Backend {
 	}
 	return out
 }
+
+// Retain forgets every backend not in keep and returns the ones it forgot,
+// so a hot reload that removed a backend from every route does not keep its
+// state forever; a URL added again later starts afresh (alive, breaker
+// closed). Requests still running on an older route table keep using their
+// backends: forgetting only stops handing them out.
+func (r *Registry) Retain(keep []*Backend) (dropped []*Backend) {
+	kept := make(map[*Backend]bool, len(keep))
+	for _, b := range keep {
+		kept[b] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key, b := range r.backends {
+		if !kept[b] {
+			delete(r.backends, key)
+			dropped = append(dropped, b)
+		}
+	}
+	return dropped
+}

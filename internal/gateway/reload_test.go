@@ -1,0 +1,539 @@
+package gateway
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/portcullis/portcullis/internal/upstream"
+)
+
+const reloadToken = "reload-admin-token-0123456789abcdef"
+
+// writeAtomically replaces path the way editors and config managers do:
+// write a temporary file beside it, then rename it over the old one.
+func writeAtomically(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wsEcho is a backend that upgrades and echoes bytes back.
+func wsEcho(t *testing.T) string {
+	return mustServe(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "want websocket", http.StatusBadRequest)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw)
+	}))
+}
+
+// openWebSocket upgrades through the gateway at addr and returns the tunnel.
+func openWebSocket(t *testing.T, addr, path string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", err, resp)
+	}
+	return c, br
+}
+
+// wsRoundTrip sends msg through the tunnel and expects it back.
+func wsRoundTrip(c net.Conn, br *bufio.Reader, msg string) error {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(br, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo %q, want %q", buf, msg)
+	}
+	return nil
+}
+
+// named answers with its name and the path it got; /slow waits first.
+func named(name string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			time.Sleep(300 * time.Millisecond)
+		}
+		io.WriteString(w, name)
+	}
+}
+
+// TestHotReloadUnderContinuousLoad is the issue's acceptance test: 100
+// reloads that add, change and remove routes, triggered alternately by the
+// file watcher and POST /admin/reload, while clients loop over keep-alive
+// connections and a WebSocket stays open. No request fails, the WebSocket
+// lives through every reload, each reload is visible within a second, a
+// request in flight on a route being removed finishes, and an invalid file
+// leaves the old routes serving.
+func TestHotReloadUnderContinuousLoad(t *testing.T) {
+	a, _ := serve(t, named("a"))
+	b, _ := serve(t, named("b"))
+	ws := wsEcho(t)
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	file := func(i int) string {
+		target := a // /changing alternates backends and settings
+		if i%2 == 1 {
+			target = b
+		}
+		return fmt.Sprintf(`connection_timeout: %ds
+routes:
+  - {prefix: /stable, target_url: "%s"}
+  - {prefix: /ws, target_url: "%s", timeout_secs: %d}
+  - {prefix: /changing, target_url: "%s", algo: %s}
+  - {prefix: /gen/%d, target_url: "%s"}
+`, 10+i%3, a, ws, 5+i%4, target, []string{"round-robin", "least-conn", "ip-hash", "weighted"}[i%4], i, b)
+	}
+	writeAtomically(t, path, file(0))
+	gw := start(t, map[string]string{"CONFIG_FILE": path, "ADMIN_TOKEN": reloadToken,
+		"MAX_REQUESTS_PER_SECOND": "100000", "MAX_BURST_SIZE": "100000", "DDOS_THRESHOLD": "10000000", "LOG_LEVEL": "info"})
+
+	wsConn, wsReader := openWebSocket(t, gw.Addr, "/ws/chat")
+	if err := wsRoundTrip(wsConn, wsReader, "hello"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The load: keep-alive clients on routes that exist in every version.
+	keepAlive := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	defer keepAlive.CloseIdleConnections()
+	var sent, failed atomic.Int64
+	var failures sync.Map
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			paths := []string{"/stable/x", "/changing/y"}
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				p := paths[(n+w)%2]
+				resp, err := keepAlive.Get(gw.URL + p)
+				sent.Add(1)
+				if err != nil {
+					failed.Add(1)
+					failures.Store(p+": "+err.Error(), true)
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || (string(body) != "a" && string(body) != "b") {
+					failed.Add(1)
+					failures.Store(fmt.Sprintf("%s: %d %q", p, resp.StatusCode, body), true)
+				}
+			}
+		})
+	}
+
+	// visible polls until GET path answers want, and returns how long it took.
+	visible := func(path, want string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for time.Since(start) < 3*time.Second {
+			resp, err := keepAlive.Get(gw.URL + path)
+			if err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK && string(body) == want {
+					return time.Since(start)
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("%s never answered %q", path, want)
+		return 0
+	}
+
+	var slowest time.Duration
+	for i := 1; i <= 100; i++ {
+		// A slow request on the route this reload removes: it started on
+		// the old table and must finish there.
+		inflight := make(chan string, 1)
+		if i%10 == 0 {
+			go func() {
+				resp, err := http.Get(fmt.Sprintf("%s/gen/%d/slow", gw.URL, i-1))
+				if err != nil {
+					inflight <- err.Error()
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				inflight <- fmt.Sprintf("%d %s", resp.StatusCode, body)
+			}()
+			time.Sleep(50 * time.Millisecond) // let it reach the backend
+		}
+		writeAtomically(t, path, file(i))
+		if i%2 == 1 {
+			code, body := adminDo(t, http.MethodPost, gw.URL+"/admin/reload", reloadToken)
+			if code != http.StatusOK {
+				t.Fatalf("reload %d: %d %s", i, code, body)
+			}
+		}
+		d := visible(fmt.Sprintf("/gen/%d/x", i), "b")
+		want := "a"
+		if i%2 == 1 {
+			want = "b"
+		}
+		if d2 := visible("/changing/z", want); d2 > d {
+			d = d2
+		}
+		slowest = max(slowest, d)
+		if d > time.Second {
+			t.Errorf("reload %d became visible after %v", i, d)
+		}
+		if resp, _ := get(t, fmt.Sprintf("%s/gen/%d/x", gw.URL, i-1)); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("reload %d: removed route /gen/%d answers %d", i, i-1, resp.StatusCode)
+		}
+		if i%10 == 0 {
+			if got := <-inflight; got != "200 b" {
+				t.Errorf("reload %d: the in-flight request on the removed route got %q", i, got)
+			}
+		}
+		if i%25 == 0 {
+			if err := wsRoundTrip(wsConn, wsReader, fmt.Sprintf("still-open-%d", i)); err != nil {
+				t.Fatalf("WebSocket after reload %d: %v", i, err)
+			}
+		}
+		if i == 50 {
+			// An invalid file is refused whole, by both triggers; the
+			// routes in force keep serving.
+			writeAtomically(t, path, strings.Replace(file(51), "/stable,", "/stable, colour: red,", 1))
+			code, body := adminDo(t, http.MethodPost, gw.URL+"/admin/reload", reloadToken)
+			if code != http.StatusBadRequest || !strings.Contains(body, `CONFIG_FILE.routes[0]: unknown field \"colour\"`) {
+				t.Errorf("invalid file: %d %s", code, body)
+			}
+			time.Sleep(3 * watchDebounce) // the watcher sees it too
+			if resp, body := get(t, gw.URL+"/gen/50/x"); resp.StatusCode != http.StatusOK || string(body) != "b" {
+				t.Errorf("after a refused file /gen/50 answers %d %q", resp.StatusCode, body)
+			}
+			if v := testutil.MetricValue(t, gw.G.metrics.Registry, "config_reload_success"); v != 0 {
+				t.Errorf("config_reload_success = %v after a refused file", v)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+
+	if err := wsRoundTrip(wsConn, wsReader, "bye"); err != nil {
+		t.Errorf("WebSocket after 100 reloads: %v", err)
+	}
+	if n := failed.Load(); n > 0 {
+		var list []string
+		failures.Range(func(k, _ any) bool { list = append(list, k.(string)); return len(list) < 10 })
+		t.Errorf("%d of %d requests failed during reloads: %q", n, sent.Load(), list)
+	}
+	if sent.Load() < 1000 {
+		t.Errorf("only %d requests were sent: the load did not overlap the reloads", sent.Load())
+	}
+	if v := testutil.MetricValue(t, gw.G.metrics.Registry, "config_reload_success"); v != 1 {
+		t.Errorf("config_reload_success = %v at the end", v)
+	}
+	t.Logf("%d requests, 0 failed; slowest reload visible after %v", sent.Load(), slowest)
+}
+
+// TestAdminReloadAndConfig pins the admin side: auth as for the rest of
+// the admin API, 400 with every problem for an invalid file, 409 without
+// CONFIG_FILE, the gauge and counter, and GET /admin/config showing the
+// configuration in force with every secret redacted.
+func TestAdminReloadAndConfig(t *testing.T) {
+	up, _ := serve(t, named("a"))
+	path := filepath.Join(t.TempDir(), "gateway.json")
+	writeAtomically(t, path, `{"routes":[{"prefix":"/a","target_url":"`+up+`"}]}`)
+	const (
+		jwt     = "jwt-secret-0123456789-0123456789-abcdef"
+		apiKey  = "api-key-0123456789-0123456789"
+		redisPW = "redis-password-0123456789"
+		dbPW    = "db-password-0123456789"
+	)
+	gw := start(t, map[string]string{"CONFIG_FILE": path, "ADMIN_TOKEN": reloadToken, "JWT_SECRET": jwt,
+		"API_KEYS": apiKey, "REDIS_PASSWORD": redisPW, "API_KEYS_DATABASE_URL": "postgres://gw:" + dbPW + "@127.0.0.1:1/keys"})
+	reg := gw.G.metrics.Registry
+	if v := testutil.MetricValue(t, reg, "config_reload_success"); v != 1 {
+		t.Errorf("config_reload_success at boot = %v", v)
+	}
+
+	for _, tc := range []struct {
+		name, method, path, token string
+		want                      int
+	}{
+		{name: "reload without a token", method: http.MethodPost, path: "/admin/reload", want: http.StatusUnauthorized},
+		{name: "reload with a wrong token", method: http.MethodPost, path: "/admin/reload", token: "nope", want: http.StatusUnauthorized},
+		{name: "reload by GET", method: http.MethodGet, path: "/admin/reload", token: reloadToken, want: http.StatusMethodNotAllowed},
+		{name: "config without a token", method: http.MethodGet, path: "/admin/config", want: http.StatusUnauthorized},
+		{name: "config by POST", method: http.MethodPost, path: "/admin/config", token: reloadToken, want: http.StatusMethodNotAllowed},
+	} {
+		if code, body := adminDo(t, tc.method, gw.URL+tc.path, tc.token); code != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.want)
+		}
+	}
+
+	// An invalid file: 400 with every problem, old routes keep serving.
+	writeAtomically(t, path, `{"routes":[{"prefix":"/b","target_url":"ftp://x"},{"prefix":"/c"}],"retry_max":2}`)
+	code, body := adminDo(t, http.MethodPost, gw.URL+"/admin/reload", reloadToken)
+	var refused struct {
+		Error     string   `json:"error"`
+		Problems  []string `json:"problems"`
+		RequestID string   `json:"request_id"`
+	}
+	if err := json.Unmarshal([]byte(body), &refused); err != nil || code != http.StatusBadRequest {
+		t.Fatalf("invalid file: %d %s", code, body)
+	}
+	wantProblems := []string{`CONFIG_FILE: unknown field "retry_max"`, "CONFIG_FILE.routes[0].target_url: invalid value", "CONFIG_FILE.routes[1]: no target"}
+	if len(refused.Problems) != len(wantProblems) || refused.RequestID == "" {
+		t.Errorf("problems %q (request id %q), want %d", refused.Problems, refused.RequestID, len(wantProblems))
+	}
+	for _, w := range wantProblems {
+		if !strings.Contains(body, strings.ReplaceAll(w, `"`, `\"`)) {
+			t.Errorf("no problem %q in %s", w, body)
+		}
+	}
+	if resp, b := get(t, gw.URL+"/a/x"); resp.StatusCode != http.StatusOK || string(b) != "a" {
+		t.Errorf("old route after a refused reload: %d %q", resp.StatusCode, b)
+	}
+	if v := testutil.MetricValue(t, reg, "config_reload_success"); v != 0 {
+		t.Errorf("config_reload_success after a refusal = %v", v)
+	}
+	if !strings.Contains(gw.Logs.String(), `"msg":"configuration refused; the previous one keeps serving","component":"config"`) {
+		t.Errorf("no refusal log line:\n%s", gw.Logs.String())
+	}
+	_, cfgBody := adminDo(t, http.MethodGet, gw.URL+"/admin/config", reloadToken)
+	if !strings.Contains(cfgBody, `"success": false`) || !strings.Contains(cfgBody, "retry_max") {
+		t.Errorf("/admin/config does not show the refusal:\n%s", cfgBody)
+	}
+
+	// A valid file again.
+	writeAtomically(t, path, `{"cors_allowed_origins":["https://app.example"],"routes":[{"prefix":"/b","target_url":"`+up+`","require_auth":true}]}`)
+	code, body = adminDo(t, http.MethodPost, gw.URL+"/admin/reload", reloadToken)
+	if code != http.StatusOK || !strings.Contains(body, `"added": [`) || !strings.Contains(body, `"/b"`) {
+		t.Errorf("valid file: %d %s", code, body)
+	}
+	if v := testutil.MetricValue(t, reg, "config_reload_success"); v != 1 {
+		t.Errorf("config_reload_success after a good reload = %v", v)
+	}
+	exposition := string(mustMetrics(t, gw.URL))
+	for _, want := range []string{`config_reloads_total{result="failure"} 1`, `config_reloads_total{result="success"} 1`} {
+		if !strings.Contains(exposition, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if resp, _ := get(t, gw.URL+"/a/x"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("removed route answers %d", resp.StatusCode)
+	}
+	if resp, _ := get(t, gw.URL+"/b/x"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("new route with require_auth answers %d", resp.StatusCode)
+	}
+
+	code, cfgBody = adminDo(t, http.MethodGet, gw.URL+"/admin/config", reloadToken)
+	if code != http.StatusOK {
+		t.Fatalf("/admin/config: %d %s", code, cfgBody)
+	}
+	for _, secret := range []string{jwt, apiKey, redisPW, dbPW, reloadToken} {
+		if strings.Contains(cfgBody, secret) {
+			t.Errorf("/admin/config shows a secret %q", secret)
+		}
+	}
+	var view struct {
+		ConfigFile   string `json:"config_file"`
+		RoutesSource string `json:"routes_source"`
+		FileTunables []string
+		Routes       []struct {
+			Prefix      string `json:"prefix"`
+			RequireAuth bool   `json:"require_auth"`
+			Targets     []struct {
+				URL string `json:"url"`
+			} `json:"targets"`
+		} `json:"routes"`
+		Settings map[string]any `json:"settings"`
+		Reload   struct {
+			Success bool `json:"success"`
+		} `json:"reload"`
+	}
+	if err := json.Unmarshal([]byte(cfgBody), &view); err != nil {
+		t.Fatal(err)
+	}
+	if view.ConfigFile != path || view.RoutesSource != "CONFIG_FILE" || len(view.Routes) != 1 || view.Routes[0].Prefix != "/b" ||
+		!view.Routes[0].RequireAuth || view.Routes[0].Targets[0].URL != up || !view.Reload.Success {
+		t.Errorf("view: %s", cfgBody)
+	}
+	for _, k := range []string{"JWT_SECRET", "ADMIN_TOKEN", "API_KEYS", "REDIS_PASSWORD"} {
+		if view.Settings[k] != "[redacted]" {
+			t.Errorf("%s shown as %v", k, view.Settings[k])
+		}
+	}
+	if got := view.Settings["API_KEYS_DATABASE_URL"]; got != "postgres://gw:[redacted]@127.0.0.1:1/keys" {
+		t.Errorf("API_KEYS_DATABASE_URL shown as %v", got)
+	}
+	if got := fmt.Sprint(view.Settings["CORS_ALLOWED_ORIGINS"]); got != "[https://app.example]" {
+		t.Errorf("CORS_ALLOWED_ORIGINS from the file shown as %v", got)
+	}
+
+	// Without CONFIG_FILE there is nothing to reload.
+	other := start(t, map[string]string{"ADMIN_TOKEN": reloadToken, "SERVICE_ROUTES": routes(`{"prefix":"/a","target_url":"` + up + `"}`)})
+	if code, body := adminDo(t, http.MethodPost, other.URL+"/admin/reload", reloadToken); code != http.StatusConflict {
+		t.Errorf("reload without CONFIG_FILE: %d %s", code, body)
+	}
+	// And without ADMIN_TOKEN the endpoints are off like the rest of the admin API.
+	off := start(t, map[string]string{"CONFIG_FILE": path})
+	if code, _ := adminDo(t, http.MethodGet, off.URL+"/admin/config", reloadToken); code != http.StatusForbidden {
+		t.Errorf("/admin/config without ADMIN_TOKEN: %d", code)
+	}
+}
+
+func mustMetrics(t *testing.T, base string) []byte {
+	t.Helper()
+	_, body := get(t, base+"/metrics")
+	return body
+}
+
+// TestReloadCarriesBackendStateOver pins what survives a reload: a backend
+// kept by the new file is the same Backend (its open breaker stays open),
+// one removed from every route loses its backend_health_status series and
+// its registry entry, and a new one is probed by the running health
+// checker.
+func TestReloadCarriesBackendStateOver(t *testing.T) {
+	keep, _ := serve(t, named("keep"))
+	gone, _ := serve(t, named("gone"))
+	dead := deadURL(t)
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	writeAtomically(t, path, fmt.Sprintf("routes:\n  - {prefix: /k, target_url: '%s'}\n  - {prefix: /g, target_url: '%s'}\n", keep, gone))
+	gw := start(t, map[string]string{"CONFIG_FILE": path, "HEALTH_CHECK_INTERVAL": "50ms", "HEALTH_CHECK_FALLS": "1",
+		"CIRCUIT_BREAKER_MAX": "1", "CIRCUIT_BREAKER_TIMEOUT": "1h"})
+	before := gw.G.snap.Load()
+	var kept *upstream.Backend
+	for _, b := range before.Backends {
+		if b.String() == keep {
+			kept = b
+		}
+	}
+	// Open the kept backend's breaker by hand: one failure trips it.
+	report, err := kept.Allow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	report(fmt.Errorf("scripted failure"))
+	if kept.Breaker() != upstream.BreakerOpen {
+		t.Fatalf("breaker %v", kept.Breaker())
+	}
+
+	writeAtomically(t, path, fmt.Sprintf("routes:\n  - {prefix: /k, target_url: '%s', timeout_secs: 3}\n  - {prefix: /d, target_url: '%s'}\n", keep, dead))
+	res, err := gw.G.Reload(TriggerAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(res.Changed, ",") != "/k" || strings.Join(res.Added, ",") != "/d" || strings.Join(res.Removed, ",") != "/g" ||
+		strings.Join(res.BackendsRemoved, ",") != gone || strings.Join(res.BackendsAdded, ",") != dead {
+		t.Errorf("result %+v", res)
+	}
+	after := gw.G.snap.Load()
+	if !after.Has(kept) || kept.Breaker() != upstream.BreakerOpen {
+		t.Errorf("the kept backend was replaced or its breaker reset (%v)", kept.Breaker())
+	}
+	for _, b := range gw.G.registry.All() {
+		if b.String() == gone {
+			t.Errorf("the removed backend is still in the registry")
+		}
+	}
+	// The checker reads the table in force each round: the new dead
+	// backend is found dead, and the removed one's series is gone for good.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		exp := string(mustMetrics(t, gw.URL))
+		if strings.Contains(exp, `backend_health_status{backend="`+dead+`"} 0`) {
+			if strings.Contains(exp, gone) {
+				t.Errorf("backend_health_status still has the removed backend:\n%s", exp)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new backend was never probed dead:\n%s", exp)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(150 * time.Millisecond) // a few more rounds
+	if exp := string(mustMetrics(t, gw.URL)); strings.Contains(exp, gone) {
+		t.Errorf("a late probe brought the removed backend's series back")
+	}
+}
+
+// TestUnchangedRoutesKeepTheirState pins that a reload takes over an
+// unchanged route whole (its per-route limiter buckets included), so
+// reloading does not hand every client a fresh burst.
+func TestUnchangedRoutesKeepTheirState(t *testing.T) {
+	up, _ := serve(t, named("a"))
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	writeAtomically(t, path, fmt.Sprintf("routes:\n  - {prefix: /limited, target_url: '%s', rate_limit_rps: 0.01, rate_limit_burst: 2}\n  - {prefix: /other, target_url: '%s'}\n", up, up))
+	gw := start(t, map[string]string{"CONFIG_FILE": path, "TRUSTED_PROXIES": untrusted})
+	for range 2 {
+		if resp, _ := get(t, gw.URL+"/limited/x"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("within the burst: %d", resp.StatusCode)
+		}
+	}
+	first := gw.G.snap.Load().Routes[0]
+	writeAtomically(t, path, fmt.Sprintf("routes:\n  - {prefix: /limited, target_url: '%s', rate_limit_rps: 0.01, rate_limit_burst: 2}\n  - {prefix: /other, target_url: '%s', timeout_secs: 2}\n", up, up))
+	if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if gw.G.snap.Load().Routes[0] != first {
+		t.Error("the unchanged route was rebuilt")
+	}
+	if resp, _ := get(t, gw.URL+"/limited/x"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("after a reload the spent burst is back: %d", resp.StatusCode)
+	}
+	// A changed CORS list rebuilds every chain.
+	writeAtomically(t, path, fmt.Sprintf("cors_allowed_origins: ['https://x.example']\nroutes:\n  - {prefix: /limited, target_url: '%s', rate_limit_rps: 0.01, rate_limit_burst: 2}\n  - {prefix: /other, target_url: '%s', timeout_secs: 2}\n", up, up))
+	if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if gw.G.snap.Load().Routes[0] == first {
+		t.Error("a CORS change did not rebuild the route's chain")
+	}
+	req, _ := http.NewRequest(http.MethodGet, gw.URL+"/other/x", nil)
+	req.Header.Set("Origin", "https://x.example")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "https://x.example" {
+		t.Errorf("CORS from the reloaded file: %q", got)
+	}
+}
