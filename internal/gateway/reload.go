@@ -246,7 +246,8 @@ func (g *Gateway) swap(cur, next *config.Config, snap *runtime.Snapshot) ReloadR
 	g.snap.Store(snap)
 	rl.active.Store(next)
 	dropped := g.registry.Retain(snap.Backends)
-	res := ReloadResult{Routes: len(snap.Routes)}
+	res := ReloadResult{Routes: len(snap.Routes), Added: []string{}, Removed: []string{}, Changed: []string{},
+		BackendsAdded: []string{}, BackendsRemoved: []string{}}
 	for _, b := range dropped {
 		g.metrics.BackendHealth.DeleteLabelValues(b.String())
 		if old.Has(b) {
