@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -76,12 +78,15 @@ func TestDockerfile(t *testing.T) {
 	argDefaults := map[string]string{}
 	var runtimeFrom, user, healthcheck, entrypoint string
 	var copiedFromBuild bool
+	var buildCopies [][]string
 	for _, in := range instrs {
 		switch {
 		case in.Cmd == "ARG":
 			if k, v, ok := strings.Cut(in.Args, "="); ok {
 				argDefaults[k] = v
 			}
+		case in.Cmd == "COPY" && in.Stage != last && !strings.Contains(in.Args, "--from="):
+			buildCopies = append(buildCopies, strings.Fields(in.Args))
 		case in.Cmd == "RUN" && strings.Contains(in.Args, "go build"):
 			if buildRun != "" {
 				t.Fatal("more than one RUN with go build")
@@ -140,8 +145,27 @@ func TestDockerfile(t *testing.T) {
 	dir := t.TempDir()
 	static := filepath.Join(dir, "gateway")
 	const version = "v9.8.7-deploytest"
+	// The build runs in what the image build would see: the files the
+	// build stage COPYs, minus what .dockerignore leaves out of the
+	// context. A missing COPY or an over-eager ignore fails here.
+	src := filepath.Join(dir, "src")
+	ignore := parseDockerignore(deployRead(t, ".dockerignore"))
+	for _, cp := range buildCopies {
+		if len(cp) < 2 {
+			t.Fatalf("COPY %v", cp)
+		}
+		to := cp[len(cp)-1]
+		for _, from := range cp[:len(cp)-1] {
+			// The test lays the context out as the repository is; the
+			// Dockerfile's COPYs must do the same under WORKDIR.
+			if to != "./" && strings.Trim(to, "./") != strings.Trim(from, "./") {
+				t.Fatalf("COPY %s %s: the test expects repository-relative destinations", from, to)
+			}
+			copyContext(t, deployRepoRoot(t), from, src, ignore)
+		}
+	}
 	cmd := exec.Command("sh", "-ec", strings.Replace(buildRun, outFlag, "-o "+static+" ", 1))
-	cmd.Dir = deployRepoRoot(t)
+	cmd.Dir = src
 	// Docker passes build ARGs to RUN as environment variables.
 	cmd.Env = append(os.Environ(), "VERSION="+version, "TARGETOS=linux", "TARGETARCH="+runtime.GOARCH)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -170,7 +194,7 @@ func TestDockerfile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if bytes.Contains(bin, []byte(deployRepoRoot(t))) {
+		if bytes.Contains(bin, []byte(src)) {
 			t.Error("binary contains the build directory's path: -trimpath missing")
 		}
 		out, err = exec.Command(static, "version").CombinedOutput()
@@ -254,4 +278,91 @@ func TestDockerfile(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
+}
+
+// dockerignoreRule is one .dockerignore line as a regular expression over
+// slash-separated context paths.
+type dockerignoreRule struct {
+	re     *regexp.Regexp
+	negate bool
+}
+
+// parseDockerignore compiles .dockerignore the way the builder reads it:
+// Go filepath.Match syntax plus "**" for any number of directories; the
+// last matching rule wins; a rule that matches a directory covers its
+// contents.
+func parseDockerignore(src string) []dockerignoreRule {
+	var rules []dockerignoreRule
+	for _, line := range strings.Split(src, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		r := dockerignoreRule{}
+		if rest, ok := strings.CutPrefix(line, "!"); ok {
+			r.negate, line = true, rest
+		}
+		line = strings.Trim(line, "/")
+		var re strings.Builder
+		re.WriteString("^")
+		for i := 0; i < len(line); i++ {
+			switch {
+			case strings.HasPrefix(line[i:], "**/"):
+				re.WriteString("(?:.*/)?")
+				i += 2
+			case strings.HasPrefix(line[i:], "**"):
+				re.WriteString(".*")
+				i++
+			case line[i] == '*':
+				re.WriteString("[^/]*")
+			case line[i] == '?':
+				re.WriteString("[^/]")
+			default:
+				re.WriteString(regexp.QuoteMeta(line[i : i+1]))
+			}
+		}
+		re.WriteString("(?:/.*)?$")
+		r.re = regexp.MustCompile(re.String())
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+func dockerignored(rules []dockerignoreRule, rel string) bool {
+	ignored := false
+	for _, r := range rules {
+		if r.re.MatchString(rel) {
+			ignored = !r.negate
+		}
+	}
+	return ignored
+}
+
+// copyContext copies repository path from (a file or a directory) into dst,
+// skipping what .dockerignore excludes from the build context.
+func copyContext(t *testing.T, root, from, dst string, ignore []dockerignoreRule) {
+	t.Helper()
+	from = strings.TrimSuffix(strings.TrimPrefix(from, "./"), "/")
+	err := filepath.WalkDir(filepath.Join(root, from), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() || dockerignored(ignore, rel) {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		out := filepath.Join(dst, rel)
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(out, b, 0o644)
+	})
+	if err != nil {
+		t.Fatalf("COPY %s: %v", from, err)
+	}
 }
