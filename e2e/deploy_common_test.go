@@ -87,11 +87,20 @@ func deployGatewayBin(t testing.TB) string {
 // installs every one of them, so a missing tool is a failure, not a skip.
 func deployLookPath(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found: run scripts/test-deps.sh (make test does)", name)
+	if p, err := exec.LookPath(name); err == nil {
+		return p
 	}
-	return p
+	// nginx lives in /usr/sbin, outside a normal user's PATH.
+	if p := "/usr/sbin/" + name; fileExecutable(p) {
+		return p
+	}
+	t.Fatalf("%s not found: run scripts/test-deps.sh (make test does)", name)
+	return ""
+}
+
+func fileExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
 }
 
 // deployGateway is a gateway process under test.
