@@ -39,6 +39,9 @@ const (
 // and rename it, Kubernetes swaps a ..data symlink, each a burst of events.
 const watchDebounce = 100 * time.Millisecond
 
+// watchMaxDelay bounds the debounce in a directory that is never quiet.
+const watchMaxDelay = time.Second
+
 // ErrNoConfigFile is returned by Reload when CONFIG_FILE is not set.
 var ErrNoConfigFile = errors.New("CONFIG_FILE is not set: there is nothing to reload")
 
@@ -329,6 +332,7 @@ func (g *Gateway) watchConfig(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	var first time.Time // first event of the pending burst; zero when none
 	for {
 		select {
 		case <-ctx.Done():
@@ -340,13 +344,20 @@ func (g *Gateway) watchConfig(ctx context.Context) {
 			if ev.Op == fsnotify.Chmod {
 				continue
 			}
-			timer.Reset(watchDebounce)
+			// Debounce, but a directory that never goes quiet for
+			// watchDebounce still gets its reload after watchMaxDelay.
+			now := time.Now()
+			if first.IsZero() {
+				first = now
+			}
+			timer.Reset(max(min(watchDebounce, first.Add(watchMaxDelay).Sub(now)), 0))
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
 			}
 			log.Warn("CONFIG_FILE watch error", "error", err.Error())
 		case <-timer.C:
+			first = time.Time{}
 			g.safeReload(TriggerFile)
 		}
 	}

@@ -537,3 +537,91 @@ func TestUnchangedRoutesKeepTheirState(t *testing.T) {
 		t.Errorf("CORS from the reloaded file: %q", got)
 	}
 }
+
+// waitAnswer polls GET url until it answers 200 with want, failing after within.
+func waitAnswer(t *testing.T, url, want string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		resp, err := client.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && string(body) == want {
+				return time.Since(start)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s never answered %q within %v", url, want, within)
+	return 0
+}
+
+// TestWatcherFollowsAConfigMapSwap mounts the file the way Kubernetes does
+// a ConfigMap (gateway.yaml → ..data/gateway.yaml, ..data → a versioned
+// directory) and updates it the way the kubelet does: a new directory and
+// an atomic rename of the ..data symlink. The file's own name never sees
+// an event; the watcher must reload anyway.
+func TestWatcherFollowsAConfigMapSwap(t *testing.T) {
+	a, _ := serve(t, named("a"))
+	b, _ := serve(t, named("b"))
+	dir := t.TempDir()
+	version := func(n int, target string) {
+		t.Helper()
+		vdir := filepath.Join(dir, fmt.Sprintf("..2026_v%d", n))
+		if err := os.Mkdir(vdir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(vdir, "gateway.yaml"), []byte("routes: [{prefix: /r, target_url: '"+target+"'}]\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(filepath.Base(vdir), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version(1, a)
+	if err := os.Symlink(filepath.Join("..data", "gateway.yaml"), filepath.Join(dir, "gateway.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	gw := start(t, map[string]string{"CONFIG_FILE": filepath.Join(dir, "gateway.yaml")})
+	waitAnswer(t, gw.URL+"/r/x", "a", time.Second)
+	version(2, b)
+	if d := waitAnswer(t, gw.URL+"/r/x", "b", 2*time.Second); d > time.Second {
+		t.Errorf("the ConfigMap swap took %v to apply", d)
+	}
+}
+
+// TestWatcherReloadsInABusyDirectory pins that a directory that is never
+// quiet for the debounce (a log written beside the file, say) still gets
+// the reload, after at most watchMaxDelay.
+func TestWatcherReloadsInABusyDirectory(t *testing.T) {
+	a, _ := serve(t, named("a"))
+	b, _ := serve(t, named("b"))
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gateway.yaml")
+	writeAtomically(t, path, "routes: [{prefix: /r, target_url: '"+a+"'}]\n")
+	gw := start(t, map[string]string{"CONFIG_FILE": path})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		noise := filepath.Join(dir, "noise.log")
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(watchDebounce / 4):
+				os.WriteFile(noise, []byte(fmt.Sprint(i)), 0o600)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	writeAtomically(t, path, "routes: [{prefix: /r, target_url: '"+b+"'}]\n")
+	if d := waitAnswer(t, gw.URL+"/r/x", "b", 3*time.Second); d > watchMaxDelay+time.Second {
+		t.Errorf("reload in a busy directory took %v", d)
+	}
+}
