@@ -351,6 +351,9 @@ func TestStatsReportCache(t *testing.T) {
 		!strings.Contains(string(body), `"requests_per_second"`) {
 		t.Errorf("/stats: %s", body)
 	}
+	if !strings.Contains(gw.Logs.String(), `"cache":"HIT"`) || !strings.Contains(gw.Logs.String(), `"cache":"MISS"`) {
+		t.Error("the access log does not say how the cache answered")
+	}
 }
 
 // TestCachedAnswerServedInEachClientsEncoding: the cache stores the

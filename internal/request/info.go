@@ -50,6 +50,9 @@ type Info struct {
 	Proxy any
 	// Backend is the URL of the last backend tried.
 	Backend string
+	// Cache is the response cache's verdict (HIT, MISS, BYPASS), set by
+	// the cache step on routes that cache.
+	Cache string
 	// Attempts counts upstream attempts (retries = Attempts-1).
 	Attempts int
 	// UserID and AuthMethod describe the authenticated caller, if any.

@@ -74,6 +74,9 @@ func New(log *slog.Logger, m *telemetry.Metrics, next http.Handler) http.Handler
 			if in.Backend != "" {
 				attrs = append(attrs, slog.String("backend", in.Backend))
 			}
+			if in.Cache != "" {
+				attrs = append(attrs, slog.String("cache", in.Cache))
+			}
 			if in.Attempts > 1 {
 				attrs = append(attrs, slog.Int("retries", in.Attempts-1))
 			}

@@ -132,6 +132,7 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if cache.SkipLookup(r.Header) {
 		// The client wants a fresh answer; it may still refresh the entry.
 		c.s.stats.Bypasses.Add(1)
+		in.Cache = "BYPASS"
 		c.fetch(w, r, key, nil, bypassValue)
 		return
 	}
@@ -142,6 +143,7 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead || cache.RequestNoStore(r.Header) {
 		// Nothing to store from a HEAD (no body) or a no-store request.
 		c.s.stats.Misses.Add(1)
+		in.Cache = "MISS"
 		w.Header()["X-Cache"] = missValue
 		c.next.ServeHTTP(w, r)
 		return
@@ -158,6 +160,7 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fl = nil
 	}
 	c.s.stats.Misses.Add(1)
+	in.Cache = "MISS"
 	c.fetch(w, r, key, fl, missValue)
 }
 
@@ -167,6 +170,7 @@ func isUnsafe(m string) bool {
 
 func (c *step) bypass(w http.ResponseWriter, r *http.Request) {
 	c.s.stats.Bypasses.Add(1)
+	request.From(r.Context()).Cache = "BYPASS"
 	w.Header()["X-Cache"] = bypassValue
 	c.next.ServeHTTP(w, r)
 }
@@ -210,6 +214,7 @@ func variantOf(key string, e *cache.Entry, h http.Header) string {
 // when the client's validators match.
 func (c *step) serve(w http.ResponseWriter, r *http.Request, e *cache.Entry) {
 	c.s.stats.Hits.Add(1)
+	request.From(r.Context()).Cache = "HIT"
 	h := w.Header()
 	merge(h, e.Header)
 	h["X-Cache"] = hitValue
