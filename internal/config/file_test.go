@@ -252,3 +252,35 @@ func TestViewRedactsSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedFileNeverEchoesAURLPassword pins that a problem line never
+// carries the password of a URL with user info, whatever else is wrong
+// with it: the lines go to the log, to POST /admin/reload's answer and to
+// GET /admin/config's reload.error.
+func TestRefusedFileNeverEchoesAURLPassword(t *testing.T) {
+	base, err := load(map[string]string{"CONFIG_FILE": writeConfigFile(t, "g.yaml", "routes: [{prefix: /a, target_url: 'http://a'}]\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pw = "S3cret-pw"
+	for _, tc := range []struct{ name, doc string }{
+		{name: "target with a bad port", doc: "routes: [{prefix: /a, target_url: 'http://user:" + pw + "@host:abc/'}]"},
+		{name: "pool member with a bad port", doc: "routes: [{prefix: /a, targets: [{url: 'http://user:" + pw + "@host:abc/'}]}]"},
+		{name: "password with a space", doc: "routes: [{prefix: /a, target_url: 'http://user:" + pw + " x@host/'}]"},
+		{name: "password with an @", doc: "routes: [{prefix: /a, target_url: 'http://user:" + pw + "@x@host:abc/'}]"},
+		{name: "long URL cut in the message", doc: "routes: [{prefix: /a, target_url: 'http://user:" + pw + strings.Repeat("x", 90) + "@host:abc/'}]"},
+		{name: "targets of the wrong type", doc: "routes: [{prefix: /a, targets: 'http://user:" + pw + "@host/'}]"},
+		{name: "target_url of the wrong type", doc: "routes: [{prefix: /a, target_url: {x: 'http://user:" + pw + "@host/'}}]"},
+		{name: "CORS origin with user info", doc: "cors_allowed_origins: ['https://u:" + pw + "@x']\nroutes: []"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := base.WithFile([]byte(tc.doc))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), "S3c") {
+				t.Errorf("the password is echoed: %v", err)
+			}
+		})
+	}
+}

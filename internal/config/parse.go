@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -562,12 +563,29 @@ func normaliseOrigin(o string) (string, bool) {
 }
 
 // quote renders a value for an error line: quoted (so control characters stay
-// escaped and the line stays one line) and cut when long.
+// escaped and the line stays one line), user info redacted, and cut when long.
 func quote(v string) string {
 	const maxRunes = 100
+	v = redactUserinfo(v)
 	if utf8.RuneCountInString(v) > maxRunes {
 		r := []rune(v)
 		return strconv.Quote(string(r[:maxRunes])) + "…"
 	}
 	return strconv.Quote(v)
+}
+
+// userinfo matches from a URL scheme to the last "@" after it: the user info
+// of a URL, taken greedily since a password that failed to parse may hold
+// spaces, "/", "#" or "@".
+var userinfo = regexp.MustCompile(`(?is)([a-z][a-z0-9+.\-]*://).*@`)
+
+// redactUserinfo hides the user info of any URL in v, before v is echoed in a
+// problem line (logged, and shown by POST /admin/reload and GET /admin/config).
+// It overreaches on purpose: the value was refused, and a password must not
+// reach the log because it did not parse.
+func redactUserinfo(v string) string {
+	if !strings.Contains(v, "@") {
+		return v
+	}
+	return userinfo.ReplaceAllString(v, "${1}"+Redacted+"@")
 }

@@ -473,7 +473,7 @@ type targetPool struct {
 func (tp *targetPool) add(name, s string, weight int) {
 	u, why := parseTarget(s)
 	if why != "" {
-		tp.p.failf(name, "invalid value %s: expected an absolute http:// or https:// URL (%s)", quote(redactURL(s)), why)
+		tp.p.failf(name, "invalid value %s: expected an absolute http:// or https:// URL (%s)", quote(s), why)
 		tp.bad = true
 		return
 	}
@@ -521,14 +521,6 @@ func parseTarget(s string) (*url.URL, string) {
 	}
 	u.Host = strings.ToLower(u.Host)
 	return u, ""
-}
-
-// redactURL hides a password in a URL about to be echoed.
-func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return s
 }
 
 // decodeObject decodes a JSON object member by member through fields: exact
@@ -621,7 +613,7 @@ func compact(raw json.RawMessage) string {
 	if err := json.Compact(&buf, raw); err != nil {
 		return quote(string(raw))
 	}
-	s := buf.String()
+	s := redactUserinfo(buf.String())
 	if r := []rune(s); len(r) > 100 {
 		return string(r[:100]) + "…"
 	}

@@ -214,7 +214,7 @@ func TestRouteProblems(t *testing.T) {
 		{name: "host:port without scheme", env: sr(`[{"prefix":"/a","target_url":"backend:8080"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "backend:8080"`}},
 		{name: "scheme", env: sr(`[{"prefix":"/a","target_url":"ftp://a"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "ftp://a"`}},
 		{name: "no host", env: sr(`[{"prefix":"/a","target_url":"http:///x"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http:///x": expected an absolute http:// or https:// URL (no host)`}},
-		{name: "user info", env: sr(`[{"prefix":"/a","target_url":"http://u@a"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://u@a": expected an absolute http:// or https:// URL (user info is not allowed)`}},
+		{name: "user info", env: sr(`[{"prefix":"/a","target_url":"http://u@a"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://[redacted]@a": expected an absolute http:// or https:// URL (user info is not allowed)`}},
 		{name: "query", env: sr(`[{"prefix":"/a","target_url":"http://a/?x=1"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://a/?x=1": expected an absolute http:// or https:// URL (a query is not allowed)`}},
 		{name: "empty query", env: sr(`[{"prefix":"/a","target_url":"http://a/?"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://a/?"`}},
 		{name: "fragment", env: sr(`[{"prefix":"/a","targets":[{"url":"http://a/#x"}]}]`), want: []string{`SERVICE_ROUTES[0].targets[0].url: invalid value "http://a/#x": expected an absolute http:// or https:// URL (a fragment is not allowed)`}},
