@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -282,5 +283,37 @@ func TestRefusedFileNeverEchoesAURLPassword(t *testing.T) {
 				t.Errorf("the password is echoed: %v", err)
 			}
 		})
+	}
+}
+
+// TestConfigFileThatIsNotARegularFileIsRefusedAtOnce pins that a FIFO (or a
+// device) put where CONFIG_FILE was cannot hang a reload: opening a FIFO
+// blocks until a writer comes, and a reload holds the reload lock.
+func TestConfigFileThatIsNotARegularFileIsRefusedAtOnce(t *testing.T) {
+	path := writeConfigFile(t, "g.yaml", "routes: [{prefix: /a, target_url: 'http://a'}]\n")
+	c, err := load(map[string]string{"CONFIG_FILE": path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path)
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.ReloadFile(); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("a FIFO: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		// Unblock the reader so the test ends.
+		if f, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("reading a FIFO as CONFIG_FILE hangs")
+	}
+	if _, err := ReadFile("/dev/zero"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("/dev/zero: %v", err)
 	}
 }
