@@ -1,14 +1,18 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -20,17 +24,48 @@ type composeService struct {
 	Build       *struct{}         `json:"build"`
 	Environment map[string]string `json:"environment"`
 	Command     any               `json:"command"`
-	Ports       []struct {
-		Published int `json:"published"`
-		Target    int `json:"target"`
-	} `json:"ports"`
-	Volumes  []any `json:"volumes"`
-	Networks map[string]*struct {
+	Ports       []composePort     `json:"ports"`
+	Volumes     []any             `json:"volumes"`
+	Networks    map[string]*struct {
 		IPv4Address string `json:"ipv4_address"`
 	} `json:"networks"`
 	Healthcheck *struct {
 		Test []string `json:"test"`
 	} `json:"healthcheck"`
+	StopGracePeriod string `json:"stop_grace_period"`
+}
+
+// composePort is a published port. docker-compose config writes it as
+// {published, target}, or as "HOST_IP:PUBLISHED:TARGET/PROTO" when it is
+// bound to one host address.
+type composePort struct {
+	HostIP    string `json:"host_ip"`
+	Published int    `json:"published"`
+	Target    int    `json:"target"`
+}
+
+func (p *composePort) UnmarshalJSON(b []byte) error {
+	var short string
+	if err := json.Unmarshal(b, &short); err != nil {
+		type long composePort
+		return json.Unmarshal(b, (*long)(p))
+	}
+	short, _, _ = strings.Cut(short, "/")
+	parts := strings.Split(short, ":")
+	var err error
+	switch len(parts) {
+	case 3:
+		p.HostIP = parts[0]
+		parts = parts[1:]
+		fallthrough
+	case 2:
+		if p.Published, err = strconv.Atoi(parts[0]); err == nil {
+			p.Target, err = strconv.Atoi(parts[1])
+		}
+	default:
+		err = fmt.Errorf("port %q: want [HOST_IP:]PUBLISHED:TARGET", short)
+	}
+	return err
 }
 
 // runsGateway reports whether a compose service runs the gateway image.
@@ -120,6 +155,29 @@ func TestDockerCompose(t *testing.T) {
 		}
 	})
 
+	t.Run("docker stop waits for the drain", func(t *testing.T) {
+		// docker stop sends SIGTERM, then SIGKILL after stop_grace_period
+		// (10s when unset): it must outlast SHUTDOWN_DELAY + SHUTDOWN_TIMEOUT.
+		var need time.Duration
+		for _, k := range []string{"SHUTDOWN_DELAY", "SHUTDOWN_TIMEOUT"} {
+			d, err := time.ParseDuration(gw.Environment[k])
+			if err != nil {
+				t.Fatalf("%s %q: %v", k, gw.Environment[k], err)
+			}
+			need += d
+		}
+		grace := 10 * time.Second
+		if gw.StopGracePeriod != "" {
+			var err error
+			if grace, err = time.ParseDuration(gw.StopGracePeriod); err != nil {
+				t.Fatalf("stop_grace_period %q: %v", gw.StopGracePeriod, err)
+			}
+		}
+		if grace <= need {
+			t.Errorf("gateway stop_grace_period %v, want more than SHUTDOWN_DELAY+SHUTDOWN_TIMEOUT = %v", grace, need)
+		}
+	})
+
 	t.Run("nginx is the one trusted proxy", func(t *testing.T) {
 		var nginxIP string
 		for _, n := range svc["nginx"].Networks {
@@ -146,6 +204,16 @@ func TestDockerCompose(t *testing.T) {
 			for _, p := range ports {
 				if !slices.Contains(got, p) {
 					t.Errorf("%s publishes %v, want %d", name, got, p)
+				}
+			}
+		}
+		// Only the edge is for other machines: the gateway's port serves
+		// the ops and admin endpoints too (no OPS_ADDR, a public
+		// development ADMIN_TOKEN), Grafana has admin/admin.
+		for name, s := range svc {
+			for _, p := range s.Ports {
+				if name != "nginx" && p.HostIP != "127.0.0.1" {
+					t.Errorf("%s publishes %d on every host address, want 127.0.0.1", name, p.Published)
 				}
 			}
 		}
