@@ -253,6 +253,7 @@ func (g *Gateway) swap(cur, next *config.Config, snap *runtime.Snapshot) ReloadR
 		BackendsAdded: []string{}, BackendsRemoved: []string{}}
 	for _, b := range dropped {
 		g.metrics.BackendHealth.DeleteLabelValues(b.String())
+		g.shared.Forget(b)
 		if old.Has(b) {
 			res.BackendsRemoved = append(res.BackendsRemoved, b.String())
 		}

@@ -625,3 +625,40 @@ func TestWatcherReloadsInABusyDirectory(t *testing.T) {
 		t.Errorf("reload in a busy directory took %v", d)
 	}
 }
+
+// TestReloadsDoNotLeakBackends pins that a backend removed by a reload is
+// released whole: after many reloads that each bring a new backend (and
+// drop the last one), with traffic through each, the gateway holds the
+// per-backend series of the backends in force only.
+func TestReloadsDoNotLeakBackends(t *testing.T) {
+	up, _ := serve(t, named("a"))
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	file := func(i int) string {
+		return fmt.Sprintf("routes:\n  - {prefix: /r, target_url: '%s/v%d'}\n  - {prefix: /t, target_url: '%s'}\n", up, i, up)
+	}
+	writeAtomically(t, path, file(0))
+	gw := start(t, map[string]string{"CONFIG_FILE": path})
+	const reloads = 200
+	for i := 1; i <= reloads; i++ {
+		writeAtomically(t, path, file(i))
+		if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+			t.Fatal(err)
+		}
+		if resp, _ := get(t, gw.URL+"/r/x"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("reload %d: %d", i, resp.StatusCode)
+		}
+		if resp, _ := get(t, gw.URL+"/t/x"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("reload %d: %d", i, resp.StatusCode)
+		}
+	}
+	exp := string(mustMetrics(t, gw.URL))
+	var series []string
+	for _, line := range strings.Split(exp, "\n") {
+		if strings.HasPrefix(line, "upstream_request_duration_seconds_count{") || strings.HasPrefix(line, "backend_health_status{") {
+			series = append(series, line)
+		}
+	}
+	if len(series) != 4 { // each metric for the two backends in force
+		t.Errorf("%d per-backend series after %d reloads, want 4: %q…", len(series), reloads, series[:min(len(series), 6)])
+	}
+}

@@ -69,10 +69,30 @@ func (sh *Shared) upstreamObserver(b *upstream.Backend) prometheus.Observer {
 	if o, ok := sh.observers.Load(b); ok {
 		return o.(prometheus.Observer)
 	}
+	if b.Retired() {
+		// A request still running on an older table: its backend's series
+		// is gone with the reload that dropped it, and must stay gone.
+		return discardObserver{}
+	}
 	o := sh.Metrics.UpstreamDuration.WithLabelValues(b.String())
 	sh.observers.Store(b, o)
+	if b.Retired() { // a reload dropped b meanwhile
+		sh.Forget(b)
+	}
 	return o
 }
+
+// Forget releases what the proxy keeps for a backend a reload dropped from
+// every route: its cached observer and its upstream_request_duration_seconds
+// series. Without it each reload that replaces a backend leaks both.
+func (sh *Shared) Forget(b *upstream.Backend) {
+	sh.observers.Delete(b)
+	sh.Metrics.UpstreamDuration.DeleteLabelValues(b.String())
+}
+
+type discardObserver struct{}
+
+func (discardObserver) Observe(float64) {}
 
 // NewTransport returns the shared upstream transport: a keep-alive pool per
 // backend, bounded dials, HTTP/1.1 only, and no transparent decompression

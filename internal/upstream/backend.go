@@ -67,7 +67,15 @@ type Backend struct {
 	// breaker's mutex for the common closed case.
 	state   atomic.Int32
 	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
+	// retired is set when a reload drops the backend from the registry:
+	// requests still running on an older table keep using it, but nothing
+	// keyed by it (metrics series, caches) may be created again.
+	retired atomic.Bool
 }
+
+// Retired reports whether a reload dropped b from every route (see
+// Registry.Retain); state keyed by b must then be released, not created.
+func (b *Backend) Retired() bool { return b.retired.Load() }
 
 // NewBackend returns a backend that starts alive with a closed breaker.
 func NewBackend(u *url.URL, bs BreakerSettings) *Backend {

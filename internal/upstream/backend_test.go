@@ -337,3 +337,18 @@ func TestBreakerStateString(t *testing.T) {
 		}
 	}
 }
+
+// TestRetainRetiresWhatItDrops pins that a backend a reload drops is marked
+// retired (so nothing keyed by it is created again) and a kept one is not.
+func TestRetainRetiresWhatItDrops(t *testing.T) {
+	reg := NewRegistry(BreakerSettings{})
+	keep := reg.Get(&url.URL{Scheme: "http", Host: "keep:80"})
+	drop := reg.Get(&url.URL{Scheme: "http", Host: "drop:80"})
+	dropped := reg.Retain([]*Backend{keep})
+	if len(dropped) != 1 || dropped[0] != drop || !drop.Retired() || keep.Retired() {
+		t.Errorf("dropped %v; retired: drop %v keep %v", dropped, drop.Retired(), keep.Retired())
+	}
+	if again := reg.Get(&url.URL{Scheme: "http", Host: "drop:80"}); again == drop || again.Retired() {
+		t.Errorf("a URL added again reuses the retired backend")
+	}
+}

@@ -68,6 +68,7 @@ func (r *Registry) Retain(keep []*Backend) (dropped []*Backend) {
 	for key, b := range r.backends {
 		if !kept[b] {
 			delete(r.backends, key)
+			b.retired.Store(true)
 			dropped = append(dropped, b)
 		}
 	}
