@@ -28,6 +28,12 @@ func TestKeyNormalisesOnlyWhatIsEquivalent(t *testing.T) {
 		{"host", [4]string{"http", "a", "/p", ""}, [4]string{"http", "b", "/p", ""}, false},
 		{"path", [4]string{"http", "h", "/p", ""}, [4]string{"http", "h", "/q", ""}, false},
 		{"path case", [4]string{"http", "h", "/P", ""}, [4]string{"http", "h", "/p", ""}, false},
+		// The clean path is decoded: "/p%3Fa=1" routes as the path "/p?a=1",
+		// which the upstream receives re-encoded. It is another resource
+		// than "/p" with the query "a=1", so it must not share its entry.
+		{"decoded ? in the path", [4]string{"http", "h", "/p?a=1", ""}, [4]string{"http", "h", "/p", "a=1"}, false},
+		{"decoded ? vs sorted query", [4]string{"http", "h", "/p?a=1&b=2", ""}, [4]string{"http", "h", "/p", "b=2&a=1"}, false},
+		{"decoded % in the path", [4]string{"http", "h", "/p%3Fa", ""}, [4]string{"http", "h", "/p?a", ""}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

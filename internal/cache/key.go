@@ -26,12 +26,32 @@ func Key(scheme, host, path, rawQuery string) string {
 		}
 		b.WriteByte(c)
 	}
-	b.WriteString(path)
+	writePath(&b, path)
 	if rawQuery != "" {
 		b.WriteByte('?')
 		writeQuery(&b, rawQuery)
 	}
 	return b.String()
+}
+
+// writePath writes the (decoded) clean path with '%' and '?' escaped, so a
+// '?' decoded from "%3F" is never read as the start of the query: "/p%3Fa=1"
+// and "/p?a=1" are different resources and must not share an entry.
+func writePath(b *strings.Builder, path string) {
+	if !strings.ContainsAny(path, "%?") {
+		b.WriteString(path)
+		return
+	}
+	for i := 0; i < len(path); i++ {
+		switch c := path[i]; c {
+		case '%':
+			b.WriteString("%25")
+		case '?':
+			b.WriteString("%3F")
+		default:
+			b.WriteByte(c)
+		}
+	}
 }
 
 func writeQuery(b *strings.Builder, q string) {
