@@ -245,6 +245,8 @@ func echoUpstream(t *testing.T) *httptest.Server {
 		json.NewEncoder(w).Encode(map[string]string{
 			"xff": r.Header.Get("X-Forwarded-For"), "xri": r.Header.Get("X-Real-IP"),
 			"proto": r.Header.Get("X-Forwarded-Proto"), "path": r.URL.Path,
+			"forwarded": r.Header.Get("Forwarded"), "xfport": r.Header.Get("X-Forwarded-Port"),
+			"xfprefix": r.Header.Get("X-Forwarded-Prefix"),
 		})
 	}))
 	t.Cleanup(srv.Close)
@@ -270,6 +272,11 @@ func TestNginxEdge(t *testing.T) {
 		req, _ := http.NewRequest("GET", edge.httpsURL+"/echo/who?n=1", nil)
 		req.Header.Set("X-Forwarded-For", "6.6.6.6")
 		req.Header.Set("X-Real-IP", "6.6.6.6")
+		// The gateway drops these from untrusted clients only; nginx is
+		// trusted, so it must not relay the client's own.
+		req.Header.Set("Forwarded", "for=6.6.6.6;proto=https")
+		req.Header.Set("X-Forwarded-Port", "6666")
+		req.Header.Set("X-Forwarded-Prefix", "/admin")
 		resp, err := alice.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -285,6 +292,11 @@ func TestNginxEdge(t *testing.T) {
 		}
 		if got["proto"] != "https" {
 			t.Errorf("X-Forwarded-Proto %q, want https", got["proto"])
+		}
+		for _, k := range []string{"forwarded", "xfport", "xfprefix"} {
+			if got[k] != "" {
+				t.Errorf("upstream saw the client's own %s %q through the trusted edge", k, got[k])
+			}
 		}
 		if resp.Header.Get("X-Request-ID") == "" {
 			t.Error("no X-Request-ID: the answer did not come through the gateway")
