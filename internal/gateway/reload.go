@@ -319,17 +319,38 @@ func (g *Gateway) watchConfig(ctx context.Context) {
 		return
 	}
 	defer w.Close()
-	dirs := []string{filepath.Dir(path)}
-	if real, err := filepath.EvalSymlinks(path); err == nil && filepath.Dir(real) != dirs[0] {
-		dirs = append(dirs, filepath.Dir(real))
+	base := filepath.Dir(path)
+	if err := w.Add(base); err != nil {
+		log.Warn("cannot watch CONFIG_FILE's directory; reload with SIGHUP or POST /admin/reload", "dir", base, "error", err.Error())
+		return
 	}
-	for _, d := range dirs {
-		if err := w.Add(d); err != nil {
-			log.Warn("cannot watch CONFIG_FILE's directory; reload with SIGHUP or POST /admin/reload", "dir", d, "error", err.Error())
+	// target is the directory the symlink resolves to, when elsewhere. It
+	// is looked up again before each reload: once the symlink is swapped
+	// to another directory, edits there must be seen, and the old one's
+	// events are noise.
+	target := ""
+	follow := func() {
+		d := ""
+		if real, err := filepath.EvalSymlinks(path); err == nil && filepath.Dir(real) != base {
+			d = filepath.Dir(real)
+		}
+		if d == target {
 			return
 		}
+		if target != "" {
+			_ = w.Remove(target) // fails when the directory is gone, and is then unwatched anyway
+		}
+		target = ""
+		if d != "" {
+			if err := w.Add(d); err != nil {
+				log.Warn("cannot watch the directory CONFIG_FILE's symlink points to; edits there need SIGHUP or POST /admin/reload", "dir", d, "error", err.Error())
+				return
+			}
+			target = d
+		}
 	}
-	log.Info("watching CONFIG_FILE", "file", path, "dirs", dirs)
+	follow()
+	log.Info("watching CONFIG_FILE", "file", path, "dirs", slices.DeleteFunc([]string{base, target}, func(d string) bool { return d == "" }))
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -359,6 +380,7 @@ func (g *Gateway) watchConfig(ctx context.Context) {
 			log.Warn("CONFIG_FILE watch error", "error", err.Error())
 		case <-timer.C:
 			first = time.Time{}
+			follow()
 			g.safeReload(TriggerFile)
 		}
 	}

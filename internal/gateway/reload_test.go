@@ -662,3 +662,41 @@ func TestReloadsDoNotLeakBackends(t *testing.T) {
 		t.Errorf("%d per-backend series after %d reloads, want 4: %q…", len(series), reloads, series[:min(len(series), 6)])
 	}
 }
+
+// TestWatcherFollowsTheSymlinkToANewDirectory pins that after CONFIG_FILE's
+// symlink is swapped to a file in another directory, edits of that file
+// (which change nothing in the symlink's directory) are still seen.
+func TestWatcherFollowsTheSymlinkToANewDirectory(t *testing.T) {
+	a, _ := serve(t, named("a"))
+	b, _ := serve(t, named("b"))
+	c, _ := serve(t, named("c"))
+	root := t.TempDir()
+	link := filepath.Join(root, "etc", "gateway.yaml")
+	v1, v2 := filepath.Join(root, "v1"), filepath.Join(root, "v2")
+	for _, d := range []string{filepath.Dir(link), v1, v2} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	route := func(target string) string { return "routes: [{prefix: /r, target_url: '" + target + "'}]\n" }
+	writeAtomically(t, filepath.Join(v1, "gateway.yaml"), route(a))
+	writeAtomically(t, filepath.Join(v2, "gateway.yaml"), route(b))
+	if err := os.Symlink(filepath.Join(v1, "gateway.yaml"), link); err != nil {
+		t.Fatal(err)
+	}
+	gw := start(t, map[string]string{"CONFIG_FILE": link})
+	waitAnswer(t, gw.URL+"/r/x", "a", time.Second)
+
+	// Swap the symlink to v2, atomically.
+	if err := os.Symlink(filepath.Join(v2, "gateway.yaml"), link+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(link+".tmp", link); err != nil {
+		t.Fatal(err)
+	}
+	waitAnswer(t, gw.URL+"/r/x", "b", 2*time.Second)
+
+	// Edit the file the symlink now points to.
+	writeAtomically(t, filepath.Join(v2, "gateway.yaml"), route(c))
+	waitAnswer(t, gw.URL+"/r/x", "c", 2*time.Second)
+}
