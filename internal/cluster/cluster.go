@@ -134,6 +134,10 @@ type Node struct {
 	lastVersion string // lists version seen at the last resync (loop goroutine only)
 	forceSync   atomic.Bool
 
+	// afterReplay, when set (tests), runs in recover after the outage's
+	// changes were replayed, where an admin change may race the recovery.
+	afterReplay func()
+
 	events chan string
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -385,16 +389,7 @@ func shardOf(a netip.Addr) int {
 // Unblocked lifts key's block everywhere (ddos.Sharer): called by the admin
 // API's DELETE /admin/blocked after the local guard lifted it.
 func (n *Node) Unblocked(key netip.Addr) {
-	if n.down.Load() {
-		n.queue(change{p: netip.PrefixFrom(key, key.BitLen()), block: true})
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.o.BackgroundTimeout)
-	defer cancel()
-	if err := n.unblockRemote(ctx, key); err != nil {
-		n.fail(err)
-		n.queue(change{p: netip.PrefixFrom(key, key.BitLen()), block: true})
-	}
+	n.share(change{p: netip.PrefixFrom(key, key.BitLen()), block: true})
 }
 
 func (n *Node) unblockRemote(ctx context.Context, key netip.Addr) error {
@@ -406,27 +401,39 @@ func (n *Node) unblockRemote(ctx context.Context, key netip.Addr) error {
 // publishes it (ipfilter.Sync). During an outage it is kept and replayed
 // when Redis is back.
 func (n *Node) ListChanged(k ipfilter.Kind, p netip.Prefix, added bool) {
-	c := change{kind: k, p: p, add: added}
-	if n.down.Load() {
-		n.queue(c)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.o.BackgroundTimeout)
-	defer cancel()
-	if err := n.writeChange(ctx, c); err != nil {
-		n.fail(err)
-		n.queue(c)
+	n.share(change{kind: k, p: p, add: added})
+}
+
+// share writes c to Redis now, or keeps it for replay while the replica is
+// degraded.
+func (n *Node) share(c change) {
+	for !n.queue(c) {
+		ctx, cancel := context.WithTimeout(context.Background(), n.o.BackgroundTimeout)
+		err := n.writeChange(ctx, c)
+		cancel()
+		if err == nil {
+			return
+		}
+		n.fail(err) // then queued, unless a recovery already ended the outage
 	}
 }
 
-func (n *Node) queue(c change) {
-	n.fallbacks.Inc()
+// queue keeps c for replay and reports true while the replica is degraded;
+// false when it is not (write c now). Checked under pmu, which recover
+// holds to end an outage: a change is either queued before the last replay
+// or written directly, never queued after it.
+func (n *Node) queue(c change) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
+	if !n.down.Load() {
+		return false
+	}
+	n.fallbacks.Inc()
 	if len(n.pending) >= maxPending {
 		n.pending = n.pending[1:] // the oldest goes; a resync is still ahead
 	}
 	n.pending = append(n.pending, c)
+	return true
 }
 
 func (n *Node) writeChange(ctx context.Context, c change) error {
@@ -451,7 +458,8 @@ func (n *Node) writeChange(ctx context.Context, c change) error {
 
 // recover brings Redis up to date with this replica and this replica with
 // Redis: scripts loaded, lists re-seeded if Redis lost them, the changes
-// made during the outage replayed, then a full resync.
+// made during the outage replayed, then a full resync; then it ends the
+// outage (up), once no change is left to replay.
 func (n *Node) recover(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.o.BackgroundTimeout)
 	defer cancel()
@@ -466,20 +474,37 @@ func (n *Node) recover(ctx context.Context) error {
 	if err := n.reseed(ctx); err != nil {
 		return err
 	}
-	n.pmu.Lock()
-	todo := n.pending
-	n.pending = nil
-	n.pmu.Unlock()
-	for i, c := range todo {
-		if err := n.writeChange(ctx, c); err != nil {
-			n.pmu.Lock()
-			n.pending = append(todo[i:len(todo):len(todo)], n.pending...)
-			n.pmu.Unlock()
+	for {
+		n.pmu.Lock()
+		todo := n.pending
+		n.pending = nil
+		n.pmu.Unlock()
+		for i, c := range todo {
+			if err := n.writeChange(ctx, c); err != nil {
+				n.pmu.Lock()
+				n.pending = append(todo[i:len(todo):len(todo)], n.pending...)
+				n.pmu.Unlock()
+				return err
+			}
+		}
+		if n.afterReplay != nil {
+			n.afterReplay()
+		}
+		n.lastVersion = "" // force a full read
+		if err := n.resync(ctx); err != nil {
 			return err
 		}
+		// Admin changes made during the replay were queued: replay them
+		// too before going back to shared state, or they would stay queued
+		// and the next resync would undo them locally.
+		n.pmu.Lock()
+		if len(n.pending) == 0 {
+			n.up()
+			n.pmu.Unlock()
+			return nil
+		}
+		n.pmu.Unlock()
 	}
-	n.lastVersion = "" // force a full read
-	return n.resync(ctx)
 }
 
 // reseed pushes this replica's lists when Redis has none at all (a Redis
@@ -637,9 +662,7 @@ func (n *Node) loop(ctx context.Context) {
 			}
 		case <-probe.C:
 			if n.down.Load() {
-				if err := n.recover(ctx); err == nil {
-					n.up()
-				} else {
+				if err := n.recover(ctx); err != nil {
 					n.log.Debug("redis still unavailable", "error", err.Error())
 				}
 			}

@@ -395,3 +395,31 @@ func value(c prometheus.Metric) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+// Regression: an admin change made while a recovery was replaying the
+// outage's changes was queued after the queue had been drained, then the
+// replica went back to shared state: the change never reached Redis and
+// the next resync took it off this replica's own list.
+func TestChangeRacingRecoveryIsNotLost(t *testing.T) {
+	t.Parallel()
+	srv := testsvc.RestartableRedis(t)
+	srv.Stop()
+	r := newReplica(t, srv.Addr, replicaOpts{})
+	if !r.n.Degraded() {
+		t.Fatal("not degraded with Redis down at boot")
+	}
+	late := netip.MustParsePrefix("192.0.2.66/32")
+	var once sync.Once
+	r.n.afterReplay = func() { once.Do(func() { r.lists.Add(ipfilter.Deny, late) }) }
+	srv.Start()
+	eventually(t, 2*time.Second, "recovery", func() bool { return !r.n.Degraded() })
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	eventually(t, 2*time.Second, "change made during the recovery reaches Redis", func() bool {
+		return rdb.SIsMember(ctx, "portcullis:list:blacklist", late.String()).Val()
+	})
+	time.Sleep(700 * time.Millisecond) // two resyncs
+	if !r.lists.Denied(late.Addr()) {
+		t.Fatal("a resync took the change off the replica that made it")
+	}
+}
