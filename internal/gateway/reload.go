@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -184,10 +186,18 @@ func (g *Gateway) reloadFile(trigger string, onlyIfChanged bool) (ReloadResult, 
 	return res, nil
 }
 
+// maxProblems bounds the problems a refusal reports: a 4 MiB file of bad
+// routes has 130,000 of them, 20 MB of text for one log line, one answer
+// and /admin/config. The first ones say what is wrong.
+const maxProblems = 100
+
 // refuse records a refused configuration; the caller holds mu.
 func (rl *reloader) refuse(trigger string, err error) *ReloadError {
 	re := &ReloadError{Problems: problems(err)}
-	rl.lastErr = err.Error()
+	if n := len(re.Problems); n > maxProblems {
+		re.Problems = append(re.Problems[:maxProblems:maxProblems], fmt.Sprintf("CONFIG_FILE: %d more problems not shown", n-maxProblems))
+	}
+	rl.lastErr = strings.Join(re.Problems, "\n")
 	rl.lastAt = time.Now()
 	rl.success.Set(0)
 	rl.total.WithLabelValues("failure").Inc()

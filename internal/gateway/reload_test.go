@@ -700,3 +700,30 @@ func TestWatcherFollowsTheSymlinkToANewDirectory(t *testing.T) {
 	writeAtomically(t, filepath.Join(v2, "gateway.yaml"), route(c))
 	waitAnswer(t, gw.URL+"/r/x", "c", 2*time.Second)
 }
+
+// TestRefusedFileReportsBoundedProblems pins that a file with thousands of
+// problems (4 MiB of bad routes is 130,000 of them, 20 MB of text) is
+// refused with a bounded answer, log line and /admin/config: the first
+// problems and a count of the rest.
+func TestRefusedFileReportsBoundedProblems(t *testing.T) {
+	up, _ := serve(t, named("a"))
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	writeAtomically(t, path, "routes: [{prefix: /a, target_url: '"+up+"'}]\n")
+	gw := start(t, map[string]string{"CONFIG_FILE": path, "ADMIN_TOKEN": reloadToken})
+	writeAtomically(t, path, "routes:\n"+strings.Repeat("  - {prefix: /a, target_url: 1}\n", 5000))
+	code, body := adminDo(t, http.MethodPost, gw.URL+"/admin/reload", reloadToken)
+	var refused struct{ Problems []string }
+	if err := json.Unmarshal([]byte(body), &refused); err != nil || code != http.StatusBadRequest {
+		t.Fatalf("%d %.300s", code, body)
+	}
+	if n := len(refused.Problems); n > maxProblems+1 || !strings.Contains(refused.Problems[n-1], "more problems") {
+		t.Errorf("%d problems returned, the last %q", n, refused.Problems[n-1])
+	}
+	_, cfgBody := adminDo(t, http.MethodGet, gw.URL+"/admin/config", reloadToken)
+	if len(cfgBody) > 64<<10 {
+		t.Errorf("/admin/config is %d bytes", len(cfgBody))
+	}
+	if n := len(gw.Logs.String()); n > 256<<10 {
+		t.Errorf("the log holds %d bytes after one refusal", n)
+	}
+}
