@@ -213,15 +213,23 @@ func TestFlightsCoalesceAndRelease(t *testing.T) {
 		waiting.Add(1)
 		go func() {
 			defer waiting.Done()
-			if e, v := fl.Wait(context.Background()); e != nil && v == "k" {
+			if e, v := fl.Wait(context.Background(), time.Minute); e != nil && v == "k" {
 				got.Add(1)
 			}
 		}()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if e, _ := lead.Wait(ctx); e != nil {
+	if e, _ := lead.Wait(ctx, time.Minute); e != nil {
 		t.Fatal("a waiter whose client left must stop waiting with nothing")
+	}
+	// Once the leader records a body, a waiter waits for it at most
+	// bodyWait; before that, as long as the leader takes.
+	lead.Recording()
+	lead.Recording() // idempotent
+	began := time.Now()
+	if e, _ := lead.Wait(context.Background(), 20*time.Millisecond); e != nil || time.Since(began) > time.Second {
+		t.Fatal("a waiter must stop waiting for a recording leader after bodyWait")
 	}
 	f.Finish("k", lead, &Entry{Status: 200}, "k")
 	waiting.Wait()

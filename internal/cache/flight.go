@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"sync"
+	"time"
 )
 
 // Flights coalesces concurrent misses for one key (stampede protection):
@@ -26,6 +27,10 @@ type Flight struct {
 	done    chan struct{}
 	entry   *Entry
 	variant string
+	// recording is closed when the leader has a storable header and is
+	// recording the body; only the leader touches recordingClosed.
+	recording       chan struct{}
+	recordingClosed bool
 }
 
 // NewFlights returns an empty group.
@@ -51,7 +56,7 @@ func (f *Flights) Join(key string) (fl *Flight, leader bool) {
 	if fl, ok := s.m[key]; ok {
 		return fl, false
 	}
-	fl = &Flight{done: make(chan struct{})}
+	fl = &Flight{done: make(chan struct{}), recording: make(chan struct{})}
 	s.m[key] = fl
 	return fl, true
 }
@@ -69,13 +74,33 @@ func (f *Flights) Finish(key string, fl *Flight, e *Entry, variant string) {
 	close(fl.done)
 }
 
-// Wait blocks until the leader finishes or ctx ends. It returns the
-// leader's entry and variant key; nil means "fetch your own".
-func (fl *Flight) Wait(ctx context.Context) (*Entry, string) {
+// Recording tells the waiters that the leader's answer is storable and its
+// body is on its way. Leader only.
+func (fl *Flight) Recording() {
+	if !fl.recordingClosed {
+		fl.recordingClosed = true
+		close(fl.recording)
+	}
+}
+
+// Wait blocks until the leader finishes or ctx ends, and for at most
+// bodyWait once the leader is recording its body. It returns the leader's
+// entry and variant key; nil means "fetch your own".
+func (fl *Flight) Wait(ctx context.Context, bodyWait time.Duration) (*Entry, string) {
 	select {
 	case <-fl.done:
 		return fl.entry, fl.variant
 	case <-ctx.Done():
 		return nil, ""
+	case <-fl.recording:
 	}
+	t := time.NewTimer(bodyWait)
+	defer t.Stop()
+	select {
+	case <-fl.done:
+		return fl.entry, fl.variant
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return nil, ""
 }

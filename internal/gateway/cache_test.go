@@ -41,12 +41,21 @@ func newOrigin(t *testing.T) *origin {
 		if q.Get("cookie") != "" {
 			w.Header().Set("Set-Cookie", "session=secret")
 		}
+		if q.Get("echoid") != "" { // as many upstreams do
+			w.Header().Set("X-Request-Id", r.Header.Get("X-Request-Id"))
+		}
 		status := http.StatusOK
 		if s := q.Get("status"); s != "" {
 			status, _ = strconv.Atoi(s)
 		}
 		w.WriteHeader(status)
+		if q.Get("flush") != "" { // chunked: a HEAD gets no Content-Length
+			w.(http.Flusher).Flush()
+		}
 		fmt.Fprintf(w, "answer %d for %s %s lang=%s", n, r.Method, r.URL.RequestURI(), r.Header.Get("Accept-Language"))
+		if b, _ := io.ReadAll(r.Body); len(b) > 0 {
+			fmt.Fprintf(w, " body=%s", b)
+		}
 	}))
 	return o
 }
@@ -399,5 +408,72 @@ func TestCachedAnswerServedInEachClientsEncoding(t *testing.T) {
 	}
 	if o.hits.Load() != 1 {
 		t.Errorf("upstream saw %d requests, want 1", o.hits.Load())
+	}
+}
+
+// TestCacheCannotBePoisoned: no request can make the gateway store, under
+// another request's key, an answer that request would not have got.
+func TestCacheCannotBePoisoned(t *testing.T) {
+	o := newOrigin(t)
+	gw := start(t, cacheEnv(o))
+	do := func(method, url, body string, hdr ...string) (*http.Response, string) {
+		t.Helper()
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, url, rd)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	t.Run("HEAD with no-cache stores no empty body", func(t *testing.T) {
+		u := gw.URL + "/c/page?flush=1"
+		do(http.MethodHead, u, "", "Cache-Control", "no-cache")
+		if resp, body := do(http.MethodGet, u, ""); !strings.HasPrefix(body, "answer") {
+			t.Errorf("GET after a HEAD no-cache: X-Cache %s, body %q", resp.Header.Get("X-Cache"), body)
+		}
+	})
+	t.Run("an encoded ? in the path is not the query", func(t *testing.T) {
+		do(http.MethodGet, gw.URL+"/c/doc%3Fid=1", "")
+		if resp, body := do(http.MethodGet, gw.URL+"/c/doc?id=1", ""); resp.Header.Get("X-Cache") == "HIT" || !strings.Contains(body, "/doc?id=1 ") {
+			t.Errorf("/c/doc?id=1 answered from /c/doc%%3Fid=1: X-Cache %s, body %q", resp.Header.Get("X-Cache"), body)
+		}
+	})
+	t.Run("a GET body does not choose the stored answer", func(t *testing.T) {
+		u := gw.URL + "/c/search"
+		if resp, _ := do(http.MethodGet, u, "evil"); resp.Header.Get("X-Cache") != "BYPASS" {
+			t.Errorf("GET with a body: X-Cache %s, want BYPASS", resp.Header.Get("X-Cache"))
+		}
+		if _, body := do(http.MethodGet, u, ""); strings.Contains(body, "evil") {
+			t.Errorf("the answer to a GET with a body was served to another client: %q", body)
+		}
+	})
+	t.Run("no-cache, no-store stores nothing", func(t *testing.T) {
+		u := gw.URL + "/c/ns"
+		do(http.MethodGet, u, "", "Cache-Control", "no-cache, no-store")
+		if resp, _ := do(http.MethodGet, u, ""); resp.Header.Get("X-Cache") == "HIT" {
+			t.Error("the answer to a no-store request was stored")
+		}
+	})
+}
+
+// TestCacheHitCarriesOnlyItsOwnRequestID: an upstream that echoes the
+// request ID must not hand the first client's ID to every later one.
+func TestCacheHitCarriesOnlyItsOwnRequestID(t *testing.T) {
+	o := newOrigin(t)
+	gw := start(t, cacheEnv(o))
+	u := gw.URL + "/c/id?echoid=1"
+	get(t, u, "X-Request-Id", "first-client")
+	resp, _ := get(t, u, "X-Request-Id", "second-client")
+	if ids := resp.Header.Values("X-Request-Id"); resp.Header.Get("X-Cache") != "HIT" || len(ids) != 1 || ids[0] != "second-client" {
+		t.Errorf("HIT: X-Cache %s, X-Request-Id %q, want only second-client", resp.Header.Get("X-Cache"), ids)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // while recording it, and stores it when it may be stored. A flight leader
 // (fl != nil) publishes the stored entry to the requests waiting on it.
 func (c *step) fetch(w http.ResponseWriter, r *http.Request, key string, fl *cache.Flight, xcache []string) {
-	rec := &recorder{w: w, hdr: make(http.Header, 12), c: c, xcache: xcache}
+	rec := &recorder{w: w, hdr: make(http.Header, 12), c: c, xcache: xcache, key: key, fl: fl}
 	// The entry stored must be a full answer, so the client's validators
 	// are not sent upstream; the recorder evaluates them itself (a 304 for
 	// this client, a 200 for the store), as nginx's proxy_cache does.
@@ -27,11 +27,10 @@ func (c *step) fetch(w http.ResponseWriter, r *http.Request, key string, fl *cac
 	}
 	var stored *cache.Entry
 	variant := ""
-	if fl != nil {
-		// Deferred: a panic (an upstream body cut short aborts the
-		// handler) must not leave waiters waiting.
-		defer func() { c.s.flights.Finish(key, fl, stored, variant) }()
-	}
+	// Deferred: a panic (an upstream body cut short aborts the handler)
+	// must not leave waiters waiting. The recorder may have released them
+	// already (an answer it does not record).
+	defer func() { rec.finish(stored, variant) }()
 	defer rec.release()
 	c.next.ServeHTTP(rec, r)
 	if !rec.wrote {
@@ -55,6 +54,9 @@ func (c *step) store(r *http.Request, key string, rec *recorder) (*cache.Entry, 
 	h := rec.hdr
 	delete(h, "Age")
 	delete(h, "X-Cache")
+	// An upstream that echoes the request ID would otherwise hand this
+	// request's ID to every client served from the entry.
+	delete(h, "X-Request-Id")
 	if rec.status != http.StatusNoContent {
 		h["Content-Length"] = []string{strconv.Itoa(len(rec.body))}
 	}
@@ -96,6 +98,10 @@ type recorder struct {
 
 	inm, ims []string // the client's validators, withheld from upstream
 
+	// fl is the flight this miss leads, nil if none or once finished.
+	key string
+	fl  *cache.Flight
+
 	wrote, discard, recording bool
 	status                    int
 	ttl, age                  time.Duration
@@ -124,6 +130,17 @@ func (rec *recorder) release() {
 func (rec *recorder) stopRecording() {
 	rec.recording, rec.body = false, nil
 	rec.release()
+	rec.finish(nil, "")
+}
+
+// finish publishes the outcome to the requests waiting on this miss, once:
+// nil as soon as the answer will not be stored, so they do not wait out
+// a download or a stream they would not be given.
+func (rec *recorder) finish(e *cache.Entry, variant string) {
+	if rec.fl != nil {
+		rec.c.s.flights.Finish(rec.key, rec.fl, e, variant)
+		rec.fl = nil
+	}
 }
 
 func (rec *recorder) Header() http.Header {
@@ -163,6 +180,11 @@ func (rec *recorder) WriteHeader(code int) {
 				rec.body = make([]byte, 0, cl)
 			}
 		}
+	}
+	if !rec.recording {
+		rec.finish(nil, "")
+	} else if rec.fl != nil {
+		rec.fl.Recording()
 	}
 	dst := rec.w.Header()
 	merge(dst, h)

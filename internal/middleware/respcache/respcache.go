@@ -33,7 +33,18 @@ type Shared struct {
 	// concurrent misses of large answers cannot exhaust memory.
 	recording    atomic.Int64
 	maxRecording int64
+	// bodyWait is how long a coalesced miss waits for its leader once the
+	// leader is recording a storable answer (BodyWait; tests shorten it).
+	bodyWait time.Duration
 }
+
+// BodyWait bounds how long requests coalesced behind a miss wait for the
+// leader's body once its storable header is in (nginx's
+// proxy_cache_lock_timeout): a body that crawls (a slow upstream, or a
+// leader's client reading slowly on purpose) must not hold every other
+// client of the URL. Then they fetch their own. Until the header, the wait
+// is bounded by the route's upstream timeout.
+const BodyWait = 5 * time.Second
 
 // MaxRecording bounds the bytes all concurrent misses may buffer at once.
 const MaxRecording = 64 << 20
@@ -42,7 +53,7 @@ const MaxRecording = 64 << 20
 // CACHE_MAX_OBJECT_BYTES; stats are the counters RegisterMetrics exposes.
 func NewShared(store cache.Store, stats *cache.Stats, maxObject int64, log *slog.Logger) *Shared {
 	return &Shared{store: store, stats: stats, flights: cache.NewFlights(), maxObject: maxObject, log: log,
-		maxRecording: max(MaxRecording, maxObject)}
+		maxRecording: max(MaxRecording, maxObject), bodyWait: BodyWait}
 }
 
 // RegisterMetrics exposes stats as the cache metrics of SPEC §6. They are
@@ -121,15 +132,23 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if len(r.Header["Range"]) > 0 || len(r.Header["Upgrade"]) > 0 ||
+	if len(r.Header["Range"]) > 0 || len(r.Header["Upgrade"]) > 0 || r.ContentLength != 0 ||
 		(!c.authenticated && (in.AuthMethod != "" || cache.HasCredentials(r.Header))) {
 		// Credentials: the auth step may have removed the header it
 		// verified, so an authenticated caller is known by AuthMethod.
+		// A GET with a body (a search API's query) may be answered by
+		// what the body says, which the key does not hold.
 		c.bypass(w, r)
 		return
 	}
 	key := c.key(r, in)
 	if cache.SkipLookup(r.Header) {
+		if r.Method == http.MethodHead || cache.RequestNoStore(r.Header) {
+			// Nothing may be stored from it: a HEAD's answer has no body
+			// (storing it would serve GETs an empty one).
+			c.bypass(w, r)
+			return
+		}
 		// The client wants a fresh answer; it may still refresh the entry.
 		c.s.stats.Bypasses.Add(1)
 		in.Cache = "BYPASS"
@@ -150,13 +169,14 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	fl, leader := c.s.flights.Join(key)
 	if !leader {
-		e, variant := fl.Wait(r.Context())
+		e, variant := fl.Wait(r.Context(), c.s.bodyWait)
 		if e != nil && variant == variantOf(key, e, r.Header) {
 			c.serve(w, r, e)
 			return
 		}
-		// The leader's answer was not storable, failed, or varies on a
-		// header this request sends differently: fetch our own.
+		// The leader's answer was not storable, failed, took too long,
+		// or varies on a header this request sends differently: fetch
+		// our own.
 		fl = nil
 	}
 	c.s.stats.Misses.Add(1)

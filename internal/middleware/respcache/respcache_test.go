@@ -125,3 +125,65 @@ func TestAbortedLeaderReleasesWaiters(t *testing.T) {
 		t.Errorf("%d of 4 waiters got an answer after the leader failed: %q", ok, results)
 	}
 }
+
+// TestWaitersDoNotWaitOutALongLeader: waiters coalesced behind a leader
+// must not wait for the whole of an answer that will not be stored (a
+// private one, a download over CACHE_MAX_OBJECT_BYTES, an event stream),
+// nor for long on a stored one whose body crawls (a slow upstream, or a
+// leader whose client reads slowly on purpose).
+func TestWaitersDoNotWaitOutALongLeader(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hdr  map[string]string
+	}{
+		{"not storable", map[string]string{"Cache-Control": "private"}},
+		{"too large", map[string]string{"Content-Length": "2000000"}},
+		{"storable, body crawling", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newShared(t)
+			s.bodyWait = 100 * time.Millisecond
+			var calls atomic.Int64
+			release := make(chan struct{})
+			srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
+				if calls.Add(1) > 1 {
+					io.WriteString(w, "own answer")
+					return
+				}
+				for k, v := range tc.hdr {
+					w.Header().Set(k, v)
+				}
+				w.WriteHeader(http.StatusOK)
+				io.WriteString(w, "first part")
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+				panic(http.ErrAbortHandler)
+			})
+			defer close(release)
+			go fetch(t, srv.URL+"/x") // the leader
+			for calls.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			var wg sync.WaitGroup
+			results := make([]string, 3)
+			for i := range results {
+				wg.Go(func() { _, results[i] = fetch(t, srv.URL+"/x") })
+			}
+			done := make(chan struct{})
+			go func() { wg.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(3 * time.Second):
+				t.Fatal("waiters still waiting on a leader that has not finished")
+			}
+			for _, r := range results {
+				if r != "own answer" {
+					t.Errorf("waiter got %q", r)
+				}
+			}
+		})
+	}
+}
