@@ -157,12 +157,22 @@ func (rec *recorder) WriteHeader(code int) {
 	if code < 200 {
 		// 1xx (103 Early Hints): passed on with its own headers, which
 		// ReverseProxy clears from ours afterwards; clear them from the
-		// client's map too, so they do not leak into the final answer.
+		// client's map too, so they do not leak into the final answer
+		// (restoring what the gateway had set under the same names).
 		dst := rec.w.Header()
+		saved := make(http.Header, len(rec.hdr))
+		for k := range rec.hdr {
+			if v, ok := dst[k]; ok {
+				saved[k] = v
+			}
+		}
 		merge(dst, rec.hdr)
 		rec.w.WriteHeader(code)
 		for k := range rec.hdr {
 			delete(dst, k)
+		}
+		for k, v := range saved {
+			dst[k] = v
 		}
 		return
 	}

@@ -187,3 +187,31 @@ func TestWaitersDoNotWaitOutALongLeader(t *testing.T) {
 		})
 	}
 }
+
+func TestEarlyHintsLeaveTheGatewaysHeaders(t *testing.T) {
+	s := newShared(t)
+	step := New(s, time.Minute, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.Header().Set("X-Request-Id", "upstream-echo")
+		w.WriteHeader(http.StatusEarlyHints)
+		clear(w.Header()) // as ReverseProxy does after a 1xx
+		io.WriteString(w, "final")
+	}))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in, r := request.New(w, r, time.Now(), 0)
+		w.Header().Set("X-Request-Id", "gateway-id")
+		step.ServeHTTP(in.Writer(), r)
+	}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/hints")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Values("X-Request-Id"); len(got) != 1 || got[0] != "gateway-id" {
+		t.Errorf("X-Request-Id after a 103: %q, want the gateway's", got)
+	}
+	if resp.Header.Get("Link") != "" {
+		t.Error("a 103's header leaked into the final answer")
+	}
+}
