@@ -97,6 +97,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
+	// SIGHUP reloads CONFIG_FILE. It is caught from here on, before the
+	// slow part of the boot: its default action would kill the gateway,
+	// and a config reloader may send one at any time. One that arrives
+	// during the boot is handled once the gateway is up.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	logs := &logSwitch{w: stdout} // LOG_FILE while the dashboard is up
 	out := telemetry.NewBufferedWriter(logs)
 	defer out.Close()
@@ -117,10 +125,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	// SIGHUP reloads CONFIG_FILE; caught before listening, since its
-	// default action would kill the gateway.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	go g.ReloadOnSignal(ctx, hup)
 	var ready func(public, ops net.Addr)
 	if wantDashboard(cfg.Dashboard, stdout) {
