@@ -133,6 +133,12 @@ type Node struct {
 
 	lastVersion string // lists version seen at the last resync (loop goroutine only)
 	forceSync   atomic.Bool
+	// holdsLists: this replica's lists are the cluster's (it loaded them
+	// from a Redis that had them, or seeded it), so it may seed a Redis
+	// that lost them; seedWait is when it first found Redis without them
+	// while it did not. Loop goroutine (and Start) only.
+	holdsLists bool
+	seedWait   time.Time
 
 	// afterReplay, when set (tests), runs in recover after the outage's
 	// changes were replayed, where an admin change may race the recovery.
@@ -448,7 +454,6 @@ func (n *Node) writeChange(ctx context.Context, c change) error {
 		} else {
 			p.SRem(ctx, n.keys.list[c.kind], v)
 		}
-		p.Set(ctx, n.keys.marker, "1", 0)
 		p.Incr(ctx, n.keys.version)
 		p.Publish(ctx, n.keys.channel, "list "+op+" "+c.kind.String()+" "+v)
 		return nil
@@ -510,7 +515,22 @@ func (n *Node) recover(ctx context.Context) error {
 // reseed pushes this replica's lists when Redis has none at all (a Redis
 // restarted without persistence, or the first replica ever): the replicas
 // had converged before the outage, so any one of them holds the lists.
+//
+// A replica that has not loaded the shared lists yet holds only its boot
+// entries: when it finds Redis empty (Redis restarted along with it, as
+// when a node dies), the replicas that hold the lists must seed it, or
+// their resync would replace every admin change with its boot entries. It
+// waits one resync period for them, and seeds only if none did (the first
+// replica of a new cluster). Its boot entries are replayed either way.
 func (n *Node) reseed(ctx context.Context) error {
+	if !n.holdsLists {
+		if n.seedWait.IsZero() {
+			n.seedWait = time.Now()
+		}
+		if time.Since(n.seedWait) < n.o.ResyncEvery {
+			return nil
+		}
+	}
 	ok, err := n.rdb.SetNX(ctx, n.keys.marker, "1", 0).Result()
 	if err != nil || !ok {
 		return err
@@ -531,6 +551,7 @@ func (n *Node) reseed(ctx context.Context) error {
 		return nil
 	})
 	if err == nil {
+		n.holdsLists = true
 		n.log.Info("shared lists were empty in Redis: seeded them from this replica",
 			"whitelist", n.lists.Len(ipfilter.Allow), "blacklist", n.lists.Len(ipfilter.Deny))
 	}
@@ -543,10 +564,12 @@ func (n *Node) resync(ctx context.Context) error {
 	if err := n.reseed(ctx); err != nil {
 		return err
 	}
-	ver, err := n.rdb.Get(ctx, n.keys.version).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	vm, err := n.rdb.MGet(ctx, n.keys.version, n.keys.marker).Result()
+	if err != nil {
 		return err
 	}
+	ver, _ := vm[0].(string)
+	_, initialised := vm[1].(string)
 	if ver != n.lastVersion || ver == "" {
 		var members [2]*redis.StringSliceCmd
 		var v *redis.StringCmd
@@ -572,6 +595,9 @@ func (n *Node) resync(ctx context.Context) error {
 			}
 		}
 		n.lastVersion = v.Val()
+	}
+	if initialised {
+		n.holdsLists = true // the lists just read are the cluster's
 	}
 	nowMS := time.Now().UnixMilli()
 	blocks, err := n.rdb.ZRangeByScoreWithScores(ctx, n.keys.blocks, &redis.ZRangeBy{

@@ -32,6 +32,8 @@ type replica struct {
 type replicaOpts struct {
 	threshold int
 	boot      []netip.Prefix // IP_BLACKLIST
+	probe     time.Duration  // ProbeEvery (default 50 ms)
+	resync    time.Duration  // ResyncEvery (default 300 ms)
 }
 
 func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
@@ -39,12 +41,18 @@ func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
 	if ro.threshold == 0 {
 		ro.threshold = 1000
 	}
+	if ro.probe == 0 {
+		ro.probe = 50 * time.Millisecond
+	}
+	if ro.resync == 0 {
+		ro.resync = 300 * time.Millisecond
+	}
 	r := &replica{logs: &tu.SyncBuffer{}, reg: prometheus.NewRegistry()}
 	log := telemetry.NewLogger(r.logs, slog.LevelDebug)
 	var err error
 	r.n, err = New(Options{
 		Addr: addr, DDoSThreshold: ro.threshold, BlockDuration: time.Minute,
-		ResyncEvery: 300 * time.Millisecond, ProbeEvery: 50 * time.Millisecond, FlushEvery: 20 * time.Millisecond,
+		ResyncEvery: ro.resync, ProbeEvery: ro.probe, FlushEvery: 20 * time.Millisecond,
 		// Generous on a shared, race-instrumented machine: these tests are
 		// about behaviour, the benchmark about cost.
 		OpTimeout: 500 * time.Millisecond,
@@ -282,6 +290,13 @@ func TestOutageFallsBackAndRecovers(t *testing.T) {
 	a, b := newReplica(t, srv.Addr, replicaOpts{}), newReplica(t, srv.Addr, replicaOpts{})
 	a.lists.Add(ipfilter.Deny, netip.MustParsePrefix("192.0.2.10/32"))
 	eventually(t, time.Second, "deny entry on b", func() bool { return b.lists.Denied(netip.MustParseAddr("192.0.2.10")) })
+	// The first replica of a new cluster seeds Redis after one resync
+	// period; from then on every replica holds the cluster's lists and may
+	// seed a Redis that lost them.
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	eventually(t, 2*time.Second, "lists marked as seeded", func() bool { return rdb.Exists(ctx, "portcullis:lists:init").Val() == 1 })
+	time.Sleep(2 * 300 * time.Millisecond) // every replica resynced since
 
 	srv.Stop()
 	key := netip.MustParseAddr("203.0.113.1")
@@ -421,5 +436,32 @@ func TestChangeRacingRecoveryIsNotLost(t *testing.T) {
 	time.Sleep(700 * time.Millisecond) // two resyncs
 	if !r.lists.Denied(late.Addr()) {
 		t.Fatal("a resync took the change off the replica that made it")
+	}
+}
+
+// Regression: Redis restarted empty (no persistence) together with one
+// replica, as when a node dies: the fresh replica, holding only its boot
+// entries, reached Redis first and seeded it, so the replicas that held
+// the cluster's lists then replaced theirs with its boot entries and every
+// admin change was lost.
+func TestFreshReplicaDoesNotSeedOverTheListsOthersHold(t *testing.T) {
+	t.Parallel()
+	srv := testsvc.RestartableRedis(t)
+	old := newReplica(t, srv.Addr, replicaOpts{probe: 400 * time.Millisecond})
+	added := netip.MustParsePrefix("192.0.2.80/32")
+	old.lists.Add(ipfilter.Deny, added)
+
+	srv.Stop()
+	eventually(t, 2*time.Second, "outage noticed", old.n.Degraded)
+	boot := netip.MustParsePrefix("192.0.2.81/32")
+	fresh := newReplica(t, srv.Addr, replicaOpts{boot: []netip.Prefix{boot}, probe: 10 * time.Millisecond, resync: 2 * time.Second})
+	srv.Start() // empty
+	for _, r := range []*replica{old, fresh} {
+		eventually(t, 3*time.Second, "recovery", func() bool { return !r.n.Degraded() })
+	}
+	for _, r := range []*replica{old, fresh} {
+		eventually(t, 3*time.Second, "both replicas hold the admin entry and the boot entry", func() bool {
+			return r.lists.Denied(added.Addr()) && r.lists.Denied(boot.Addr())
+		})
 	}
 }
