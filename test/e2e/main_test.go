@@ -55,6 +55,7 @@ type proc struct {
 	lines  chan map[string]any
 	exited chan struct{}
 	err    error
+	stderr bytes.Buffer
 }
 
 func (p *proc) logs() string {
@@ -67,6 +68,14 @@ func (p *proc) logs() string {
 // PATH), waits for the "gateway listening" line and returns the process.
 func startGateway(t *testing.T, env ...string) *proc {
 	t.Helper()
+	p := launch(t, env...)
+	p.waitListening(t, 10*time.Second)
+	return p
+}
+
+// launch starts the binary as startGateway does, without waiting for it.
+func launch(t *testing.T, env ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "GATEWAY_PORT=127.0.0.1:0", "DASHBOARD=off"}, env...)
@@ -74,12 +83,11 @@ func startGateway(t *testing.T, env ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	p := &proc{cmd: cmd, lines: make(chan map[string]any, 1024), exited: make(chan struct{})}
+	cmd.Stderr = &p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, lines: make(chan map[string]any, 1024), exited: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -107,10 +115,16 @@ func startGateway(t *testing.T, env ...string) *proc {
 			<-p.exited
 		}
 		if t.Failed() {
-			t.Logf("gateway stdout:\n%s\nstderr:\n%s", p.logs(), stderr.String())
+			t.Logf("gateway stdout:\n%s\nstderr:\n%s", p.logs(), p.stderr.String())
 		}
 	})
-	deadline := time.After(10 * time.Second)
+	return p
+}
+
+// waitListening waits for the "gateway listening" line and records the address.
+func (p *proc) waitListening(t *testing.T, within time.Duration) {
+	t.Helper()
+	deadline := time.After(within)
 	for p.addr == "" {
 		select {
 		case m := <-p.lines:
@@ -118,12 +132,11 @@ func startGateway(t *testing.T, env ...string) *proc {
 				p.addr, _ = m["addr"].(string)
 			}
 		case <-p.exited:
-			t.Fatalf("gateway exited at boot: %v\n%s\n%s", p.err, p.logs(), stderr.String())
+			t.Fatalf("gateway exited at boot: %v\n%s\n%s", p.err, p.logs(), p.stderr.String())
 		case <-deadline:
 			t.Fatalf("gateway did not log its address\n%s", p.logs())
 		}
 	}
-	return p
 }
 
 func (p *proc) url(path string) string { return "http://" + p.addr + path }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -154,5 +155,43 @@ func TestInvalidConfigFileStopsBoot(t *testing.T) {
 	code, stdout, stderr := runOnce(t, t.TempDir(), []string{"CONFIG_FILE=" + good}, "validate")
 	if code != 0 || !strings.Contains(stdout, "1 routes (CONFIG_FILE)") {
 		t.Errorf("validate: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestSIGHUPDuringBootIsNotFatal: a SIGHUP that arrives while the gateway
+// is still booting (here: waiting up to 5 s to migrate a PostgreSQL key
+// store that accepts and never answers) must not kill it, as SIGHUP's
+// default action would.
+func TestSIGHUPDuringBootIsNotFatal(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // accept and stay silent
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	p := launch(t, "API_KEYS_DATABASE_URL=postgres://u:p@"+ln.Addr().String()+"/keys?sslmode=disable")
+	time.Sleep(time.Second) // inside the boot's wait for PostgreSQL
+	select {
+	case <-p.exited:
+		t.Fatal("the gateway exited before the signal")
+	default:
+	}
+	if p.addr != "" {
+		t.Fatal("the boot was over before the signal: the test proves nothing")
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	p.waitListening(t, 10*time.Second)
+	if code, _ := get(t, p.url("/livez")); code != 200 {
+		t.Fatalf("/livez %d after a SIGHUP during boot", code)
 	}
 }
