@@ -297,7 +297,7 @@ func TestConfigFileThatIsNotARegularFileIsRefusedAtOnce(t *testing.T) {
 	}
 	os.Remove(path)
 	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Skip("no FIFOs here:", err)
+		t.Fatal("mkfifo:", err)
 	}
 	done := make(chan error, 1)
 	go func() { _, err := c.ReloadFile(); done <- err }()
