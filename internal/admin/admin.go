@@ -156,13 +156,13 @@ func New(o Options) (*API, error) {
 		a.max = DefaultMaxEntries
 	}
 	var err error
-	if a.changes, err = register(o.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+	if a.changes, err = telemetry.Register(o.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "admin_changes_total",
 		Help: "Changes made through the admin API, by list (whitelist, blacklist, blocked) and action (add, remove, unblock, refused).",
 	}, []string{"list", "action"})); err != nil {
 		return nil, fmt.Errorf("admin: registering admin_changes_total: %w", err)
 	}
-	if a.authFailures, err = register(o.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+	if a.authFailures, err = telemetry.Register(o.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "admin_auth_failures_total",
 		Help: "Admin API calls refused before any action, by reason (disabled, missing, duplicate, invalid).",
 	}, []string{"reason"})); err != nil {
@@ -554,22 +554,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
-}
-
-// register registers c on reg, or returns the collector already registered
-// under the same description (an API rebuilt on the same registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if prev, ok := are.ExistingCollector.(C); ok {
-				return prev, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }

@@ -7,7 +7,6 @@ package connlimit
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
 // Refusal reasons, the values of connections_rejected_total's reason label.
@@ -84,15 +84,7 @@ func NewListener(inner net.Listener, o Options) *Listener {
 		Name: "connections_rejected_total",
 		Help: "Client TCP connections closed at accept time, by reason: per_ip (MAX_CONNS_PER_IP), global (MAX_CONNECTIONS), tracking (MAX_TRACKED_IPS).",
 	}, []string{"reason"})
-	if o.Registerer != nil {
-		if err := o.Registerer.Register(vec); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				panic("connlimit: registering connections_rejected_total: " + err.Error())
-			}
-			vec = are.ExistingCollector.(*prometheus.CounterVec)
-		}
-	}
+	vec = telemetry.MustRegister(o.Registerer, vec)
 	for i, r := range reasons {
 		l.rejected[i] = vec.WithLabelValues(r)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
 // RegisterMetrics registers tracked_ips{table} (entries held) and
@@ -37,11 +39,7 @@ func Register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	}
 	var errs []error
 	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				continue
-			}
+		if _, err := telemetry.Register(reg, c); err != nil {
 			errs = append(errs, err)
 		}
 	}

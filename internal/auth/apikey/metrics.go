@@ -1,10 +1,11 @@
 package apikey
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
 // registerMetrics creates the apikey_* collectors and registers them on reg
@@ -27,14 +28,14 @@ func (s *Store) registerMetrics(reg prometheus.Registerer) error {
 		return nil
 	}
 	var err error
-	if s.storeErrors, err = register(reg, s.storeErrors); err != nil {
-		return err
+	if s.storeErrors, err = telemetry.Register(reg, s.storeErrors); err != nil {
+		return fmt.Errorf("registering API key metrics: %w", err)
 	}
-	if s.shed, err = register(reg, s.shed); err != nil {
-		return err
+	if s.shed, err = telemetry.Register(reg, s.shed); err != nil {
+		return fmt.Errorf("registering API key metrics: %w", err)
 	}
-	if s.fileReload, err = register(reg, s.fileReload); err != nil {
-		return err
+	if s.fileReload, err = telemetry.Register(reg, s.fileReload); err != nil {
+		return fmt.Errorf("registering API key metrics: %w", err)
 	}
 	for _, l := range []string{StoreRedis, StorePostgres} {
 		s.storeErrors.WithLabelValues(l)
@@ -43,18 +44,4 @@ func (s *Store) registerMetrics(reg prometheus.Registerer) error {
 		s.fileReload.WithLabelValues(l)
 	}
 	return nil
-}
-
-// register registers c, or returns the equal collector already registered.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("registering API key metrics: %w", err)
-	}
-	return c, nil
 }

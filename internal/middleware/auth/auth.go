@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
 // Failure reasons, the values of auth_failures_total{reason}.
@@ -69,12 +70,9 @@ func NewShared(tokens TokenVerifier, keys KeyLookup, publicPaths []string, log *
 		Name: "auth_failures_total",
 		Help: "Requests refused by authentication, by reason (missing, invalid, expired, revoked, store_error).",
 	}, []string{"reason"})
-	if err := reg.Register(s.failures); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, err
-		}
-		s.failures = are.ExistingCollector.(*prometheus.CounterVec)
+	var err error
+	if s.failures, err = telemetry.Register(reg, s.failures); err != nil {
+		return nil, err
 	}
 	for _, r := range []string{ReasonMissing, ReasonInvalid, ReasonExpired, ReasonRevoked, ReasonStoreError} {
 		s.failures.WithLabelValues(r)

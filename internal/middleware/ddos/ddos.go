@@ -194,16 +194,9 @@ func (g *Guard) register(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	if err := reg.Register(g.blockedTotal); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		prev, ok := prometheus.Counter(nil), false
-		if errors.As(err, &are) {
-			prev, ok = are.ExistingCollector.(prometheus.Counter)
-		}
-		if !ok {
-			return err
-		}
-		g.blockedTotal = prev // a chain rebuilt on the same registry
+	var err error
+	if g.blockedTotal, err = telemetry.Register(reg, g.blockedTotal); err != nil {
+		return err
 	}
 	return errors.Join(
 		iptrack.Register(reg,

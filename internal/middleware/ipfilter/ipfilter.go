@@ -11,6 +11,7 @@ import (
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
 // ErrDenied is the request's error (request.Info.Err) when the client is on
@@ -26,7 +27,7 @@ var ErrDenied = errors.New("client IP is on the deny list")
 // reg (nil: not registered); building the step twice on one registry reuses
 // the first counter.
 func New(l *Lists, log *slog.Logger, reg prometheus.Registerer, next http.Handler) http.Handler {
-	denied := register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	denied := telemetry.MustRegister(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "denied_requests_total",
 		Help: "Requests refused with 403 because the client IP is on the deny list (IP_BLACKLIST or /admin/blacklist).",
 	}))
@@ -66,23 +67,4 @@ func New(l *Lists, log *slog.Logger, reg prometheus.Registerer, next http.Handle
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// register registers c on reg, or returns the collector already registered
-// under the same description (a rebuilt chain on the same registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if prev, ok := are.ExistingCollector.(C); ok {
-				return prev
-			}
-		}
-		// Same name, different help or labels: a programming error.
-		panic(err)
-	}
-	return c
 }

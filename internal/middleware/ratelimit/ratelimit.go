@@ -140,31 +140,13 @@ func NewShared(c Config) (*Shared, error) {
 		Help: "Requests refused with 429 by a per-IP or per-route rate limit.",
 	})
 	var err error
-	if s.limited, err = registerCounter(c.Registerer, limited); err != nil {
+	if s.limited, err = telemetry.Register(c.Registerer, limited); err != nil {
 		return nil, fmt.Errorf("ratelimit: registering metrics: %w", err)
 	}
 	if err := iptrack.RegisterMetrics(c.Registerer, "ratelimit", s.Tracked, s.evictions); err != nil {
 		return nil, fmt.Errorf("ratelimit: registering metrics: %w", err)
 	}
 	return s, nil
-}
-
-// registerCounter registers c, or returns the counter already registered
-// under its name (a chain rebuilt on the same registry).
-func registerCounter(reg prometheus.Registerer, c prometheus.Counter) (prometheus.Counter, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if prev, ok := are.ExistingCollector.(prometheus.Counter); ok {
-				return prev, nil
-			}
-		}
-		return nil, err
-	}
-	return c, nil
 }
 
 // Run sweeps idle buckets of every live limiter each SweepEvery until ctx

@@ -7,7 +7,6 @@
 package respcache
 
 import (
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/cache"
 	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
 // Shared is the state every route's cache step uses: one store, one set of
@@ -69,8 +69,7 @@ func RegisterMetrics(stats *cache.Stats, reg prometheus.Registerer) error {
 		{"cache_errors_total", "Cache store operations that failed or were skipped because the store (Redis) is down or slow.", stats.Errors.Load},
 	} {
 		v := c.v
-		err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help}, func() float64 { return float64(v()) }))
-		if err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+		if _, err := telemetry.Register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help}, func() float64 { return float64(v()) })); err != nil {
 			return err
 		}
 	}

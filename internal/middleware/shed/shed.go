@@ -11,6 +11,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
 // ErrShed is recorded in request.Info.Err for a shed request.
@@ -29,15 +30,7 @@ func New(max int, reg prometheus.Registerer, next http.Handler) http.Handler {
 		Name: "load_shed_requests_total",
 		Help: "Requests answered 503 at once because MAX_INFLIGHT requests were in flight.",
 	})
-	if reg != nil {
-		if err := reg.Register(shed); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				panic("shed: registering load_shed_requests_total: " + err.Error())
-			}
-			shed = are.ExistingCollector.(prometheus.Counter)
-		}
-	}
+	shed = telemetry.MustRegister(reg, shed)
 	var inflight atomic.Int64
 	limit := int64(max)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
