@@ -266,11 +266,21 @@ func TestDockerCompose(t *testing.T) {
 		if pw == "" || r.Environment["REDIS_PASSWORD"] != pw {
 			t.Errorf("gateway REDIS_PASSWORD %q, redis has %q", pw, r.Environment["REDIS_PASSWORD"])
 		}
-		cmd, _ := yaml.Marshal(r.Command)
-		// config keeps "$$" (deferred to the container's shell) escaped.
-		if !strings.Contains(string(cmd), `--requirepass "$$REDIS_PASSWORD"`) {
-			t.Errorf("redis command %s does not require the password", cmd)
+		// Run the service's own command, as the container's shell would
+		// (config keeps "$$" escaped; only the port and address move), and
+		// check that redis wants the password while `ps` does not show it.
+		var argv []string
+		if err := json.Unmarshal(mustJSON(t, r.Command), &argv); err != nil || len(argv) < 3 || argv[0] != "sh" {
+			t.Fatalf("redis command %v: want [sh -c script]", r.Command)
 		}
+		port := deployFreePort(t)
+		script := strings.ReplaceAll(argv[2], "$$", "$")
+		if strings.Count(script, "exec redis-server -") != 1 {
+			t.Fatalf("redis script %q: want one `exec redis-server -` (config on stdin)", script)
+		}
+		argv[2] = strings.Replace(script, "exec redis-server -", fmt.Sprintf("exec redis-server - --port %d --bind 127.0.0.1", port), 1)
+		c, pid := startRedisCommand(t, argv, []string{"REDIS_PASSWORD=" + pw}, port)
+		checkRedisPassword(t, c, pid, pw)
 		if h, _, _ := net.SplitHostPort(gw.Environment["REDIS_ADDR"]); svc[h].Image == "" {
 			t.Errorf("REDIS_ADDR %q is not a service", gw.Environment["REDIS_ADDR"])
 		}
@@ -342,4 +352,13 @@ func TestEnvFiles(t *testing.T) {
 	if code, out := validate(t, ".env.production", "JWT_SECRET=0123456789abcdef0123456789abcdef-filled-in"); code != 0 {
 		t.Errorf(".env.production with a real JWT_SECRET: exit %d\n%s", code, out)
 	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

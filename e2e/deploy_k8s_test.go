@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -225,8 +226,11 @@ func TestKubernetesManifests(t *testing.T) {
 	})
 
 	t.Run("deployment promises", func(t *testing.T) {
-		if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 3 {
-			t.Errorf("replicas %v, want 3", dep.Spec.Replicas)
+		// The HPA owns the replica count: a spec.replicas here would reset a
+		// scaled-up Deployment on every `kubectl apply -k` (Kubernetes's
+		// guidance for a Deployment under an HPA is to omit the field).
+		if dep.Spec.Replicas != nil {
+			t.Errorf("replicas %d set: the HPA manages the count, and every apply would reset it", *dep.Spec.Replicas)
 		}
 		if dep.Spec.Selector == nil || !matches(dep.Spec.Selector.MatchLabels, podLabels) {
 			t.Error("the Deployment's selector does not select its pods")
@@ -415,6 +419,12 @@ func TestKubernetesManifests(t *testing.T) {
 		if h.Spec.MinReplicas == nil || *h.Spec.MinReplicas != 3 || h.Spec.MaxReplicas != 10 {
 			t.Errorf("HPA bounds %v-%d, want 3-10", h.Spec.MinReplicas, h.Spec.MaxReplicas)
 		}
+		// The floor of 3 is the HPA's, and it must leave room for the PDB
+		// (minAvailable 2) to allow a voluntary eviction.
+		if len(o.pdbs) == 1 && h.Spec.MinReplicas != nil && o.pdbs[0].Spec.MinAvailable != nil &&
+			int(*h.Spec.MinReplicas) <= o.pdbs[0].Spec.MinAvailable.IntValue() {
+			t.Errorf("HPA minReplicas %d <= PDB minAvailable %v: no node could ever be drained", *h.Spec.MinReplicas, o.pdbs[0].Spec.MinAvailable)
+		}
 		cpu := false
 		for _, m := range h.Spec.Metrics {
 			cpu = cpu || (m.Resource != nil && m.Resource.Name == corev1.ResourceCPU && m.Resource.Target.AverageUtilization != nil)
@@ -450,24 +460,90 @@ func TestKubernetesManifests(t *testing.T) {
 		if o.services[ss.Spec.ServiceName] == nil {
 			t.Errorf("serviceName %q has no Service", ss.Spec.ServiceName)
 		}
-		// The password comes from the gateway's own Secret and key.
-		if !slices.Contains(rc.Args, "--requirepass") || !slices.Contains(rc.Args, "$(REDIS_PASSWORD)") {
-			t.Errorf("redis args %v: want --requirepass $(REDIS_PASSWORD)", rc.Args)
-		}
+		// The probes' password comes from the gateway's own Secret and key.
 		pw := false
 		for _, e := range rc.Env {
-			if e.Name == "REDIS_PASSWORD" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil &&
+			if e.Name == "REDISCLI_AUTH" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil &&
 				o.secrets[e.ValueFrom.SecretKeyRef.Name] != nil && e.ValueFrom.SecretKeyRef.Key == "REDIS_PASSWORD" {
 				pw = true
 			}
 		}
 		if !pw {
-			t.Error("redis REDIS_PASSWORD does not come from the gateway's Secret")
+			t.Error("redis REDISCLI_AUTH does not come from the gateway's Secret")
 		}
+		// Run the container's own command with its mounted volumes, and
+		// check that redis requires the Secret's password while no command
+		// line carries it.
+		k8sRunRedis(t, o, ss)
 		host, port, _ := net.SplitHostPort(env["REDIS_ADDR"])
 		svc := o.services[host]
 		if svc == nil || !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == port }) {
 			t.Errorf("REDIS_ADDR %q is not a Service port", env["REDIS_ADDR"])
+		}
+	})
+
+	t.Run("no secret on a command line", func(t *testing.T) {
+		type ctr struct {
+			owner string
+			c     corev1.Container
+		}
+		var all []ctr
+		for n, d := range o.deployments {
+			for _, c := range append(d.Spec.Template.Spec.InitContainers, d.Spec.Template.Spec.Containers...) {
+				all = append(all, ctr{"Deployment/" + n, c})
+			}
+		}
+		for n, s := range o.statefulSets {
+			for _, c := range append(s.Spec.Template.Spec.InitContainers, s.Spec.Template.Spec.Containers...) {
+				all = append(all, ctr{"StatefulSet/" + n, c})
+			}
+		}
+		var values []string
+		for _, s := range o.secrets {
+			for _, v := range s.StringData {
+				values = append(values, v)
+			}
+		}
+		for _, x := range all {
+			// Variables a $(VAR) in command/args would expand to a secret.
+			secretVars := map[string]bool{}
+			for _, e := range x.c.Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+					secretVars[e.Name] = true
+				}
+			}
+			for _, ef := range x.c.EnvFrom {
+				if ef.SecretRef != nil {
+					for k := range o.secrets[ef.SecretRef.Name].StringData {
+						secretVars[ef.Prefix+k] = true
+					}
+				}
+			}
+			var lines []string
+			lines = append(lines, x.c.Command...)
+			lines = append(lines, x.c.Args...)
+			for _, p := range []*corev1.Probe{x.c.LivenessProbe, x.c.ReadinessProbe, x.c.StartupProbe} {
+				if p != nil && p.Exec != nil {
+					lines = append(lines, p.Exec.Command...)
+				}
+			}
+			for _, l := range lines {
+				for v := range secretVars {
+					// $(VAR) is the kubelet's expansion; $VAR/${VAR} a shell's.
+					if strings.Contains(l, "$("+v+")") || strings.Contains(l, "${"+v+"}") ||
+						regexp.MustCompile(`\$`+v+`\b`).MatchString(l) {
+						t.Errorf("%s container %s: %q expands the secret %s on a command line", x.owner, x.c.Name, l, v)
+					}
+				}
+				for _, v := range values {
+					if strings.Contains(l, v) {
+						t.Errorf("%s container %s: %q holds a secret value", x.owner, x.c.Name, l)
+					}
+				}
+				if strings.Contains(l, "--requirepass") || strings.Contains(l, "-a ") {
+					t.Errorf("%s container %s: %q passes a password as an argument", x.owner, x.c.Name, l)
+				}
+			}
 		}
 	})
 
@@ -515,4 +591,133 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Error("no NetworkPolicy limits who reaches the public port (TRUSTED_PROXIES is a pod CIDR)")
 		}
 	})
+}
+
+// k8sRunRedis runs the Redis StatefulSet's own command and probes: its
+// volumes materialised in directories (ConfigMap and Secret files as the
+// kubelet writes them, the claim empty), mount paths and the port moved to
+// the test's, a test password in place of the Secret's placeholder.
+func k8sRunRedis(t *testing.T, o *k8sObjects, ss *appsv1.StatefulSet) {
+	t.Helper()
+	const password = "k8s-test-Redis+pw/0123456789=="
+	spec := ss.Spec.Template.Spec
+	rc := spec.Containers[0]
+	port := deployFreePort(t)
+	volumes := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		volumes[v.Name] = v
+	}
+	claims := map[string]bool{}
+	for _, c := range ss.Spec.VolumeClaimTemplates {
+		claims[c.Name] = true
+	}
+	secretValue := func(s *corev1.Secret, key string) string {
+		if key == "REDIS_PASSWORD" {
+			return password
+		}
+		return s.StringData[key]
+	}
+	root := t.TempDir()
+	var pairs []string
+	for i, m := range rc.VolumeMounts {
+		pairs = append(pairs, m.MountPath, filepath.Join(root, fmt.Sprintf("mount%d", i)))
+	}
+	moved := strings.NewReplacer(pairs...)
+	for i, m := range rc.VolumeMounts {
+		dir := filepath.Join(root, fmt.Sprintf("mount%d", i))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		files := map[string]string{}
+		v, ok := volumes[m.Name]
+		switch {
+		case claims[m.Name]:
+		case ok && v.ConfigMap != nil:
+			cm := o.configMaps[v.ConfigMap.Name]
+			if cm == nil {
+				t.Fatalf("volume %s: ConfigMap %q does not exist", m.Name, v.ConfigMap.Name)
+			}
+			for k, d := range cm.Data {
+				// Only the port moves: redis must not take 6379 on the
+				// test machine.
+				files[k] = moved.Replace(d) + fmt.Sprintf("\nport %d\nbind 127.0.0.1\n", port)
+			}
+		case ok && v.Secret != nil:
+			s := o.secrets[v.Secret.SecretName]
+			if s == nil {
+				t.Fatalf("volume %s: Secret %q does not exist", m.Name, v.Secret.SecretName)
+			}
+			if len(v.Secret.Items) == 0 {
+				for k := range s.StringData {
+					files[k] = secretValue(s, k)
+				}
+			}
+			for _, it := range v.Secret.Items {
+				if _, ok := s.StringData[it.Key]; !ok {
+					t.Fatalf("volume %s: Secret %s has no key %s", m.Name, s.Name, it.Key)
+				}
+				files[it.Path] = secretValue(s, it.Key)
+			}
+		default:
+			t.Fatalf("mount %s: no such volume or claim", m.Name)
+		}
+		for name, content := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o440); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var env []string
+	for _, e := range rc.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			env = append(env, e.Name+"="+secretValue(o.secrets[e.ValueFrom.SecretKeyRef.Name], e.ValueFrom.SecretKeyRef.Key))
+		default:
+			env = append(env, e.Name+"="+e.Value)
+		}
+	}
+	var argv []string
+	for _, a := range append(append([]string(nil), rc.Command...), rc.Args...) {
+		argv = append(argv, moved.Replace(a))
+	}
+	if len(argv) == 0 {
+		t.Fatal("the redis container has no command: the image's default would run without a password")
+	}
+	c, pid := startRedisCommand(t, argv, env, port)
+	checkRedisPassword(t, c, pid, password)
+
+	// The probes, as the kubelet runs them in the container (its
+	// environment, no shell unless the probe names one), against this port.
+	probe := func(p *corev1.Probe, env []string) error {
+		var cmd []string
+		for _, a := range p.Exec.Command {
+			if a == "redis-cli" {
+				cmd = append(cmd, a, "-p", strconv.Itoa(port))
+				continue
+			}
+			cmd = append(cmd, strings.ReplaceAll(a, "redis-cli ", fmt.Sprintf("redis-cli -p %d ", port)))
+		}
+		x := exec.Command(cmd[0], cmd[1:]...)
+		x.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+		out, err := x.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %v %s", cmd, err, out)
+		}
+		return nil
+	}
+	for name, p := range map[string]*corev1.Probe{"readiness": rc.ReadinessProbe, "liveness": rc.LivenessProbe} {
+		if p == nil || p.Exec == nil {
+			t.Errorf("redis %s probe: want an exec probe", name)
+			continue
+		}
+		if err := probe(p, env); err != nil {
+			t.Errorf("redis %s probe with the Secret's password fails: %v", name, err)
+		}
+	}
+	// Readiness means an authenticated PONG: without the password it fails.
+	if rc.ReadinessProbe != nil && rc.ReadinessProbe.Exec != nil {
+		if err := probe(rc.ReadinessProbe, []string{"REDISCLI_AUTH=wrong"}); err == nil {
+			t.Error("redis readiness probe passes with a wrong password: it does not check the PONG")
+		}
+	}
 }

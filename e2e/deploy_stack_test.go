@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -152,6 +153,13 @@ func TestMakeStack(t *testing.T) {
 		}
 		if !strings.HasPrefix(replies[0], "-NOAUTH") || replies[1] != "+OK" || replies[2] != "+PONG" {
 			t.Errorf("redis replies %q: want NOAUTH before AUTH, then OK, PONG", replies)
+		}
+		// No process of the stack shows the password to `ps`.
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			if b, err := os.ReadFile(p); err == nil && pw != "" && strings.Contains(string(b), pw) {
+				t.Errorf("%s holds the Redis password: %q", p, bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+			}
 		}
 		if strings.Contains(out.String(), "jaeger         http://") {
 			if code, _ := deployGet(t, fmt.Sprintf("http://127.0.0.1:%d/api/services", ports["JAEGER_UI"])); code != 200 {

@@ -74,9 +74,11 @@ fi
 cp .env.development "$dir/.env"
 redis_password=$(sed -n 's/^REDIS_PASSWORD=//p' .env.development)
 
-# Redis, with the development password.
-start redis redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-  --requirepass "$redis_password" --dir "$dir"
+# Redis, with the development password in a config file (private to this
+# user), not on its command line where `ps` shows it.
+(umask 077 && printf 'requirepass %s\n' "$redis_password" >"$dir/redis.conf")
+start redis redis-server "$dir/redis.conf" --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$dir"
 wait_port redis "$redis_port"
 
 # Two echo upstreams (they answer with the headers they received).
