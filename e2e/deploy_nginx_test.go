@@ -375,13 +375,6 @@ func TestNginxEdge(t *testing.T) {
 			t.Errorf("gateway 404 replaced by nginx: %d %.200s", code, body)
 		}
 
-		// Ops endpoints stay off the edge even on a gateway without OPS_ADDR.
-		for _, path := range []string{"/metrics", "/stats", "/admin/blocked", "//metrics", "/%6Detrics"} {
-			code, body = getWith(t, alice, edge.httpsURL+path)
-			if code != 404 || strings.Contains(body, "# TYPE") || !strings.Contains(body, "404 — not found") {
-				t.Errorf("%s through the edge: %d %.200s", path, code, body)
-			}
-		}
 		if code, _ := deployGet(t, "http://"+gw.Addr+"/metrics"); code != 200 {
 			t.Errorf("the gateway itself serves /metrics: %d", code)
 		}
@@ -394,6 +387,77 @@ func TestNginxEdge(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 301 || !strings.HasPrefix(resp.Header.Get("Location"), "https://") {
 			t.Errorf("plain HTTP: %d Location %q, want a 301 to https", resp.StatusCode, resp.Header.Get("Location"))
+		}
+	})
+
+	t.Run("ops and admin endpoints are refused at the edge", func(t *testing.T) {
+		// Even on a gateway without OPS_ADDR (which serves them on its
+		// public port): every path nginx normalises to /admin or below, or
+		// to an ops endpoint, gets nginx's 404 and never reaches the
+		// gateway (whose answers carry X-Request-ID).
+		for _, path := range []string{
+			"/metrics", "/metrics/", "/stats", "/stats/", "/monitor", "/monitor/", "/monitor/app.js",
+			"/api/system-metrics", "/api/system-metrics/",
+			"/admin", "/admin/", "/admin/blocked", "/admin/config", "/admin/config/", "/admin/reload",
+			"/admin/new-thing", "/admin/new-thing/deeper?x=1", // endpoints the gateway may add later
+			"/admin/../admin/config", "/echo/../admin/config", "/admin/./config", "/echo/x/../../admin/whitelist",
+			"//metrics", "//admin//config", "/%6Detrics", "/%61dmin/config", "/admin%2Fconfig", "/admin%2fnew-thing",
+			"/%2e/admin/config", "/echo/%2e%2e/admin/config", "/ADMIN/config", "/Metrics",
+		} {
+			resp, err := alice.Get(edge.httpsURL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 404 || resp.Header.Get("X-Request-ID") != "" || !strings.Contains(string(b), "404 — not found") {
+				t.Errorf("%s through the edge: %d X-Request-ID %q %.200s", path, resp.StatusCode, resp.Header.Get("X-Request-ID"), b)
+			}
+		}
+		// The block is /admin and below, not every path containing it.
+		for _, path := range []string{"/echo/admin", "/echo/admin/config", "/echo/metrics", "/echo/x/%2e%2e/admin"} {
+			resp, err := alice.Get(edge.httpsURL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("X-Request-ID") == "" {
+				t.Errorf("%s: %d, want the upstream's 200 through the gateway", path, resp.StatusCode)
+			}
+		}
+		for _, path := range []string{"/administrator", "/adminx/config", "/statsd"} {
+			resp, err := alice.Get(edge.httpsURL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.Header.Get("X-Request-ID") == "" {
+				t.Errorf("%s: %d from nginx, want the gateway's answer (only /admin and below is refused)", path, resp.StatusCode)
+			}
+		}
+	})
+
+	t.Run("security headers on nginx's own pages, once on proxied answers", func(t *testing.T) {
+		for _, path := range []string{"/", "/assets/style.css", "/assets/missing.css", "/admin/config", "/metrics"} {
+			resp, err := alice.Get(edge.httpsURL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			checkHeaders(t, path, resp.Header, edgeStaticHeaders)
+		}
+		// The gateway sets its own (secheaders): nginx adds no second copy.
+		for _, path := range []string{"/echo/x", "/no-such-route"} {
+			resp, err := alice.Get(edge.httpsURL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			checkHeaders(t, path, resp.Header, gatewayHeaders)
 		}
 	})
 
@@ -454,10 +518,16 @@ func TestNginxEdge(t *testing.T) {
 	t.Run("gateway down: nginx's 50x page", func(t *testing.T) {
 		gw.cmd.Process.Kill()
 		<-gw.exited
-		code, body := getWith(t, bob, edge.httpsURL+"/echo/x")
-		if code != 502 || !strings.Contains(body, "Service temporarily unavailable") {
-			t.Errorf("gateway down: %d %.200s", code, body)
+		resp, err := bob.Get(edge.httpsURL + "/echo/x")
+		if err != nil {
+			t.Fatal(err)
 		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 502 || !strings.Contains(string(b), "Service temporarily unavailable") {
+			t.Errorf("gateway down: %d %.200s", resp.StatusCode, b)
+		}
+		checkHeaders(t, "50x page", resp.Header, edgeStaticHeaders)
 	})
 }
 
@@ -470,4 +540,33 @@ func getWith(t *testing.T, c *http.Client, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// edgeStaticHeaders are the security headers of nginx's own answers; the
+// CSP lets the static pages load their stylesheet and nothing else.
+var edgeStaticHeaders = map[string]string{
+	"Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+	"X-Content-Type-Options":    "nosniff",
+	"X-Frame-Options":           "DENY",
+	"Content-Security-Policy":   "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+	"Referrer-Policy":           "no-referrer",
+}
+
+// gatewayHeaders are the same headers as the gateway's secheaders sets them.
+var gatewayHeaders = map[string]string{
+	"Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+	"X-Content-Type-Options":    "nosniff",
+	"X-Frame-Options":           "DENY",
+	"Content-Security-Policy":   "default-src 'none'; frame-ancestors 'none'",
+	"Referrer-Policy":           "no-referrer",
+}
+
+// checkHeaders asserts each header is present exactly once with its value.
+func checkHeaders(t *testing.T, what string, h http.Header, want map[string]string) {
+	t.Helper()
+	for _, k := range deploySorted(want) {
+		if got := h.Values(k); len(got) != 1 || got[0] != want[k] {
+			t.Errorf("%s: %s = %q, want exactly [%q]", what, k, got, want[k])
+		}
+	}
 }
