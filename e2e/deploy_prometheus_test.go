@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -183,7 +185,7 @@ func TestPrometheusScrapesGateway(t *testing.T) {
 	for len(missing) > 0 {
 		var still []string
 		for _, m := range missing {
-			q := fmt.Sprintf(`{__name__=~"%s(_count)?",job="portcullis"}`, m)
+			q := fmt.Sprintf(`{__name__=~"%s(_count)?",service="portcullis"}`, m)
 			res, err := promQuery(base, q)
 			if err != nil {
 				t.Fatal(err)
@@ -199,7 +201,7 @@ func TestPrometheusScrapesGateway(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	res, err := promQuery(base, `up{job="portcullis"} == 1`)
+	res, err := promQuery(base, `up{service="portcullis"} == 1`)
 	if err != nil || len(res) != 1 {
 		t.Errorf("up{job=portcullis}: %v %s", err, res)
 	}
@@ -273,4 +275,169 @@ func TestPrometheusScrapesGateway(t *testing.T) {
 			t.Errorf("the dashboard shows no panel for contract metrics %v", notShown)
 		}
 	})
+}
+
+// TestPrometheusKubernetesScrape applies the relabelling of
+// deploy/prometheus/prometheus-kubernetes.yml to the targets Kubernetes pod
+// discovery would produce for the Deployment's pod template (one per
+// container port), and checks that exactly the ops port is kept, carrying
+// the service label every alert rule selects. (Debian's Prometheus is
+// built without Kubernetes discovery, so promtool cannot load this file
+// here; the relabel semantics below are Prometheus's: anchored RE2, source
+// labels joined with ";", replace defaulting to "$1".)
+func TestPrometheusKubernetesScrape(t *testing.T) {
+	var conf struct {
+		RuleFiles     []string `json:"rule_files"`
+		ScrapeConfigs []struct {
+			JobName             string `json:"job_name"`
+			KubernetesSDConfigs []struct {
+				Role       string `json:"role"`
+				Namespaces struct {
+					Names []string `json:"names"`
+				} `json:"namespaces"`
+			} `json:"kubernetes_sd_configs"`
+			RelabelConfigs []struct {
+				SourceLabels []string `json:"source_labels"`
+				Regex        *string  `json:"regex"`
+				Action       string   `json:"action"`
+				TargetLabel  string   `json:"target_label"`
+				Replacement  *string  `json:"replacement"`
+			} `json:"relabel_configs"`
+		} `json:"scrape_configs"`
+		Global map[string]any `json:"global"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(deployRead(t, "deploy/prometheus/prometheus-kubernetes.yml")), &conf); err != nil {
+		t.Fatal(err)
+	}
+	if len(conf.RuleFiles) != 1 || conf.RuleFiles[0] != "alerts.yml" {
+		t.Errorf("rule_files %v, want the shipped alerts.yml", conf.RuleFiles)
+	}
+	if len(conf.ScrapeConfigs) != 1 || len(conf.ScrapeConfigs[0].KubernetesSDConfigs) != 1 {
+		t.Fatalf("want one scrape job with one kubernetes_sd_config")
+	}
+	job := conf.ScrapeConfigs[0]
+	sd := job.KubernetesSDConfigs[0]
+	o, _ := loadK8s(t)
+	dep := o.deployments["portcullis"]
+	if sd.Role != "pod" || len(sd.Namespaces.Names) != 1 || sd.Namespaces.Names[0] != dep.Namespace {
+		t.Errorf("discovery %+v, want role pod in namespace %s", sd, dep.Namespace)
+	}
+
+	// The targets pod discovery makes for one running gateway pod.
+	meta := func(port corev1.ContainerPort) map[string]string {
+		l := map[string]string{
+			"__address__":                                 fmt.Sprintf("10.244.1.7:%d", port.ContainerPort),
+			"__metrics_path__":                            "/metrics",
+			"job":                                         job.JobName,
+			"__meta_kubernetes_namespace":                 dep.Namespace,
+			"__meta_kubernetes_pod_name":                  "portcullis-7d9f-abcde",
+			"__meta_kubernetes_pod_phase":                 "Running",
+			"__meta_kubernetes_pod_container_port_name":   port.Name,
+			"__meta_kubernetes_pod_container_port_number": strconv.Itoa(int(port.ContainerPort)),
+		}
+		sanitize := strings.NewReplacer(".", "_", "/", "_", "-", "_")
+		for k, v := range dep.Spec.Template.Labels {
+			l["__meta_kubernetes_pod_label_"+sanitize.Replace(k)] = v
+		}
+		for k, v := range dep.Spec.Template.Annotations {
+			l["__meta_kubernetes_pod_annotation_"+sanitize.Replace(k)] = v
+		}
+		return l
+	}
+	relabel := func(l map[string]string) map[string]string {
+		for _, rc := range job.RelabelConfigs {
+			var vals []string
+			for _, s := range rc.SourceLabels {
+				vals = append(vals, l[s])
+			}
+			src := strings.Join(vals, ";")
+			re := "(.*)"
+			if rc.Regex != nil {
+				re = *rc.Regex
+			}
+			rx := regexp.MustCompile("^(?:" + re + ")$")
+			switch rc.Action {
+			case "keep":
+				if !rx.MatchString(src) {
+					return nil
+				}
+			case "drop":
+				if rx.MatchString(src) {
+					return nil
+				}
+			case "", "replace":
+				m := rx.FindStringSubmatchIndex(src)
+				if m == nil {
+					continue
+				}
+				repl := "$1"
+				if rc.Replacement != nil {
+					repl = *rc.Replacement
+				}
+				if v := string(rx.ExpandString(nil, repl, src, m)); v != "" {
+					l[rc.TargetLabel] = v
+				} else {
+					delete(l, rc.TargetLabel)
+				}
+			default:
+				t.Fatalf("relabel action %q: extend the test", rc.Action)
+			}
+		}
+		return l
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	var kept []map[string]string
+	for _, p := range c.Ports {
+		if l := relabel(meta(p)); l != nil {
+			kept = append(kept, l)
+		}
+	}
+	wantAddr := "10.244.1.7:" + dep.Spec.Template.Annotations["prometheus.io/port"]
+	if len(kept) != 1 || kept[0]["__address__"] != wantAddr {
+		t.Fatalf("targets kept for one pod: %v, want one at %s (the annotated ops port)", kept, wantAddr)
+	}
+	if kept[0]["service"] != "portcullis" || kept[0]["__metrics_path__"] != dep.Spec.Template.Annotations["prometheus.io/path"] {
+		t.Errorf("target labels %v: want service=portcullis (what the alerts select) and the annotated path", kept[0])
+	}
+	// A pod of another app in the namespace, or a pending pod, is not scraped.
+	other := meta(c.Ports[1])
+	other["__meta_kubernetes_pod_label_app_kubernetes_io_name"] = "redis"
+	pending := meta(c.Ports[1])
+	pending["__meta_kubernetes_pod_phase"] = "Pending"
+	for name, l := range map[string]map[string]string{"another app's pod": other, "a pending pod": pending} {
+		if relabel(l) != nil {
+			t.Errorf("%s is scraped", name)
+		}
+	}
+
+	// Every selector of every alert rule uses the label, none a job name.
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `json:"alert"`
+				Expr  string `json:"expr"`
+			} `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := yaml.Unmarshal([]byte(deployRead(t, "deploy/prometheus/alerts.yml")), &rules); err != nil {
+		t.Fatal(err)
+	}
+	absent := false
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			sels := promMatchers.FindAllString(r.Expr, -1)
+			if len(sels) == 0 || strings.Contains(r.Expr, "job=") {
+				t.Errorf("%s: %q selects by job or selects nothing", r.Alert, r.Expr)
+			}
+			for _, s := range sels {
+				if !strings.Contains(s, `service="portcullis"`) {
+					t.Errorf("%s: selector %s lacks service=\"portcullis\"", r.Alert, s)
+				}
+			}
+			absent = absent || (r.Alert == "PortcullisDown" && strings.Contains(r.Expr, "absent("))
+		}
+	}
+	if !absent {
+		t.Error("no PortcullisDown rule fires when every target has disappeared (absent)")
+	}
 }
