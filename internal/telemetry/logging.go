@@ -7,9 +7,11 @@ import (
 
 // NewLogger returns the gateway's JSON logger. Every line is one JSON object,
 // so control characters a client sends are escaped by the encoder, never
-// written raw. Components add their name with Component.
+// written raw. Components add their name with Component. The lines are
+// slog.JSONHandler's, written by a handler made for the request path (see
+// jsonHandler).
 func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(newJSONHandler(w, level))
 }
 
 // Component returns l with the component attribute SPEC §6 names.

@@ -57,7 +57,8 @@ func New(log *slog.Logger, m *telemetry.Metrics, next http.Handler) http.Handler
 			case status >= 400:
 				level = slog.LevelDebug
 			}
-			if !log.Enabled(context.Background(), level) {
+			h := log.Handler()
+			if !h.Enabled(context.Background(), level) {
 				return
 			}
 			attrs := make([]slog.Attr, 0, 16)
@@ -86,7 +87,12 @@ func New(log *slog.Logger, m *telemetry.Metrics, next http.Handler) http.Handler
 			if in.Err != nil {
 				attrs = append(attrs, slog.String("error", in.Err.Error()))
 			}
-			log.LogAttrs(context.Background(), level, "request", attrs...)
+			// Straight to the handler: Logger.LogAttrs would walk the
+			// stack (runtime.Callers) for a source location the line does
+			// not carry, on every request.
+			rec := slog.NewRecord(time.Now(), level, "request", 0)
+			rec.AddAttrs(attrs...)
+			_ = h.Handle(context.Background(), rec)
 		}()
 		next.ServeHTTP(w, r)
 	})
