@@ -178,6 +178,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	// /livez and /readyz stay answerable under load (SPEC §4).
 	g.routes = shed.New(cfg.MaxInflight, g.metrics.Registry, http.HandlerFunc(g.route))
 	g.buildEndpoints()
+	g.metrics.GateEndpoints(g.liveEndpoint)
 	g.handler, err = middleware.Global(g.deps(), http.HandlerFunc(g.dispatch))
 	if err != nil {
 		return nil, err

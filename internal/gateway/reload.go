@@ -275,6 +275,9 @@ func (g *Gateway) swap(cur, next *config.Config, snap *runtime.Snapshot) ReloadR
 		}
 	}
 	rl.healthMu.Unlock()
+	// The request series of removed prefixes go too; a request still
+	// running on one of them counts nowhere (see liveEndpoint).
+	g.metrics.PruneEndpoints()
 
 	before := make(map[string]config.Route, len(cur.Routes))
 	for _, r := range cur.Routes {
@@ -295,6 +298,20 @@ func (g *Gateway) swap(cur, next *config.Config, snap *runtime.Snapshot) ReloadR
 	}
 	slices.Sort(res.Removed)
 	return res
+}
+
+// liveEndpoint is the request metrics' endpoint gate
+// (telemetry.Metrics.GateEndpoints): fixed words such as "unmatched" and
+// the gateway's own paths always have series, a route prefix only while the
+// table in force has that route. Without it every prefix a CONFIG_FILE ever
+// held would keep its series, and a request finishing on a removed route
+// would bring them back. It runs only when a label is first counted.
+func (g *Gateway) liveEndpoint(label string) bool {
+	if _, own := g.own[label]; own || !strings.HasPrefix(label, "/") {
+		return true
+	}
+	e, ok := g.snap.Load().Table.Match(label)
+	return ok && e.Value.Config.Prefix == label
 }
 
 // onProbe keeps backend_health_status in step with the checker, for the

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -725,5 +726,159 @@ func TestRefusedFileReportsBoundedProblems(t *testing.T) {
 	}
 	if n := len(gw.Logs.String()); n > 256<<10 {
 		t.Errorf("the log holds %d bytes after one refusal", n)
+	}
+}
+
+// endpointSeries returns the endpoint label values of the request metrics
+// (http_requests_total and http_request_duration_seconds) in an exposition.
+func endpointSeries(exp string) []string {
+	var out []string
+	for _, line := range strings.Split(exp, "\n") {
+		if !strings.HasPrefix(line, "http_requests_total{") && !strings.HasPrefix(line, "http_request_duration_seconds_count{") {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, `endpoint="`)
+		if !ok {
+			continue
+		}
+		label, _, _ := strings.Cut(rest, `"`)
+		if !slices.Contains(out, label) {
+			out = append(out, label)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// waitEndpoints polls /metrics until ok accepts its endpoint labels (a
+// request is counted just after its answer is sent) and returns the last
+// labels read, failing the test after 5s.
+func waitEndpoints(t *testing.T, base string, ok func([]string) bool) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := endpointSeries(string(mustMetrics(t, base)))
+		if ok(got) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the request metrics have endpoints %q…", got[:min(len(got), 8)])
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReloadsDoNotLeakEndpointSeries pins that the request series of a
+// route prefix go with the route: after 200 reloads that each replace a
+// prefix, with traffic through each, /metrics holds the series of the
+// prefixes in force (and the gateway's own paths) only.
+func TestReloadsDoNotLeakEndpointSeries(t *testing.T) {
+	up, _ := serve(t, named("a"))
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	file := func(i int) string {
+		return fmt.Sprintf("routes:\n  - {prefix: /stable, target_url: '%s'}\n  - {prefix: /gen/%d, target_url: '%s'}\n", up, i, up)
+	}
+	writeAtomically(t, path, file(0))
+	gw := start(t, map[string]string{"CONFIG_FILE": path})
+	const reloads = 200
+	for i := 0; i <= reloads; i++ {
+		if i > 0 {
+			writeAtomically(t, path, file(i))
+			if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, p := range []string{fmt.Sprintf("/gen/%d/x", i), "/stable/x"} {
+			if resp, _ := get(t, gw.URL+p); resp.StatusCode != http.StatusOK {
+				t.Fatalf("reload %d, %s: %d", i, p, resp.StatusCode)
+			}
+		}
+		if i%50 == 0 {
+			mustMetrics(t, gw.URL) // the gateway's own path is counted too
+		}
+	}
+	want := []string{fmt.Sprintf("/gen/%d", reloads), "/metrics", "/stable"}
+	if got := waitEndpoints(t, gw.URL, func(got []string) bool { return slices.Equal(got, want) }); !slices.Equal(got, want) {
+		t.Errorf("after %d reloads the request metrics have %d endpoints, want %q", reloads, len(got), want)
+	}
+}
+
+// TestRequestOnARemovedRouteDoesNotBringItsSeriesBack pins that a request
+// still running on a route when a reload removes it finishes (on the old
+// table) without recreating the route's request series, which the reload
+// deleted; and that the prefix, added again, is counted again.
+func TestRequestOnARemovedRouteDoesNotBringItsSeriesBack(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	slow, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "slow")
+	}))
+	up, _ := serve(t, named("a"))
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	with := fmt.Sprintf("routes:\n  - {prefix: /stable, target_url: '%s'}\n  - {prefix: /doomed, target_url: '%s'}\n", up, slow)
+	without := fmt.Sprintf("routes:\n  - {prefix: /stable, target_url: '%s'}\n", up)
+	writeAtomically(t, path, with)
+	gw := start(t, map[string]string{"CONFIG_FILE": path, "LOG_LEVEL": "info"})
+	for _, p := range []string{"/doomed/x", "/stable/x"} {
+		if resp, _ := get(t, gw.URL+p); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d", p, resp.StatusCode)
+		}
+	}
+	if got := waitEndpoints(t, gw.URL, func(got []string) bool { return slices.Contains(got, "/doomed") }); !slices.Contains(got, "/doomed") {
+		t.Fatal("no series for /doomed before the reload")
+	}
+
+	status := make(chan int, 1)
+	go func() {
+		resp, err := client.Get(gw.URL + "/doomed/slow")
+		if err != nil {
+			status <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slow request never reached its backend")
+	}
+	writeAtomically(t, path, without)
+	if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if got := endpointSeries(string(mustMetrics(t, gw.URL))); slices.Contains(got, "/doomed") {
+		t.Errorf("the reload left the removed route's series: %q", got)
+	}
+	close(release)
+	if code := <-status; code != http.StatusOK {
+		t.Fatalf("the request in flight on the removed route: %d", code)
+	}
+	// The access log line is written after the request is counted.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(gw.Logs.String(), `"path":"/doomed/slow"`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow request was never logged")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := endpointSeries(string(mustMetrics(t, gw.URL))); slices.Contains(got, "/doomed") {
+		t.Errorf("the request that finished after the reload brought the removed route's series back: %q", got)
+	}
+
+	writeAtomically(t, path, with)
+	if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := get(t, gw.URL+"/doomed/x"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("/doomed/x after it came back: %d", resp.StatusCode)
+	}
+	if got := waitEndpoints(t, gw.URL, func(got []string) bool { return slices.Contains(got, "/doomed") }); !slices.Contains(got, "/doomed") {
+		t.Error("the route added again is not counted")
 	}
 }

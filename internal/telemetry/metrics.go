@@ -32,8 +32,13 @@ type Metrics struct {
 	// Totals are plain counters for /stats and the dashboard.
 	Totals Totals
 
-	mu        sync.Mutex // guards endpoint creation only (once per label set)
-	endpoints sync.Map   // endpoint label -> *EndpointMetrics
+	// mu orders the creation of endpoint series (once per label set, never
+	// on a cached request) against PruneEndpoints, so a label it removed
+	// is not brought back by a request that was already running.
+	mu        sync.Mutex
+	endpoints sync.Map                   // endpoint label -> *EndpointMetrics
+	live      func(endpoint string) bool // see GateEndpoints; nil admits every label
+	discard   *EndpointMetrics           // what a label live refuses gets
 }
 
 // NewMetrics creates and registers the core metrics on a fresh registry,
@@ -78,6 +83,11 @@ func NewMetrics(version string) *Metrics {
 			Help: "Requests being served right now.",
 		}),
 	}
+	m.discard = &EndpointMetrics{}
+	m.discard.retired.Store(true)
+	for i := range m.discard.duration {
+		m.discard.duration[i] = discardObserver{}
+	}
 	reg.MustRegister(
 		m.Requests, m.RequestDuration, m.ActiveConnections, m.BackendHealth,
 		m.BreakerTrips, m.UpstreamDuration, m.UpstreamRetries, m.InflightRequests,
@@ -108,14 +118,19 @@ func methodIndex(m string) int {
 // EndpointMetrics caches the children of the request metrics for one
 // endpoint label, so the hot path does no label hashing or map locking.
 type EndpointMetrics struct {
+	m        *Metrics
 	endpoint string
-	reqs     *prometheus.CounterVec
 	duration [len(methods)]prometheus.Observer
 	counters sync.Map // methodIndex<<10 | status -> prometheus.Counter
+	// retired is set when PruneEndpoints removed the label's series: a
+	// request that fetched e before then may still observe, but must not
+	// create a series again.
+	retired atomic.Bool
 }
 
 // Endpoint returns the cached metrics for an endpoint label. The label set
-// must be bounded (route prefixes and fixed words), never raw paths.
+// must be bounded (route prefixes and fixed words), never raw paths. A label
+// the gate refuses (see GateEndpoints) gets metrics that count nothing.
 func (m *Metrics) Endpoint(endpoint string) *EndpointMetrics {
 	if e, ok := m.endpoints.Load(endpoint); ok {
 		return e.(*EndpointMetrics)
@@ -125,12 +140,57 @@ func (m *Metrics) Endpoint(endpoint string) *EndpointMetrics {
 	if e, ok := m.endpoints.Load(endpoint); ok {
 		return e.(*EndpointMetrics)
 	}
-	e := &EndpointMetrics{endpoint: endpoint, reqs: m.Requests}
+	if m.live != nil && !m.live(endpoint) {
+		// A request still running on a route a reload removed: its
+		// series went with the route, and must stay gone.
+		return m.discard
+	}
+	e := &EndpointMetrics{m: m, endpoint: endpoint}
 	for i, meth := range methods {
 		e.duration[i] = m.RequestDuration.WithLabelValues(meth, endpoint)
 	}
 	m.endpoints.Store(endpoint, e)
 	return e
+}
+
+// GateEndpoints installs live, which says whether an endpoint label may
+// have request series: the owner of the route table admits its own paths,
+// fixed words and the route prefixes in force. Endpoint consults it under
+// the lock PruneEndpoints holds, and only for a label not cached yet, so
+// live may read the route table but is never on a request's hot path.
+// Without a gate every label is admitted and nothing is pruned.
+func (m *Metrics) GateEndpoints(live func(endpoint string) bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.live = live
+}
+
+// PruneEndpoints deletes the request series (http_requests_total and
+// http_request_duration_seconds) and the cached children of every label
+// the gate no longer admits, and returns how many labels went. Call it
+// after publishing a route table that dropped prefixes: without it every
+// prefix ever configured keeps its series (and memory) for good. Requests
+// still running with a pruned label count nowhere.
+func (m *Metrics) PruneEndpoints() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.live == nil {
+		return 0
+	}
+	n := 0
+	m.endpoints.Range(func(k, v any) bool {
+		label := k.(string)
+		if m.live(label) {
+			return true
+		}
+		v.(*EndpointMetrics).retired.Store(true)
+		m.endpoints.Delete(label)
+		m.Requests.DeletePartialMatch(prometheus.Labels{"endpoint": label})
+		m.RequestDuration.DeletePartialMatch(prometheus.Labels{"endpoint": label})
+		n++
+		return true
+	})
+	return n
 }
 
 // Observe counts one finished request.
@@ -145,10 +205,34 @@ func (e *EndpointMetrics) Observe(method string, status int, seconds float64) {
 		c.(prometheus.Counter).Inc()
 		return
 	}
-	c := e.reqs.WithLabelValues(methods[mi], e.endpoint, strconv.Itoa(status))
-	e.counters.Store(key, c)
-	c.Inc()
+	if c := e.counter(mi, status, key); c != nil {
+		c.Inc()
+	}
 }
+
+// counter creates the request counter of a label set seen for the first
+// time, or returns nil when the endpoint was pruned: the lock keeps a
+// pruned series from being created again after PruneEndpoints deleted it.
+func (e *EndpointMetrics) counter(mi, status, key int) prometheus.Counter {
+	if e.retired.Load() {
+		return nil
+	}
+	e.m.mu.Lock()
+	defer e.m.mu.Unlock()
+	if e.retired.Load() {
+		return nil
+	}
+	if c, ok := e.counters.Load(key); ok {
+		return c.(prometheus.Counter)
+	}
+	c := e.m.Requests.WithLabelValues(methods[mi], e.endpoint, strconv.Itoa(status))
+	e.counters.Store(key, c)
+	return c
+}
+
+type discardObserver struct{}
+
+func (discardObserver) Observe(float64) {}
 
 // Totals counts requests by status class without going through Prometheus.
 type Totals struct {
