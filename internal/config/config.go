@@ -185,6 +185,9 @@ type Config struct {
 	// apiKeysSet and apiKeyHashesSet say whether API_KEYS / API_KEY_HASHES
 	// were set, for the redacted view.
 	apiKeysSet, apiKeyHashesSet bool
+	// fileSum is the SHA-256 of the CONFIG_FILE content c was built from
+	// (see FileSum).
+	fileSum [sha256.Size]byte
 }
 
 // Values of Config.Env.

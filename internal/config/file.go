@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,6 +80,12 @@ func (c *Config) WithFile(data []byte) (*Config, error) {
 	next.Warnings = p.warnings
 	return &next, nil
 }
+
+// FileSum is the SHA-256 of the CONFIG_FILE content c was built from, the
+// zero array when no file was read. A file watcher compares it with what
+// it reads next: hashing the file again after Load could record a newer
+// content than the one in force, and that change would never be applied.
+func (c *Config) FileSum() [sha256.Size]byte { return c.fileSum }
 
 // ReadFile reads CONFIG_FILE as ReloadFile does, for callers that want to
 // compare contents before reloading (a file watcher sees many events that
@@ -163,6 +170,7 @@ func (s *tunableSink) UnmarshalJSON(b []byte) error {
 // .json) into c: tunables first, as they are the routes' defaults, then the
 // routes. Every problem is recorded in p, each starting with CONFIG_FILE.
 func (c *Config) applyFile(p *parser, data []byte) {
+	c.fileSum = sha256.Sum256(data)
 	doc, err := toJSON(c.ConfigFile, data)
 	if err != nil {
 		p.failf(fileName, "%s: %v", c.ConfigFile, err)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -315,5 +316,39 @@ func TestConfigFileThatIsNotARegularFileIsRefusedAtOnce(t *testing.T) {
 	}
 	if _, err := ReadFile("/dev/zero"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("/dev/zero: %v", err)
+	}
+}
+
+// TestFileSumIsTheContentLoaded pins that a Config says which CONFIG_FILE
+// content it was built from, so a file watcher compares the file with the
+// content in force rather than with a second read made after Load (which
+// would take an edit made in between for one already applied).
+func TestFileSumIsTheContentLoaded(t *testing.T) {
+	const first = "routes: [{prefix: /a, target_url: 'http://a'}]\n"
+	const second = "routes: [{prefix: /b, target_url: 'http://b'}]\n"
+	path := writeConfigFile(t, "g.yaml", first)
+	c, err := load(map[string]string{"CONFIG_FILE": path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(second), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c.FileSum() != sha256.Sum256([]byte(first)) {
+		t.Error("FileSum is not the hash of the content Load read")
+	}
+	next, err := c.WithFile([]byte(second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.FileSum() != sha256.Sum256([]byte(second)) || c.FileSum() != sha256.Sum256([]byte(first)) {
+		t.Error("WithFile's FileSum is not the hash of its content, or it changed the original")
+	}
+	env, err := load(map[string]string{"SERVICE_ROUTES": `[{"prefix":"/a","target_url":"http://a"}]`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.FileSum() != [sha256.Size]byte{} {
+		t.Error("a Config without CONFIG_FILE has a file sum")
 	}
 }

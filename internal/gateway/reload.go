@@ -115,12 +115,10 @@ func newReloader(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer
 	rl.lastAt = time.Now()
 	rl.lastOKSec.Set(float64(rl.lastAt.Unix()))
 	rl.active.Store(cfg)
-	if cfg.ConfigFile != "" {
-		// What boot read; the watcher reloads only when this changes.
-		if data, err := config.ReadFile(cfg.ConfigFile); err == nil {
-			rl.lastSum = sha256.Sum256(data)
-		}
-	}
+	// The content cfg was built from, as config.Load read it; the watcher
+	// reloads only when the file differs. Reading the file again here would
+	// record an edit made since Load as already applied.
+	rl.lastSum = cfg.FileSum()
 	return rl, nil
 }
 

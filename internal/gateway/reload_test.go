@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
@@ -880,5 +883,35 @@ func TestRequestOnARemovedRouteDoesNotBringItsSeriesBack(t *testing.T) {
 	}
 	if got := waitEndpoints(t, gw.URL, func(got []string) bool { return slices.Contains(got, "/doomed") }); !slices.Contains(got, "/doomed") {
 		t.Error("the route added again is not counted")
+	}
+}
+
+// TestWatcherAppliesAnEditMadeDuringTheBoot pins that the watcher compares
+// the file with the content the boot loaded, not with a second read: an
+// edit that lands between config.Load and the gateway's construction is
+// applied at the watcher's next look instead of being taken as the content
+// in force (and skipped until the next edit).
+func TestWatcherAppliesAnEditMadeDuringTheBoot(t *testing.T) {
+	a, _ := serve(t, named("a"))
+	b, _ := serve(t, named("b"))
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	writeAtomically(t, path, "routes: [{prefix: /r, target_url: '"+a+"'}]\n")
+	env := map[string]string{"CONFIG_FILE": path, "ENABLE_CACHING": "false"}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAtomically(t, path, "routes: [{prefix: /r, target_url: '"+b+"'}]\n") // the edit during the boot
+	g, err := New(cfg, telemetry.NewLogger(io.Discard, slog.LevelInfo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.stopLife)
+	res, err := g.reloadFile(TriggerFile, true) // what the watcher does on the edit's event
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Changed, []string{"/r"}) || g.Config().Routes[0].Targets[0].URL.String() != b {
+		t.Errorf("the edit made during the boot was skipped: result %+v, /r → %v", res, g.Config().Routes[0].Targets)
 	}
 }
