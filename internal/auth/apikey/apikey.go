@@ -46,6 +46,13 @@ const (
 	// DefaultNegativeTTL is how long "unknown"/"revoked" answers are cached; a
 	// shorter CacheTTL shortens it too.
 	DefaultNegativeTTL = 10 * time.Second
+	// MaxStale is how long past its CacheTTL a key the stores confirmed is
+	// still accepted while they cannot answer (an outage, or every lookup
+	// slot taken by a flood of random keys): known callers keep working, as
+	// nginx's proxy_cache_use_stale keeps serving. A scheduled revocation
+	// (revoked_at) is never exceeded, and when the stores answer, their
+	// answer (a revocation included) applies at once.
+	MaxStale = 5 * time.Minute
 	// DefaultStoreTimeout bounds each remote store's answer.
 	DefaultStoreTimeout = 200 * time.Millisecond
 	// DefaultCacheEntries bounds the positive and the negative cache, each.
@@ -164,6 +171,7 @@ type Store struct {
 	pos, neg                *cache
 	sem                     chan struct{}
 	shed                    prometheus.Counter
+	stale                   prometheus.Counter
 	storeErrors             *prometheus.CounterVec
 
 	// flightMu guards flights; it is taken only on a cache miss that goes
@@ -289,7 +297,14 @@ func (s *Store) Lookup(ctx context.Context, key string) (Identity, error) {
 	if e, ok := s.cached(d); ok {
 		return Identity{Name: e.name}, e.err
 	}
-	return s.lookupRemote(ctx, d)
+	id, err := s.lookupRemote(ctx, d)
+	if errors.Is(err, ErrStore) {
+		if e, ok := s.pos.getStale(d, s.now().UnixNano(), int64(MaxStale)); ok {
+			s.stale.Inc()
+			return Identity{Name: e.name}, nil
+		}
+	}
+	return id, err
 }
 
 // cached returns the unexpired cached answer for d: a name, or an err.
@@ -398,11 +413,12 @@ func (s *Store) fetch(ctx context.Context, d digest) (Identity, error) {
 				"store", st.name, "key_prefix", h[:8])
 			name = defaultName(d)
 		}
-		exp := now.Add(s.posTTL)
-		if !rec.revokedAt.IsZero() && rec.revokedAt.Before(exp) {
-			exp = rec.revokedAt // scheduled revocation: trusted only until then
+		e := cacheEntry{name: name, exp: now.Add(s.posTTL).UnixNano()}
+		if !rec.revokedAt.IsZero() && rec.revokedAt.UnixNano() <= e.exp {
+			// Scheduled revocation: trusted only until then, never stale.
+			e.exp, e.final = rec.revokedAt.UnixNano(), true
 		}
-		s.pos.put(d, cacheEntry{name: name, exp: exp.UnixNano()}, now.UnixNano())
+		s.pos.put(d, e, now.UnixNano())
 		return Identity{Name: name}, nil
 	}
 	if storeErr != nil {

@@ -12,6 +12,8 @@ type cacheEntry struct {
 	name string
 	err  error
 	exp  int64
+	// final: exp is a scheduled revocation; the entry is never served stale.
+	final bool
 }
 
 // cache is a bounded map of digest → answer with random eviction. Found keys
@@ -47,6 +49,19 @@ func (c *cache) get(d digest, now int64) (cacheEntry, bool) {
 	e, ok := sh.m[d]
 	sh.mu.RUnlock()
 	if !ok || now >= e.exp {
+		return cacheEntry{}, false
+	}
+	return e, true
+}
+
+// getStale returns a positive entry for d that expired less than maxStale
+// ago (or has not expired), unless its expiry is a revocation.
+func (c *cache) getStale(d digest, now, maxStale int64) (cacheEntry, bool) {
+	sh := c.shard(d)
+	sh.mu.RLock()
+	e, ok := sh.m[d]
+	sh.mu.RUnlock()
+	if !ok || e.err != nil || e.final || now >= e.exp+maxStale {
 		return cacheEntry{}, false
 	}
 	return e, true

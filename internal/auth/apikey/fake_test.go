@@ -208,3 +208,52 @@ func TestCacheEvictsExpiredFirst(t *testing.T) {
 		t.Errorf("len = %d, want 1", n)
 	}
 }
+
+// TestKnownKeySurvivesAFloodOfRandomKeys: random keys take every lookup
+// slot; a key the store confirmed before, whose cache entry has just
+// expired, is still accepted (stale) instead of failing with the flood.
+func TestKnownKeySurvivesAFloodOfRandomKeys(t *testing.T) {
+	t.Parallel()
+	f := &fakeRemote{names: map[string]string{hexOf("known"): "svc"}}
+	reg := prometheus.NewRegistry()
+	clock := newClock()
+	s := newFakeStore(t, f, Options{Registerer: reg, MaxConcurrent: 2, StoreTimeout: 100 * time.Millisecond, Now: clock.Now})
+	if id, err := s.Lookup(context.Background(), "known"); err != nil || id.Name != "svc" {
+		t.Fatalf("first lookup: %v %v", id, err)
+	}
+	clock.Advance(DefaultCacheTTL + time.Second)
+	f.set(func(f *fakeRemote) { f.gate, f.ignoreCtx = make(chan struct{}), true })
+	var wg sync.WaitGroup
+	for i := range 2 { // the flood holds both slots
+		wg.Go(func() { _, _ = s.Lookup(context.Background(), fmt.Sprint("random", i)) })
+	}
+	eventually(t, time.Second, "both slots taken", func() bool { return len(s.sem) == 2 })
+	if id, err := s.Lookup(context.Background(), "known"); err != nil || id.Name != "svc" {
+		t.Errorf("known key during the flood: %v %v, want it accepted", id, err)
+	}
+	if _, err := s.Lookup(context.Background(), "never-seen"); !errors.Is(err, ErrStore) {
+		t.Errorf("an unknown key during the flood: %v, want ErrStore (fail closed)", err)
+	}
+	close(f.gate)
+	wg.Wait()
+	if got := counter(t, reg, "apikey_stale_answers_total", nil); got != 1 {
+		t.Errorf("apikey_stale_answers_total = %v, want 1", got)
+	}
+}
+
+func TestScheduledRevocationIsNeverServedStale(t *testing.T) {
+	c := newCache(64)
+	var d digest
+	now := time.Now().UnixNano()
+	c.put(d, cacheEntry{name: "svc", exp: now, final: true}, now)
+	if _, ok := c.getStale(d, now+1, int64(MaxStale)); ok {
+		t.Fatal("an entry that expired at its revocation was served stale")
+	}
+	c.put(d, cacheEntry{name: "svc", exp: now}, now)
+	if _, ok := c.getStale(d, now+1, int64(MaxStale)); !ok {
+		t.Fatal("an ordinary expired entry was not served stale")
+	}
+	if _, ok := c.getStale(d, now+int64(MaxStale), int64(MaxStale)); ok {
+		t.Fatal("served beyond MaxStale")
+	}
+}

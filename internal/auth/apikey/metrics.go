@@ -20,6 +20,10 @@ func (s *Store) registerMetrics(reg prometheus.Registerer) error {
 		Name: "apikey_lookups_shed_total",
 		Help: "Remote API key lookups refused because the concurrency limit stayed full for the whole store timeout.",
 	})
+	s.stale = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "apikey_stale_answers_total",
+		Help: "API keys accepted from an expired cache entry (up to 5 min past it) because the remote stores could not answer.",
+	})
 	s.fileReload = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "apikey_file_reloads_total",
 		Help: "Reloads of API_KEYS_FILE after a change, by result (ok, error; on error the previous keys stay).",
@@ -32,6 +36,9 @@ func (s *Store) registerMetrics(reg prometheus.Registerer) error {
 		return fmt.Errorf("registering API key metrics: %w", err)
 	}
 	if s.shed, err = telemetry.Register(reg, s.shed); err != nil {
+		return fmt.Errorf("registering API key metrics: %w", err)
+	}
+	if s.stale, err = telemetry.Register(reg, s.stale); err != nil {
 		return fmt.Errorf("registering API key metrics: %w", err)
 	}
 	if s.fileReload, err = telemetry.Register(reg, s.fileReload); err != nil {

@@ -91,10 +91,14 @@ func TestRedisStore(t *testing.T) {
 		{name: "server stopped: an uncached key fails closed, quickly", key: fresh1, wantErr: ErrStore, within: storeTimeout + failMargin},
 		{name: "server stopped: every uncached lookup fails closed", key: fresh2, wantErr: ErrStore, within: storeTimeout + failMargin},
 		{name: "server stopped: a failure is not cached", key: fresh1, wantErr: ErrStore, within: storeTimeout + failMargin},
-		{name: "server stopped: the cached key fails once its TTL passes", do: func(*testing.T) { clock.Advance(DefaultCacheTTL) }, key: late, wantErr: ErrStore},
+		{name: "server stopped: past its TTL, a confirmed key is still accepted (stale)", do: func(*testing.T) { clock.Advance(DefaultCacheTTL) }, key: late, want: Identity{Name: "svc-late"}, within: storeTimeout + failMargin},
+		{name: "server stopped: beyond MaxStale it fails closed", do: func(*testing.T) { clock.Advance(MaxStale) }, key: late, wantErr: ErrStore},
 	})
-	if got := redisErrors(); got != 4 {
-		t.Errorf("apikey_store_errors_total{store=redis} = %v, want 4", got)
+	if got := redisErrors(); got != 5 {
+		t.Errorf("apikey_store_errors_total{store=redis} = %v, want 5", got)
+	}
+	if got := counter(t, reg, "apikey_stale_answers_total", nil); got != 1 {
+		t.Errorf("apikey_stale_answers_total = %v, want 1", got)
 	}
 	if n := logs.count("API key store unavailable"); n != 1 {
 		t.Errorf("outage logged %d times, want once:\n%s", n, logs)
