@@ -18,7 +18,9 @@
 //     request path never asks Redis); changes are written to Redis sets and
 //     a sorted set of blocks, and published on one channel that every
 //     replica applies; a periodic resync converges a replica that missed
-//     messages.
+//     messages. A quiet subscription is pinged, and replaced (with a full
+//     resync) when the answer does not come: a network cut without a
+//     reset would otherwise leave it silently dead for minutes.
 //
 // Failure: every Redis call has a deadline (OpTimeout on the request path).
 // The first failure opens a breaker: the replica logs one warning, reports
@@ -26,7 +28,8 @@
 // are local, each decision counted in cluster_fallback_total). A probe
 // pings Redis every ProbeEvery; when it answers, the changes made during
 // the outage are replayed, the lists resynced, and the replica goes back to
-// shared state with one info line.
+// shared state with one info line. A panic in a background loop is logged
+// with its stack and the loop restarted; changes after Close stay local.
 package cluster
 
 import (
@@ -36,6 +39,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,6 +83,19 @@ const (
 	maxCountsPerShard = 8192
 	// flushChunk is the number of keys per pipeline of a flush.
 	flushChunk = 1000
+
+	// pubsubQuiet is how long the channel may stay silent before the
+	// subscription is pinged. A network cut without a reset (a node lost,
+	// Redis moved to another address, a NAT or firewall entry dropped)
+	// leaves a socket that reads nothing and reports no error for as long
+	// as TCP keepalives take to give up (minutes): the PING's answer is
+	// what proves the subscription alive. One PING a second per replica.
+	pubsubQuiet = time.Second
+
+	// restartMin and restartMax bound the pause before a background loop
+	// that panicked is started again (doubling while it keeps panicking).
+	restartMin = 100 * time.Millisecond
+	restartMax = 5 * time.Second
 )
 
 // Options configures a Node.
@@ -143,6 +160,14 @@ type Node struct {
 	// afterReplay, when set (tests), runs in recover after the outage's
 	// changes were replayed, where an admin change may race the recovery.
 	afterReplay func()
+	// hook, when set (tests, before Start), runs on every turn of the
+	// background loops with the loop's name ("receive", "loop"): a test
+	// injects a panic there.
+	hook func(loop string)
+
+	// closed is set by Close: a change or a failure after it is the
+	// shutdown's, not an outage.
+	closed atomic.Bool
 
 	events chan string
 	cancel context.CancelFunc
@@ -179,6 +204,17 @@ type change struct {
 	p     netip.Prefix
 	add   bool
 	block bool // an unblock of p.Addr() (kind/add unused)
+}
+
+func (c change) String() string {
+	switch {
+	case c.block:
+		return "unblock " + c.p.Addr().String()
+	case c.add:
+		return "add " + c.kind.String() + " " + c.p.String()
+	default:
+		return "del " + c.kind.String() + " " + c.p.String()
+	}
 }
 
 type countShard struct {
@@ -286,12 +322,20 @@ func (n *Node) Start(ctx context.Context) {
 	} else {
 		n.log.Info("cluster mode: sharing limits, DDoS counters and lists through Redis", "redis", n.o.Addr)
 	}
-	n.wg.Go(func() { n.receive(ctx, ps) })
-	n.wg.Go(func() { n.loop(ctx) })
+	n.wg.Go(func() {
+		n.supervise(ctx, "receive", func(ctx context.Context) {
+			first := ps // the first run takes Start's subscription; a restart subscribes anew
+			ps = nil
+			n.receive(ctx, first)
+		})
+	})
+	n.wg.Go(func() { n.supervise(ctx, "loop", n.loop) })
 }
 
-// Close stops the loops and closes the Redis client.
+// Close stops the loops and closes the Redis client. A change made after
+// it (an admin request racing the shutdown) applies locally only.
 func (n *Node) Close() {
+	n.closed.Store(true)
 	if n.cancel != nil {
 		n.cancel()
 	}
@@ -299,8 +343,52 @@ func (n *Node) Close() {
 	_ = n.rdb.Close()
 }
 
+// supervise runs one background loop until ctx ends. A panic in it is
+// logged with its stack and the loop started again after a pause (doubling
+// from restartMin to restartMax while it keeps panicking): the replica
+// goes on sharing state instead of the process dying, and the restarted
+// loop resyncs in full, since what the panic interrupted is unknown.
+func (n *Node) supervise(ctx context.Context, name string, run func(context.Context)) {
+	pause := restartMin
+	for {
+		began := time.Now()
+		if !n.runRecovered(ctx, name, run) || ctx.Err() != nil {
+			return // run returns only when ctx ends
+		}
+		if time.Since(began) > time.Minute {
+			pause = restartMin // an old panic: start again quickly
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, restartMax)
+		n.forceSync.Store(true)
+	}
+}
+
+// runRecovered runs run and reports whether it panicked.
+func (n *Node) runRecovered(ctx context.Context, name string, run func(context.Context)) (panicked bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			panicked = true
+			n.log.Error("cluster background loop panicked: restarting it", "loop", name,
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	run(ctx)
+	return false
+}
+
 // fail opens the breaker; the first failure of an outage logs a warning.
+// After Close, failures are the shutdown's own (the client is closed) and
+// change nothing.
 func (n *Node) fail(err error) {
+	if n.closed.Load() {
+		n.log.Debug("redis call after close", "error", err.Error())
+		return
+	}
 	if n.down.CompareAndSwap(false, true) {
 		n.downSince.Store(time.Now().UnixNano())
 		n.degradedG.Set(1)
@@ -411,16 +499,21 @@ func (n *Node) ListChanged(k ipfilter.Kind, p netip.Prefix, added bool) {
 }
 
 // share writes c to Redis now, or keeps it for replay while the replica is
-// degraded.
+// degraded. After Close it applies locally only (the replica is shutting
+// down; nothing is left to replay it).
 func (n *Node) share(c change) {
 	for !n.queue(c) {
+		if n.closed.Load() {
+			n.log.Debug("change after close not shared", "change", c.String())
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), n.o.BackgroundTimeout)
 		err := n.writeChange(ctx, c)
 		cancel()
 		if err == nil {
 			return
 		}
-		n.fail(err) // then queued, unless a recovery already ended the outage
+		n.fail(err) // then queued, unless a recovery already ended the outage (or Close came)
 	}
 }
 
@@ -502,14 +595,22 @@ func (n *Node) recover(ctx context.Context) error {
 		// Admin changes made during the replay were queued: replay them
 		// too before going back to shared state, or they would stay queued
 		// and the next resync would undo them locally.
-		n.pmu.Lock()
-		if len(n.pending) == 0 {
-			n.up()
-			n.pmu.Unlock()
+		if n.upIfReplayed() {
 			return nil
 		}
-		n.pmu.Unlock()
 	}
+}
+
+// upIfReplayed ends the outage if no change is left to replay, under pmu
+// (see queue).
+func (n *Node) upIfReplayed() bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	if len(n.pending) != 0 {
+		return false
+	}
+	n.up()
+	return true
 }
 
 // reseed pushes this replica's lists when Redis has none at all (a Redis
@@ -624,28 +725,77 @@ func (n *Node) applyBlock(ip string, untilMS int64) {
 
 // receive reads the channel and hands every message to the loop, in order.
 // A (re)subscription forces a resync: messages may have been missed.
+//
+// A subscription silent for pubsubQuiet is pinged; one whose answer does
+// not come within BackgroundTimeout is dead (the network dropped it
+// without a reset, so no read ever fails) and is replaced by a new one.
+// ps nil: subscribe first.
 func (n *Node) receive(ctx context.Context, ps *redis.PubSub) {
-	defer ps.Close()
+	if ps == nil {
+		ps = n.rdb.Subscribe(ctx, n.keys.channel)
+	}
+	defer func() { _ = ps.Close() }()
+	lastRead := time.Now() // of anything: a message, a confirmation, a pong
+	var pinged time.Time   // zero: no ping awaiting its answer
+	warned := false        // this silence was logged at warn already
 	for ctx.Err() == nil {
-		msg, err := ps.ReceiveTimeout(ctx, time.Second)
+		wait := time.Until(lastRead.Add(pubsubQuiet))
+		if !pinged.IsZero() {
+			wait = time.Until(pinged.Add(n.o.BackgroundTimeout))
+		}
+		msg, err := ps.ReceiveTimeout(ctx, max(wait, time.Millisecond))
+		if n.hook != nil {
+			n.hook("receive")
+		}
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue // quiet channel
-			}
 			if ctx.Err() != nil {
 				return
 			}
-			n.fail(err)
-			select { // go-redis redials on the next receive
-			case <-ctx.Done():
-				return
-			case <-time.After(n.o.ProbeEvery):
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				n.fail(err)
+				select { // go-redis redials on the next receive
+				case <-ctx.Done():
+					return
+				case <-time.After(n.o.ProbeEvery):
+				}
+				lastRead, pinged = time.Now(), time.Time{}
+				continue
+			}
+			now := time.Now()
+			switch {
+			case pinged.IsZero() && now.Sub(lastRead) >= pubsubQuiet:
+				pctx, cancel := context.WithTimeout(ctx, n.o.BackgroundTimeout)
+				err := ps.Ping(pctx)
+				cancel()
+				pinged = now
+				if err == nil {
+					continue
+				}
+				fallthrough // a subscription that cannot even send is dead too
+			case !pinged.IsZero() && now.Sub(pinged) >= n.o.BackgroundTimeout:
+				silent := now.Sub(lastRead).Round(time.Millisecond).String()
+				if !warned {
+					warned = true
+					n.log.Warn("redis subscription silent: resubscribing on a new connection",
+						"redis", n.o.Addr, "silent_for", silent)
+				} else {
+					n.log.Debug("redis subscription still silent: resubscribing", "silent_for", silent)
+				}
+				_ = ps.Close()
+				ps = n.rdb.Subscribe(ctx, n.keys.channel)
+				n.forceSync.Store(true) // what was published meanwhile is lost
+				lastRead, pinged = time.Now(), time.Time{}
 			}
 			continue
 		}
+		lastRead, pinged = time.Now(), time.Time{}
 		switch m := msg.(type) {
 		case *redis.Subscription:
+			if warned {
+				warned = false
+				n.log.Info("redis subscription restored", "redis", n.o.Addr)
+			}
 			n.forceSync.Store(true)
 		case *redis.Message:
 			select {
@@ -674,6 +824,9 @@ func (n *Node) loop(ctx context.Context) {
 		case ev := <-n.events:
 			n.apply(ev)
 		case <-flush.C:
+			if n.hook != nil {
+				n.hook("loop")
+			}
 			if !n.down.Load() {
 				n.bg(ctx, n.flush)
 			}

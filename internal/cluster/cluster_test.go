@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +35,7 @@ type replicaOpts struct {
 	boot      []netip.Prefix // IP_BLACKLIST
 	probe     time.Duration  // ProbeEvery (default 50 ms)
 	resync    time.Duration  // ResyncEvery (default 300 ms)
+	hook      func(loop string)
 }
 
 func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
@@ -68,6 +70,7 @@ func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
 		t.Fatal(err)
 	}
 	r.n.Attach(r.lists, r.guard)
+	r.n.hook = ro.hook
 	r.n.Start(context.Background())
 	t.Cleanup(func() {
 		r.n.Close()
@@ -463,5 +466,166 @@ func TestFreshReplicaDoesNotSeedOverTheListsOthersHold(t *testing.T) {
 		eventually(t, 3*time.Second, "both replicas hold the admin entry and the boot entry", func() bool {
 			return r.lists.Denied(added.Addr()) && r.lists.Denied(boot.Addr())
 		})
+	}
+}
+
+// Regression: a network cut without a reset (a node lost, Redis moved to
+// another address, a NAT entry dropped) left the subscription reading a
+// socket that never answers nor fails: list changes and blocks then came
+// only with the periodic resync, or, with no traffic to trip the breaker,
+// not at all, instead of within a second.
+func TestSilentlyDeadSubscriptionIsReplaced(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		cut       func(*blackhole)
+		healAfter bool // the cut lasts until Heal (a lost node that comes back)
+	}{
+		{name: "existing connections dropped", cut: (*blackhole).CutExisting},
+		{name: "everything dropped, then healed", cut: (*blackhole).CutAll, healAfter: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			addr, _ := testsvc.Redis(t)
+			hole := newBlackhole(t, addr)
+			// The resync is out of the picture: only the subscription can
+			// bring a change within the test.
+			a := newReplica(t, hole.Addr, replicaOpts{resync: time.Hour})
+			b := newReplica(t, addr, replicaOpts{resync: time.Hour})
+			first := netip.MustParsePrefix("192.0.2.1/32")
+			b.lists.Add(ipfilter.Deny, first)
+			eventually(t, time.Second, "change before the cut", func() bool { return a.lists.Denied(first.Addr()) })
+			subscribed := hole.subscribes.Load()
+
+			tc.cut(hole)
+			cut := time.Now()
+			late := netip.MustParsePrefix("192.0.2.2/32")
+			b.lists.Add(ipfilter.Deny, late)
+			took := eventually(t, 5*time.Second, "dead subscription noticed", func() bool {
+				return a.logs.CountMsg("redis subscription silent: resubscribing on a new connection") == 1
+			})
+			t.Logf("dead subscription noticed %v after the cut", took)
+			if tc.healAfter {
+				if a.lists.Denied(late.Addr()) {
+					t.Fatal("change arrived through a cut network")
+				}
+				hole.Heal()
+			}
+			took = eventually(t, 8*time.Second, "change made during the cut reaches the replica", func() bool {
+				return a.lists.Denied(late.Addr())
+			})
+			t.Logf("change arrived %v later (%v after the cut)", took, time.Since(cut).Round(time.Millisecond))
+			if hole.subscribes.Load() <= subscribed {
+				t.Fatal("no new subscription reached Redis")
+			}
+			// And the new subscription carries changes as they happen.
+			again := netip.MustParsePrefix("192.0.2.3/32")
+			b.lists.Add(ipfilter.Deny, again)
+			eventually(t, 2*time.Second, "change after the new subscription", func() bool { return a.lists.Denied(again.Addr()) })
+		})
+	}
+}
+
+// Regression: a panic in a background loop (the subscription reader, the
+// flush/resync/probe loop) killed the whole process.
+func TestPanicInBackgroundLoopIsRecoveredAndLoopRestarted(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	const threshold = 20
+	var turns sync.Map // loop name → *atomic.Int32
+	hook := func(loop string) {
+		v, _ := turns.LoadOrStore(loop, new(atomic.Int32))
+		if v.(*atomic.Int32).Add(1) == 3 {
+			panic("injected panic in " + loop)
+		}
+	}
+	a := newReplica(t, addr, replicaOpts{threshold: threshold, hook: hook})
+	b := newReplica(t, addr, replicaOpts{threshold: threshold})
+	// The receive loop turns once per message or quiet second; send three.
+	for i := range 3 {
+		b.lists.Add(ipfilter.Deny, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}), 32))
+	}
+	eventually(t, 5*time.Second, "both loops panicked and were logged", func() bool {
+		return a.logs.CountMsg("cluster background loop panicked: restarting it") == 2
+	})
+	for _, line := range strings.Split(strings.TrimSpace(a.logs.String()), "\n") {
+		if !strings.Contains(line, "panicked") {
+			continue
+		}
+		for _, want := range []string{`"level":"ERROR"`, `"component":"cluster"`, `"panic":"injected panic in `, `"stack":"goroutine `} {
+			if !strings.Contains(line, want) {
+				t.Errorf("panic log line lacks %s: %s", want, line)
+			}
+		}
+	}
+	// The restarted receive loop still brings changes.
+	p := netip.MustParsePrefix("192.0.2.99/32")
+	b.lists.Add(ipfilter.Deny, p)
+	eventually(t, 2*time.Second, "change after the restart", func() bool { return a.lists.Denied(p.Addr()) })
+	// The restarted flush loop still shares DDoS counts.
+	key := netip.MustParseAddr("203.0.113.9")
+	for range threshold + 1 {
+		a.n.Count(key)
+	}
+	eventually(t, 2*time.Second, "block after the restart", func() bool { return b.guard.BlockedCount() == 1 })
+}
+
+// Regression: an admin change that raced the shutdown (after Close) failed
+// on the closed client and logged a spurious "redis unavailable" warning.
+func TestChangeAfterCloseIsQuiet(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	r := newReplica(t, addr, replicaOpts{})
+	r.n.Close()
+	p := netip.MustParsePrefix("192.0.2.5/32")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.lists.Add(ipfilter.Deny, p)
+		r.guard.Unblock(netip.MustParseAddr("192.0.2.6"))
+		r.n.Unblocked(netip.MustParseAddr("192.0.2.6"))
+		r.n.Allow(ctx, "", p.Addr(), time.Second, time.Second)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a change after Close did not return")
+	}
+	if !r.lists.Denied(p.Addr()) {
+		t.Error("change after Close not applied locally")
+	}
+	if strings.Contains(r.logs.String(), "redis unavailable") || r.n.Degraded() {
+		t.Fatalf("change after Close reported an outage:\n%s", r.logs.String())
+	}
+	if !strings.Contains(r.logs.String(), "change after close not shared") {
+		t.Error("no debug line for the change dropped after Close")
+	}
+}
+
+// Design choice (README "Running many replicas"): a change made on a
+// replica cut off from Redis is replayed when it reconnects, over the
+// changes the connected replicas made meanwhile, even later ones.
+func TestOutageChangeIsReplayedOverALaterConnectedOne(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	hole := newBlackhole(t, addr)
+	a := newReplica(t, hole.Addr, replicaOpts{})
+	b := newReplica(t, addr, replicaOpts{})
+	x := netip.MustParsePrefix("192.0.2.1/32")
+	b.lists.Add(ipfilter.Deny, x)
+	eventually(t, time.Second, "entry on a", func() bool { return a.lists.Denied(x.Addr()) })
+
+	hole.CutAll()
+	a.lists.Remove(ipfilter.Deny, x) // fails to reach Redis: queued
+	if !a.n.Degraded() {
+		t.Fatal("a not degraded after a change it could not share")
+	}
+	b.lists.Remove(ipfilter.Deny, x)
+	b.lists.Add(ipfilter.Deny, x) // later than a's removal, and opposite
+	hole.Heal()
+	eventually(t, 10*time.Second, "a recovers", func() bool { return !a.n.Degraded() })
+	for _, r := range []*replica{a, b} {
+		eventually(t, 2*time.Second, "the replayed removal wins everywhere", func() bool { return !r.lists.Denied(x.Addr()) })
 	}
 }
