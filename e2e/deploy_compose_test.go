@@ -314,16 +314,7 @@ func TestEnvFiles(t *testing.T) {
 		}
 		cmd := exec.Command(deployGatewayBin(t), "validate")
 		cmd.Dir, cmd.Env = dir, append([]string{"PATH=" + os.Getenv("PATH")}, extra...)
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		switch {
-		case err == nil:
-			return 0, string(out)
-		case errors.As(err, &ee):
-			return ee.ExitCode(), string(out)
-		}
-		t.Fatal(err)
-		return -1, ""
+		return exitCode(t, cmd)
 	}
 	for _, f := range []string{".env.development", ".env.production"} {
 		for _, line := range strings.Split(deployRead(t, f), "\n") {

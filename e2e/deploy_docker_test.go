@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -213,16 +212,7 @@ func TestDockerfile(t *testing.T) {
 			cmd := exec.Command(static, append([]string{"healthcheck"}, args...)...)
 			cmd.Dir = wd
 			cmd.Env = env
-			out, err := cmd.CombinedOutput()
-			var ee *exec.ExitError
-			switch {
-			case err == nil:
-				return 0, string(out)
-			case errors.As(err, &ee):
-				return ee.ExitCode(), string(out)
-			}
-			t.Fatal(err)
-			return -1, ""
+			return exitCode(t, cmd)
 		}
 		envDir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(envDir, ".env"), []byte("GATEWAY_PORT="+gw.Addr+"\n"), 0o600); err != nil {
