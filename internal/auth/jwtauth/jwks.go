@@ -37,6 +37,10 @@ const (
 
 var errRefreshLimited = errors.New("JWKS refresh for an unknown key skipped: one already ran within the unknown-kid interval")
 
+// MaxKeysWithoutKID is how many keys of one algorithm a token without a kid
+// header is tried against; a JWKS with more such keys requires a kid.
+const MaxKeysWithoutKID = 3
+
 // jwkKey is one usable verification key from the JWKS.
 type jwkKey struct {
 	kid string
@@ -67,12 +71,16 @@ func newKeySet(keys []*jwkKey) *keySet {
 				set.Keys = append(set.Keys, k.key)
 			}
 		}
-		switch len(set.Keys) {
-		case 0:
-		case 1:
+		switch n := len(set.Keys); {
+		case n == 0:
+		case n == 1:
 			ks.noKID[alg] = set.Keys[0]
-		default:
+		case n <= MaxKeysWithoutKID:
 			ks.noKID[alg] = set
+		default:
+			// Each key tried is a signature check (~40 µs for RSA): with a
+			// large set, tokens without kid would let any client make the
+			// gateway do dozens per request. Such a set requires a kid.
 		}
 	}
 	return ks

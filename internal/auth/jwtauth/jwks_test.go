@@ -2,10 +2,13 @@ package jwtauth
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -317,5 +320,39 @@ func TestParseKeys(t *testing.T) {
 	}
 	if keys, _ := parseKeys(many); len(keys) != maxJWKSKeys {
 		t.Errorf("kept %d keys, want the cap %d", len(keys), maxJWKSKeys)
+	}
+}
+
+// A token without kid is tried against every key of its algorithm only
+// while the JWKS holds at most MaxKeysWithoutKID of them: with more, each
+// such token would cost the gateway that many signature checks.
+func TestTokenWithoutKIDAgainstALargeJWKS(t *testing.T) {
+	clk := newClock()
+	keys := make([]*ecdsa.PrivateKey, MaxKeysWithoutKID+1)
+	served := make([]testKey, len(keys))
+	for i := range keys {
+		var err error
+		if keys[i], err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+		served[i] = testKey{kid: fmt.Sprint("k", i), pub: &keys[i].PublicKey}
+	}
+	last := MaxKeysWithoutKID - 1
+	noKID := sign(t, jwt.SigningMethodES256, keys[last], "", claims(clk.Now()), nil)
+
+	small := newJWKSServer(t, served[:MaxKeysWithoutKID]...)
+	v := newVerifier(t, Options{JWKSURL: small.url(), Now: clk.Now, RefreshInterval: time.Hour})
+	if _, reason, err := v.Verify(noKID); err != nil {
+		t.Fatalf("%d keys: a token without kid was refused: %s %v", MaxKeysWithoutKID, reason, err)
+	}
+
+	large := newJWKSServer(t, served...)
+	v = newVerifier(t, Options{JWKSURL: large.url(), Now: clk.Now, RefreshInterval: time.Hour})
+	if _, _, err := v.Verify(noKID); err == nil {
+		t.Fatalf("%d keys: a token without kid was tried against all of them", len(keys))
+	}
+	withKID := sign(t, jwt.SigningMethodES256, keys[last], served[last].kid, claims(clk.Now()), nil)
+	if _, reason, err := v.Verify(withKID); err != nil {
+		t.Fatalf("the same key by kid: %s %v", reason, err)
 	}
 }
