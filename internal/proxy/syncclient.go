@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -374,7 +373,7 @@ func (sc *syncConn) roundTrip(ctx context.Context, req *http.Request) (*http.Res
 		return nil, err
 	}
 
-	var wdone chan error
+	var bw *bodyWrite
 	if req.Body == nil || req.Body == http.NoBody {
 		err := req.Write(sc.bw)
 		if err == nil {
@@ -384,31 +383,12 @@ func (sc *syncConn) roundTrip(ctx context.Context, req *http.Request) (*http.Res
 			return fail(err)
 		}
 	} else {
-		wdone = make(chan error, 1)
-		go func() {
-			err := req.Write(sc.bw) // closes req.Body
-			if err == nil {
-				err = sc.bw.Flush()
-			}
-			wdone <- err
-			if err != nil {
-				// A half-sent request: the backend must not take it
-				// for a whole one, and the reader must stop waiting.
-				sc.close()
-			}
-		}()
+		bw = &bodyWrite{}
+		go bw.run(sc, req)
 	}
 	writeErr := func(err error) error {
-		if wdone == nil {
-			return err
-		}
-		select {
-		case werr := <-wdone:
-			if werr != nil {
-				return werr
-			}
-			wdone <- nil // keep it for the body's reuse check
-		default:
+		if bw != nil && bw.state.Load() == wFailed {
+			return bw.err
 		}
 		return err
 	}
@@ -449,7 +429,7 @@ func (sc *syncConn) roundTrip(ctx context.Context, req *http.Request) (*http.Res
 			resp.Body = &upgradeBody{br: sc.br, nc: sc.nc}
 			return resp, nil
 		}
-		b := &syncBody{sc: sc, rc: resp.Body, ctx: ctx, stop: stop, wdone: wdone,
+		b := &syncBody{sc: sc, rc: resp.Body, ctx: ctx, stop: stop, bw: bw,
 			keep: !resp.Close && !req.Close && resp.ProtoAtLeast(1, 0)}
 		if resp.Body == http.NoBody {
 			// No body to wait for (HEAD, 204, 304): the connection is
@@ -464,14 +444,14 @@ func (sc *syncConn) roundTrip(ctx context.Context, req *http.Request) (*http.Res
 // syncBody is an upstream response body. Read to a clean end, it gives its
 // connection back to the pool; closed early or failed, it closes it.
 type syncBody struct {
-	sc    *syncConn
-	rc    io.ReadCloser
-	ctx   context.Context
-	stop  func() bool
-	wdone chan error
-	keep  bool
-	done  atomic.Bool
-	eof   atomic.Bool
+	sc   *syncConn
+	rc   io.ReadCloser
+	ctx  context.Context
+	stop func() bool
+	bw   *bodyWrite
+	keep bool
+	done atomic.Bool
+	eof  atomic.Bool
 }
 
 var errBodyClosed = errors.New("proxy: read on closed response body")
@@ -507,29 +487,75 @@ func (b *syncBody) finish(eof bool) {
 	}
 	b.eof.Store(eof)
 	stopped := b.stop()
-	if eof && b.keep && stopped && b.written() {
+	switch {
+	case !eof || !b.keep || !stopped:
+		b.sc.close()
+	case b.bw == nil:
 		b.sc.pool.put(b.sc)
-		return
+	default:
+		b.bw.answered(b.sc)
 	}
-	b.sc.close()
 }
 
-// written reports whether the request was sent whole, so that the
-// connection is in step. A backend may answer before it read all of a body;
-// such a connection cannot carry another request.
-func (b *syncBody) written() bool {
-	if b.wdone == nil {
-		return true
+// bodyWrite is a request body written by its own goroutine. The connection
+// is reusable once both the answer was read whole and the request written
+// whole; whichever of the two ends last pools it. A backend may answer
+// before it read the whole body: then, as http.Transport, the connection
+// waits a little for the write to end and is closed if it does not.
+type bodyWrite struct {
+	state atomic.Int32
+	err   error // the write's error, set before state becomes wFailed
+}
+
+const (
+	wPending  = iota // writing; the answer is not read whole yet
+	wAnswered        // the answer was read whole; the writer pools
+	wWritten         // written whole; the answer's end pools
+	wFailed          // the write failed; the connection is closed
+	wSettled         // pooled or closed
+)
+
+// maxWriteWait is how long a connection whose answer was read waits for its
+// request to be written whole (http.Transport's maxWriteWaitBeforeConnReuse).
+const maxWriteWait = 50 * time.Millisecond
+
+func (w *bodyWrite) run(sc *syncConn, req *http.Request) {
+	err := req.Write(sc.bw) // closes req.Body
+	if err == nil {
+		err = sc.bw.Flush()
 	}
-	for range 2 {
-		select {
-		case err := <-b.wdone:
-			return err == nil
-		default:
-			runtime.Gosched() // the writer may be just about to report
-		}
+	if err != nil {
+		// A half-sent request: the backend must not take it for a whole
+		// one, and the reader must stop waiting.
+		w.err = err
+		w.state.Store(wFailed)
+		sc.close()
+		return
 	}
-	return false
+	if w.state.CompareAndSwap(wPending, wWritten) {
+		return
+	}
+	if w.state.CompareAndSwap(wAnswered, wSettled) {
+		sc.pool.put(sc)
+	}
+}
+
+// answered is called when the answer was read whole on a connection that
+// may be kept.
+func (w *bodyWrite) answered(sc *syncConn) {
+	if w.state.CompareAndSwap(wPending, wAnswered) {
+		time.AfterFunc(maxWriteWait, func() {
+			if w.state.CompareAndSwap(wAnswered, wSettled) {
+				sc.close()
+			}
+		})
+		return
+	}
+	if w.state.CompareAndSwap(wWritten, wSettled) {
+		sc.pool.put(sc)
+		return
+	}
+	sc.close() // wFailed
 }
 
 // upgradeBody is a 101 answer's body: the connection itself, with what the

@@ -118,13 +118,20 @@ func TestSyncClientReusesConnections(t *testing.T) {
 		}
 	}
 	// A POST with a body goes the writer-goroutine way; the connection
-	// still comes back once the answer is read.
+	// still comes back once the answer is read and the body written (the
+	// writer may report a moment after the answer's end).
+	p := c.pool(b.ln.Addr().String())
 	for i := range 5 {
 		resp, err := get(t, c, context.Background(), http.MethodPost, b.url("/"), strings.NewReader(strings.Repeat("x", 10000)))
 		if err != nil {
 			t.Fatalf("post %d: %v", i, err)
 		}
 		readAll(t, resp)
+		for deadline := time.Now().Add(time.Second); p.idleCount() != 1; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("post %d: the connection did not come back to the pool", i)
+			}
+		}
 	}
 	if n := b.conns.Load(); n != 1 {
 		t.Errorf("25 sequential requests used %d connections, want 1", n)
@@ -279,6 +286,7 @@ func TestSyncClientEarlyAnswerDuringUpload(t *testing.T) {
 	if got := readAll(t, resp); got != "big" {
 		t.Fatalf("body %q", got)
 	}
+	time.Sleep(3 * maxWriteWait)
 	if n := c.pool(b.ln.Addr().String()).idleCount(); n != 0 {
 		t.Errorf("a connection with half a request on it was pooled")
 	}
