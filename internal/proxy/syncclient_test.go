@@ -602,3 +602,56 @@ type closeTracker struct {
 }
 
 func (c *closeTracker) Close() error { c.closed = true; return nil }
+
+// BenchmarkUpstreamClient compares the CPU and allocations of a keep-alive
+// GET with a 100-byte answer through http.Transport and SyncClient.
+func BenchmarkUpstreamClient(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	answer := "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + strings.Repeat("a", 100)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, answer)
+				}
+			}()
+		}
+	}()
+	url := "http://" + ln.Addr().String() + "/"
+	for _, tc := range []struct {
+		name string
+		c    Client
+	}{
+		{"transport", NewTransport(64, time.Minute, time.Second)},
+		{"sync", NewSyncClient(64, time.Minute, time.Second)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest(http.MethodGet, url, nil)
+					resp, err := tc.c.RoundTrip(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
