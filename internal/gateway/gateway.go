@@ -128,7 +128,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	g.shared = &proxy.Shared{
 		Tracer:          g.tracing.Tracer,
 		Propagator:      g.tracing.Propagator,
-		Client:          proxy.NewTransport(cfg.MaxIdleConns, cfg.IdleConnTimeout, cfg.UpstreamDialTimeout),
+		Client:          proxy.NewSyncClient(cfg.MaxIdleConns, cfg.IdleConnTimeout, cfg.UpstreamDialTimeout),
 		RetryMax:        cfg.RetryMax,
 		BodyReadTimeout: cfg.BodyReadTimeout,
 		Metrics:         g.metrics,
