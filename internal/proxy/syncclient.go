@@ -364,16 +364,29 @@ func (sc *syncConn) close() {
 func (sc *syncConn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	sc.startR, sc.startW = sc.nread, sc.nwrite.Load()
 	stop := context.AfterFunc(ctx, sc.close)
+	var bw *bodyWrite
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		sc.close()
+		if bw != nil {
+			// Let the body writer finish (the connection is closed, so it
+			// does at once unless it is blocked on the client's body):
+			// when the client's body is what failed, the caller must see
+			// that fault, not the cancellation net/http raised for it
+			// first. http.Transport waits for its write loop the same way.
+			t := time.NewTimer(maxWriteWait)
+			select {
+			case <-bw.done:
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
 		return nil, err
 	}
 
-	var bw *bodyWrite
 	if req.Body == nil || req.Body == http.NoBody {
 		err := req.Write(sc.bw)
 		if err == nil {
@@ -383,7 +396,7 @@ func (sc *syncConn) roundTrip(ctx context.Context, req *http.Request) (*http.Res
 			return fail(err)
 		}
 	} else {
-		bw = &bodyWrite{}
+		bw = &bodyWrite{done: make(chan struct{})}
 		go bw.run(sc, req)
 	}
 	writeErr := func(err error) error {
@@ -504,7 +517,8 @@ func (b *syncBody) finish(eof bool) {
 // waits a little for the write to end and is closed if it does not.
 type bodyWrite struct {
 	state atomic.Int32
-	err   error // the write's error, set before state becomes wFailed
+	err   error         // the write's error, set before state becomes wFailed
+	done  chan struct{} // closed when run returns
 }
 
 const (
@@ -520,6 +534,7 @@ const (
 const maxWriteWait = 50 * time.Millisecond
 
 func (w *bodyWrite) run(sc *syncConn, req *http.Request) {
+	defer close(w.done)
 	err := req.Write(sc.bw) // closes req.Body
 	if err == nil {
 		err = sc.bw.Flush()
