@@ -63,9 +63,10 @@ func (e *Entry) Size() int {
 	return n
 }
 
-// clipHeader makes every value slice's capacity equal its length, so a
-// reader's append copies instead of writing into the stored array.
-func clipHeader(h http.Header) {
+// ClipHeader makes every value slice's capacity equal its length, so a
+// reader's append copies instead of writing into the stored array: what an
+// Entry's Header must be before the entry is shared.
+func ClipHeader(h http.Header) {
 	for k, vs := range h {
 		h[k] = slices.Clip(vs)
 	}

@@ -281,9 +281,6 @@ func (g *Gateway) deps() middleware.Deps {
 	}
 }
 
-// Metrics exposes the registry so later features register theirs on it.
-func (g *Gateway) Metrics() *telemetry.Metrics { return g.metrics }
-
 // Handler returns the public listener's handler: the global chain ending in
 // the dispatcher.
 func (g *Gateway) Handler() http.Handler { return g.handler }

@@ -225,9 +225,6 @@ func New(o Options) *Sampler {
 	return s
 }
 
-// Interval is the sampling period.
-func (s *Sampler) Interval() time.Duration { return s.opts.Interval }
-
 func (s *Sampler) emptySample() Sample {
 	return Sample{
 		Host:    Host{CPUPercent: unknown, CPUCores: s.cores},

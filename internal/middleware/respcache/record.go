@@ -178,9 +178,7 @@ func (rec *recorder) WriteHeader(code int) {
 	}
 	rec.wrote, rec.status = true, code
 	h := rec.hdr
-	for k, vs := range h {
-		h[k] = slices.Clip(vs)
-	}
+	cache.ClipHeader(h)
 	if rec.ttl, rec.age = cache.Freshness(code, h, rec.c.ttl); rec.ttl > 0 {
 		rec.recording = true
 		if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil {
