@@ -80,6 +80,8 @@ func TestVary(t *testing.T) {
 
 func TestFreshnessRules(t *testing.T) {
 	const route = 5 * time.Minute
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) string { return now.Add(d).Format(http.TimeFormat) }
 	tests := []struct {
 		name   string
 		status int
@@ -87,6 +89,13 @@ func TestFreshnessRules(t *testing.T) {
 		want   time.Duration // 0 = not stored
 	}{
 		{"plain 200 uses the route TTL", 200, http.Header{}, route},
+		{"Expires sets the TTL", 200, http.Header{"Expires": {at(90 * time.Second)}}, 90 * time.Second},
+		{"Expires counts from Date", 200, http.Header{"Date": {at(-30 * time.Second)}, "Expires": {at(90 * time.Second)}}, 2 * time.Minute},
+		{"Expires 0 is stale, whatever the route TTL", 200, http.Header{"Expires": {"0"}}, 0},
+		{"Expires -1 is stale", 200, http.Header{"Expires": {"-1"}}, 0},
+		{"Expires in the past is stale", 200, http.Header{"Expires": {at(-time.Hour)}}, 0},
+		{"Expires garbage is stale", 200, http.Header{"Expires": {"soon"}}, 0},
+		{"max-age wins over Expires", 200, http.Header{"Cache-Control": {"max-age=20"}, "Expires": {"0"}}, 20 * time.Second},
 		{"203", 203, http.Header{}, route},
 		{"204", 204, http.Header{}, route},
 		{"301", 301, http.Header{}, route},
@@ -113,11 +122,28 @@ func TestFreshnessRules(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ttl, _ := Freshness(tc.status, tc.h, route)
+			ttl, _ := Freshness(tc.status, tc.h, route, now)
 			if max(ttl, 0) != tc.want {
 				t.Errorf("ttl = %v, want %v", ttl, tc.want)
 			}
 		})
+	}
+	// With no route TTL (CACHE_TTL's default) only explicit freshness
+	// makes an answer storable.
+	for _, tc := range []struct {
+		name string
+		h    http.Header
+		want time.Duration
+	}{
+		{"no freshness: not stored", http.Header{}, 0},
+		{"max-age", http.Header{"Cache-Control": {"max-age=7"}}, 7 * time.Second},
+		{"s-maxage", http.Header{"Cache-Control": {"s-maxage=9"}}, 9 * time.Second},
+		{"Expires", http.Header{"Expires": {at(time.Minute)}}, time.Minute},
+		{"public alone is not freshness", http.Header{"Cache-Control": {"public"}}, 0},
+	} {
+		if ttl, _ := Freshness(200, tc.h, 0, now); max(ttl, 0) != tc.want {
+			t.Errorf("no route TTL, %s: ttl = %v, want %v", tc.name, ttl, tc.want)
+		}
 	}
 }
 
@@ -132,10 +158,15 @@ func TestRequestDirectives(t *testing.T) {
 	if !RequestNoStore(http.Header{"Cache-Control": {"no-store"}}) || RequestNoStore(http.Header{}) {
 		t.Error("request no-store")
 	}
-	for _, h := range []http.Header{{"Authorization": {"Bearer x"}}, {"X-Api-Key": {"k"}}, {"Cookie": {"s=1"}}} {
-		if !HasCredentials(h) {
+	private := []string{"X-Auth-Token"}
+	for _, h := range []http.Header{{"Authorization": {"Bearer x"}}, {"X-Api-Key": {"k"}}, {"Cookie": {"s=1"}},
+		{"Proxy-Authorization": {"Basic eDp5"}}, {"X-Auth-Token": {"victim"}}} {
+		if !HasCredentials(h, private) {
 			t.Errorf("%v carries credentials", h)
 		}
+	}
+	if HasCredentials(http.Header{"X-Auth-Token": {"victim"}}, nil) || HasCredentials(http.Header{"Accept": {"*/*"}}, private) {
+		t.Error("a header outside the private list counted as a credential")
 	}
 }
 

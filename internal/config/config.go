@@ -26,8 +26,9 @@ type Config struct {
 	// ListenAddr is GATEWAY_PORT normalised to host:port (a bare "9777" becomes
 	// ":9777"); default ":9777". Port 0 means any free port.
 	ListenAddr string
-	// OpsAddr is OPS_ADDR normalised like ListenAddr; empty (default) keeps the
-	// ops endpoints on the public listener.
+	// OpsAddr is OPS_ADDR normalised like ListenAddr; default
+	// "127.0.0.1:9778". Empty means OPS_ADDR=public: the ops endpoints are
+	// served on the public listener (refused in production).
 	OpsAddr string
 	// LogLevel is LOG_LEVEL (debug, info, warn, error); default info.
 	LogLevel slog.Level
@@ -55,7 +56,7 @@ type Config struct {
 	AdminToken string
 
 	// TrustedProxies is TRUSTED_PROXIES, masked prefixes (single IPs become /32
-	// or /128); default 127.0.0.1/32 and ::1/128; the word "none" trusts nobody.
+	// or /128); default empty (nobody is trusted; the word "none" says so too).
 	TrustedProxies []netip.Prefix
 	// IPWhitelist is IP_WHITELIST, parsed like TrustedProxies; default empty.
 	IPWhitelist []netip.Prefix
@@ -85,7 +86,7 @@ type Config struct {
 	ClusterMode string
 
 	// CORSAllowedOrigins is CORS_ALLOWED_ORIGINS: "*" or lower-cased origins
-	// (scheme://host[:port]); default ["*"]. "[]" allows no origin.
+	// (scheme://host[:port]); default [] (no origin, no CORS headers).
 	CORSAllowedOrigins []string
 
 	// MaxRequestsPerSecond is MAX_REQUESTS_PER_SECOND, token refill per client IP; default 100.
@@ -105,6 +106,25 @@ type Config struct {
 	MaxInflight int
 	// MaxTrackedIPs is MAX_TRACKED_IPS (>= 1024); default 262144.
 	MaxTrackedIPs int
+	// MaxEjectedPercent is MAX_EJECTED_PERCENT (0..100): the most of a pool
+	// that open breakers may take out at once, though one backend may always
+	// go; default 50.
+	MaxEjectedPercent int
+	// TunnelIdleTimeout is TUNNEL_IDLE_TIMEOUT: an upgraded connection with
+	// no traffic either way for this long is closed; default 5m.
+	TunnelIdleTimeout time.Duration
+	// RequestBufferBytes is REQUEST_BUFFER_BYTES: request bodies up to this
+	// size are read whole before a backend is chosen; 0 = always stream;
+	// default 1 MiB.
+	RequestBufferBytes int64
+	// HideUpstreamHeaders is HIDE_UPSTREAM_HEADERS, canonical header names
+	// removed from upstream answers; default Server, X-Powered-By,
+	// X-Aspnet-Version. Set to the empty string, it is empty (keep all).
+	HideUpstreamHeaders []string
+	// AccessLogRejectRate is ACCESS_LOG_REJECT_RATE: access lines a second
+	// per client IP for 403/429 answers before they are only counted and
+	// summarised; 0 = log every one; default 10.
+	AccessLogRejectRate int
 	// MaxBodyBytes is MAX_BODY_BYTES, the default route body limit; default 10485760.
 	MaxBodyBytes int64
 
@@ -135,11 +155,22 @@ type Config struct {
 	// (1 = no retry), 1..10; default 3.
 	RetryMax int
 
-	// EnableCaching is ENABLE_CACHING; default true. Route.CacheTTL is not
-	// zeroed when it is false: check both.
+	// EnableCaching is ENABLE_CACHING; default true. Route.NoCache is not
+	// set when it is false: check both.
 	EnableCaching bool
-	// CacheTTL is CACHE_TTL, the default route TTL; default 5m.
+	// CacheTTL is CACHE_TTL, the lifetime given to storable answers that
+	// carry no explicit freshness, for routes without cache_ttl_secs;
+	// default 0 = such answers are not stored.
 	CacheTTL time.Duration
+	// CachePrivateHeaders is CACHE_PRIVATE_HEADERS, canonical names of
+	// request headers that make a request personal (no shared cache), on
+	// top of Authorization, Proxy-Authorization, Cookie and X-Api-Key;
+	// default empty.
+	CachePrivateHeaders []string
+	// CacheClientRevalidate is CACHE_CLIENT_REVALIDATE: a client's
+	// Cache-Control no-cache or max-age=0 may refresh a fresh shared entry;
+	// default false.
+	CacheClientRevalidate bool
 	// ShutdownDelay is SHUTDOWN_DELAY (>= 0); default 0s.
 	ShutdownDelay time.Duration
 	// ShutdownTimeout is SHUTDOWN_TIMEOUT; default 30s.
@@ -196,6 +227,14 @@ const (
 	EnvProduction  = "production"
 )
 
+// DefaultOpsAddr is OPS_ADDR's default: the ops endpoints answer on loopback
+// only, so nothing about the gateway's insides reaches the public port.
+const DefaultOpsAddr = "127.0.0.1:9778"
+
+// OpsPublic is the OPS_ADDR value that serves the ops endpoints on
+// GATEWAY_PORT.
+const OpsPublic = "public"
+
 // seedJWTSecret is the seed's well-known JWT secret: anyone can mint tokens with it.
 const seedJWTSecret = "your-secret-key-change-in-production"
 
@@ -225,7 +264,7 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c.Env = p.enum("GATEWAY_ENV", EnvDevelopment, EnvDevelopment, EnvProduction)
 	p.production = c.Env == EnvProduction
 	c.ListenAddr = p.addr("GATEWAY_PORT", ":9777")
-	c.OpsAddr = p.addr("OPS_ADDR", "")
+	c.OpsAddr = p.opsAddr("OPS_ADDR", DefaultOpsAddr)
 	c.LogLevel = p.logLevel("LOG_LEVEL", slog.LevelInfo)
 
 	c.JWTSecret = p.secret("JWT_SECRET")
@@ -241,7 +280,7 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c.APIKeysDatabaseURL = p.databaseURL("API_KEYS_DATABASE_URL")
 	c.AdminToken = p.secret("ADMIN_TOKEN")
 
-	c.TrustedProxies = p.prefixes("TRUSTED_PROXIES", "127.0.0.1/32,::1/128", true)
+	c.TrustedProxies = p.prefixes("TRUSTED_PROXIES", "", true)
 	c.IPWhitelist = p.prefixes("IP_WHITELIST", "", false)
 	c.IPBlacklist = p.prefixes("IP_BLACKLIST", "", false)
 	c.PublicPaths = p.paths("PUBLIC_PATHS", "/health,/metrics,/login,/register,/api/v1/public")
@@ -254,7 +293,7 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c.CacheMaxBytes = p.size("CACHE_MAX_BYTES", 256<<20, 1)
 	c.CacheMaxObjectBytes = p.size("CACHE_MAX_OBJECT_BYTES", 1<<20, 1)
 	c.ClusterMode = p.enum("CLUSTER_MODE", "off", "off", "redis")
-	c.CORSAllowedOrigins = p.origins("CORS_ALLOWED_ORIGINS", []string{"*"})
+	c.CORSAllowedOrigins = p.origins("CORS_ALLOWED_ORIGINS", []string{})
 
 	c.MaxRequestsPerSecond = p.positiveFloat("MAX_REQUESTS_PER_SECOND", 100)
 	c.MaxBurstSize = p.intVar("MAX_BURST_SIZE", 200, 1, math.MaxInt32)
@@ -265,6 +304,11 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c.MaxConnections = p.intVar("MAX_CONNECTIONS", 10000, 1, math.MaxInt32)
 	c.MaxInflight = p.intVar("MAX_INFLIGHT", 5000, 1, math.MaxInt32)
 	c.MaxTrackedIPs = p.intVar("MAX_TRACKED_IPS", 262144, 1024, math.MaxInt32)
+	c.MaxEjectedPercent = p.intVar("MAX_EJECTED_PERCENT", 50, 0, 100)
+	c.TunnelIdleTimeout = p.duration("TUNNEL_IDLE_TIMEOUT", 5*time.Minute, false)
+	c.RequestBufferBytes = p.size("REQUEST_BUFFER_BYTES", 1<<20, 0)
+	c.HideUpstreamHeaders = p.headerNames("HIDE_UPSTREAM_HEADERS", "Server,X-Powered-By,X-AspNet-Version", true)
+	c.AccessLogRejectRate = p.intVar("ACCESS_LOG_REJECT_RATE", 10, 0, math.MaxInt32)
 	c.MaxBodyBytes = p.size("MAX_BODY_BYTES", 10485760, 1)
 
 	c.HealthCheckInterval = p.duration("HEALTH_CHECK_INTERVAL", 10*time.Second, false)
@@ -282,7 +326,9 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c.RetryMax = p.intVar("RETRY_MAX", 3, 1, 10)
 
 	c.EnableCaching = p.boolean("ENABLE_CACHING", true)
-	c.CacheTTL = p.duration("CACHE_TTL", 5*time.Minute, false)
+	c.CacheTTL = p.duration("CACHE_TTL", 0, true)
+	c.CachePrivateHeaders = p.headerNames("CACHE_PRIVATE_HEADERS", "", false)
+	c.CacheClientRevalidate = p.boolean("CACHE_CLIENT_REVALIDATE", false)
 	c.ShutdownDelay = p.duration("SHUTDOWN_DELAY", 0, true)
 	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, false)
 	c.Dashboard = p.enum("DASHBOARD", "auto", "auto", "on", "off")

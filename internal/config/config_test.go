@@ -85,16 +85,17 @@ func TestDefaults(t *testing.T) {
 			Targets:      []Target{{URL: mustURL(t, target), Weight: 1}},
 			StripPrefix:  true,
 			Timeout:      30 * time.Second,
-			CacheTTL:     5 * time.Minute,
 			Algo:         "least-conn",
 			MaxBodyBytes: 10485760,
+
+			UpstreamKeepalive: true,
 		}
 	}
 	want := &Config{
 		Env:                   "development",
 		ListenAddr:            ":9777",
 		LogLevel:              slog.LevelInfo,
-		TrustedProxies:        []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")},
+		OpsAddr:               "127.0.0.1:9778",
 		PublicPaths:           []string{"/health", "/metrics", "/login", "/register", "/api/v1/public"},
 		LoadBalancingAlgo:     "least-conn",
 		RedisAddr:             "localhost:6379",
@@ -102,7 +103,7 @@ func TestDefaults(t *testing.T) {
 		CacheMaxBytes:         256 << 20,
 		CacheMaxObjectBytes:   1 << 20,
 		ClusterMode:           "off",
-		CORSAllowedOrigins:    []string{"*"},
+		CORSAllowedOrigins:    []string{},
 		MaxRequestsPerSecond:  100,
 		MaxBurstSize:          200,
 		DDoSThreshold:         1000,
@@ -111,6 +112,12 @@ func TestDefaults(t *testing.T) {
 		MaxConnections:        10000,
 		MaxInflight:           5000,
 		MaxTrackedIPs:         262144,
+		MaxEjectedPercent:     50,
+		TunnelIdleTimeout:     5 * time.Minute,
+		RequestBufferBytes:    1 << 20,
+		HideUpstreamHeaders:   []string{"Server", "X-Powered-By", "X-Aspnet-Version"},
+		AccessLogRejectRate:   10,
+		CachePrivateHeaders:   []string{},
 		MaxBodyBytes:          10485760,
 		HealthCheckInterval:   10 * time.Second,
 		HealthCheckFalls:      2,
@@ -124,7 +131,6 @@ func TestDefaults(t *testing.T) {
 		CircuitBreakerTimeout: 30 * time.Second,
 		RetryMax:              3,
 		EnableCaching:         true,
-		CacheTTL:              5 * time.Minute,
 		ShutdownTimeout:       30 * time.Second,
 		Dashboard:             "auto",
 		LogFile:               "gateway.log",
@@ -175,7 +181,9 @@ func TestSetButEmptyMeansDefault(t *testing.T) {
 	}
 	env := map[string]string{}
 	for _, name := range specVariables {
-		env[name] = ""
+		if name != "HIDE_UPSTREAM_HEADERS" { // empty means "hide nothing"; tested apart
+			env[name] = ""
+		}
 	}
 	env["LOG_LEVEL"] = "  "
 	got, err := load(env)
@@ -198,6 +206,8 @@ var specVariables = []string{
 	"HEALTH_CHECK_INTERVAL", "HEALTH_CHECK_PATH", "HEALTH_CHECK_FALLS", "HEALTH_CHECK_RISES", "BODY_READ_TIMEOUT",
 	"CONNECTION_TIMEOUT", "UPSTREAM_DIAL_TIMEOUT", "MAX_IDLE_CONNS", "IDLE_CONN_TIMEOUT", "CIRCUIT_BREAKER_MAX",
 	"CIRCUIT_BREAKER_TIMEOUT", "RETRY_MAX", "ENABLE_CACHING", "CACHE_TTL", "SHUTDOWN_DELAY", "SHUTDOWN_TIMEOUT",
+	"MAX_EJECTED_PERCENT", "TUNNEL_IDLE_TIMEOUT", "REQUEST_BUFFER_BYTES", "HIDE_UPSTREAM_HEADERS",
+	"ACCESS_LOG_REJECT_RATE", "CACHE_PRIVATE_HEADERS", "CACHE_CLIENT_REVALIDATE",
 	"DASHBOARD", "LOG_FILE", "CONFIG_FILE", "ENABLE_COMPRESSION", "COMPRESSION_MIN_BYTES",
 	"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "SERVICE_ROUTES",
 	// Beyond SPEC §2's table: the standard OpenTelemetry variable the
@@ -291,6 +301,45 @@ func TestValidValues(t *testing.T) {
 				if !slices.Equal(c.IPWhitelist, []netip.Prefix{netip.MustParsePrefix("203.0.113.7/32")}) ||
 					!slices.Equal(c.IPBlacklist, []netip.Prefix{netip.MustParsePrefix("2001:db8::1/128")}) {
 					t.Errorf("IPWhitelist %v IPBlacklist %v", c.IPWhitelist, c.IPBlacklist)
+				}
+			},
+		},
+		{
+			name: "OPS_ADDR public serves the ops endpoints on GATEWAY_PORT, with a warning",
+			env:  map[string]string{"OPS_ADDR": "Public"},
+			check: func(t *testing.T, c *Config) {
+				if c.OpsAddr != "" {
+					t.Errorf("OpsAddr = %q, want \"\"", c.OpsAddr)
+				}
+				if !slices.ContainsFunc(c.Warnings, func(w string) bool { return strings.HasPrefix(w, `OPS_ADDR: "public" serves`) }) {
+					t.Errorf("no OPS_ADDR warning in %q", c.Warnings)
+				}
+				if got := c.View().Settings["OPS_ADDR"]; got != "public" {
+					t.Errorf("view OPS_ADDR = %v", got)
+				}
+			},
+		},
+		{
+			name: "header lists are canonical; HIDE_UPSTREAM_HEADERS set empty hides nothing",
+			env:  map[string]string{"HIDE_UPSTREAM_HEADERS": " ", "CACHE_PRIVATE_HEADERS": "x-auth-token, X-AUTH-TOKEN,x-session"},
+			check: func(t *testing.T, c *Config) {
+				if c.HideUpstreamHeaders == nil || len(c.HideUpstreamHeaders) != 0 {
+					t.Errorf("HideUpstreamHeaders = %#v, want empty", c.HideUpstreamHeaders)
+				}
+				if !slices.Equal(c.CachePrivateHeaders, []string{"X-Auth-Token", "X-Session"}) {
+					t.Errorf("CachePrivateHeaders = %q", c.CachePrivateHeaders)
+				}
+			},
+		},
+		{
+			name: "secure-default knobs",
+			env: map[string]string{"MAX_EJECTED_PERCENT": "0", "TUNNEL_IDLE_TIMEOUT": "90s", "REQUEST_BUFFER_BYTES": "0",
+				"ACCESS_LOG_REJECT_RATE": "0", "CACHE_CLIENT_REVALIDATE": "true", "CACHE_TTL": "0s", "HIDE_UPSTREAM_HEADERS": "via"},
+			check: func(t *testing.T, c *Config) {
+				if c.MaxEjectedPercent != 0 || c.TunnelIdleTimeout != 90*time.Second || c.RequestBufferBytes != 0 ||
+					c.AccessLogRejectRate != 0 || !c.CacheClientRevalidate || c.CacheTTL != 0 ||
+					!slices.Equal(c.HideUpstreamHeaders, []string{"Via"}) {
+					t.Errorf("got %+v", c)
 				}
 			},
 		},
@@ -399,6 +448,13 @@ func TestInvalidValues(t *testing.T) {
 		{name: "port named", env: map[string]string{"GATEWAY_PORT": ":http"}, want: []string{`GATEWAY_PORT: invalid value ":http"`}},
 		{name: "address without port", env: map[string]string{"OPS_ADDR": "127.0.0.1"}, want: []string{`OPS_ADDR: invalid value "127.0.0.1"`}},
 		{name: "ops address equals listen address", env: map[string]string{"GATEWAY_PORT": "9000", "OPS_ADDR": ":9000"}, want: []string{`OPS_ADDR: invalid value ":9000": expected an address other than GATEWAY_PORT's`}},
+		{name: "ejected percent over 100", env: map[string]string{"MAX_EJECTED_PERCENT": "101"}, want: []string{`MAX_EJECTED_PERCENT: invalid value "101": expected an integer from 0 to 100`}},
+		{name: "tunnel idle timeout zero", env: map[string]string{"TUNNEL_IDLE_TIMEOUT": "0s"}, want: []string{`TUNNEL_IDLE_TIMEOUT: invalid value "0s": expected a duration > 0`}},
+		{name: "request buffer negative", env: map[string]string{"REQUEST_BUFFER_BYTES": "-1"}, want: []string{`REQUEST_BUFFER_BYTES: invalid value "-1": expected a byte count >= 0`}},
+		{name: "reject rate junk", env: map[string]string{"ACCESS_LOG_REJECT_RATE": "ten"}, want: []string{`ACCESS_LOG_REJECT_RATE: invalid value "ten": expected an integer >= 0`}},
+		{name: "header names", env: map[string]string{"HIDE_UPSTREAM_HEADERS": "Server, X Powered", "CACHE_PRIVATE_HEADERS": "X-Auth:x"},
+			want: []string{`HIDE_UPSTREAM_HEADERS: invalid value "X Powered": expected header names`, `CACHE_PRIVATE_HEADERS: invalid value "X-Auth:x"`}},
+		{name: "cache client revalidate", env: map[string]string{"CACHE_CLIENT_REVALIDATE": "maybe"}, want: []string{`CACHE_CLIENT_REVALIDATE: invalid value "maybe"`}},
 		{name: "redis address", env: map[string]string{"REDIS_ADDR": "redis"}, want: []string{`REDIS_ADDR: invalid value "redis": expected host:port`}},
 		{name: "redis address port zero", env: map[string]string{"REDIS_ADDR": "redis:0"}, want: []string{`REDIS_ADDR: invalid value "redis:0"`}},
 		{name: "JWKS not absolute", env: map[string]string{"JWT_JWKS_URL": "/jwks.json"}, want: []string{`JWT_JWKS_URL: invalid value "/jwks.json": expected an absolute http:// or https:// URL`}},
@@ -580,6 +636,8 @@ func TestProductionRefusesDemoKeyAndPlainHTTPJWKS(t *testing.T) {
 	}{
 		{name: "demo key", env: map[string]string{"API_KEYS": "mine,demo-api-key-123"}, wantErr: "API_KEYS: refused in production"},
 		{name: "plain-HTTP JWKS", env: map[string]string{"JWT_JWKS_URL": "http://idp.example/jwks.json"}, wantErr: "JWT_JWKS_URL: refused in production"},
+		{name: "ops endpoints on the public port", env: map[string]string{"OPS_ADDR": "public"}, wantErr: `OPS_ADDR: refused in production: "public" serves`},
+		{name: "ops endpoints on a private address are fine", env: map[string]string{"OPS_ADDR": ":9778"}},
 		{name: "loopback JWKS over HTTP is fine", env: map[string]string{"JWT_JWKS_URL": "http://127.0.0.1:8080/jwks.json"}},
 		{name: "https JWKS is fine", env: map[string]string{"JWT_JWKS_URL": "https://idp.example/jwks.json"}},
 	}

@@ -199,7 +199,7 @@ func (c *Config) applyFile(p *parser, data []byte) {
 	c.ConnectionTimeout = fp.duration(name("connection_timeout"), c.ConnectionTimeout, false)
 	c.LoadBalancingAlgo = fp.enum(name("load_balancing_algo"), c.LoadBalancingAlgo, algos...)
 	c.MaxBodyBytes = fp.size(name("max_body_bytes"), c.MaxBodyBytes, 1)
-	c.CacheTTL = fp.duration(name("cache_ttl"), c.CacheTTL, false)
+	c.CacheTTL = fp.duration(name("cache_ttl"), c.CacheTTL, true)
 	c.CORSAllowedOrigins = fp.origins(name("cors_allowed_origins"), c.CORSAllowedOrigins)
 	p.errs = append(p.errs, fp.errs...)
 	c.FileTunables = sortedKeys(raw.Tunable)

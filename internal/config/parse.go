@@ -8,12 +8,15 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // parser reads variables through lookup; each helper returns the parsed value,
@@ -226,6 +229,46 @@ func (p *parser) addr(name, def string) string {
 		return def
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// opsAddr parses OPS_ADDR: a listen address, or "public" (returned as "")
+// for the ops endpoints on GATEWAY_PORT, which production refuses.
+func (p *parser) opsAddr(name, def string) string {
+	v, ok := p.value(name)
+	if !ok || !strings.EqualFold(v, OpsPublic) {
+		return p.addr(name, def)
+	}
+	if p.production {
+		p.failf(name, "refused in production: %q serves /metrics, /stats, /monitor, the admin API and the detailed /health on GATEWAY_PORT to anyone (expected a private address such as 127.0.0.1:9778)", OpsPublic)
+	} else {
+		p.warnf("%s: %q serves /metrics, /stats, /monitor, /api/system-metrics, the admin API and the detailed /health on GATEWAY_PORT to anyone who can reach it; production refuses it", name, OpsPublic)
+	}
+	return ""
+}
+
+// headerNames parses a comma-separated list of header field names into
+// their canonical form. emptyMeansNone: the variable set to the empty
+// string is an empty list rather than unset (so its default can be
+// switched off).
+func (p *parser) headerNames(name, def string, emptyMeansNone bool) []string {
+	v, ok := p.value(name)
+	if !ok {
+		v = def
+		if raw, set := p.lookup(name); set && emptyMeansNone && strings.TrimSpace(raw) == "" {
+			v = ""
+		}
+	}
+	out := []string{}
+	for _, item := range list(v) {
+		if !httpguts.ValidHeaderFieldName(item) {
+			p.failf(name, "invalid value %s: expected header names such as X-Powered-By, separated by commas", quote(item))
+			continue
+		}
+		if c := textproto.CanonicalMIMEHeaderKey(item); !containsString(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // hostPort parses a host:port to dial: host required, port 1..65535.

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"net/url"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Target is one backend of a route's pool.
@@ -40,8 +43,12 @@ type Route struct {
 	RequireAuth bool
 	// Timeout is timeout_secs, else CONNECTION_TIMEOUT: until response headers, all attempts together.
 	Timeout time.Duration
-	// CacheTTL is cache_ttl_secs, else CACHE_TTL; 0 = never cache this route.
+	// CacheTTL is the lifetime of storable answers that carry no explicit
+	// freshness: cache_ttl_secs, else CACHE_TTL; 0 = only answers with
+	// explicit freshness (s-maxage, max-age, Expires) are stored.
 	CacheTTL time.Duration
+	// NoCache is cache_ttl_secs set to 0: the cache never touches this route.
+	NoCache bool
 	// CacheAuthenticated lets responses to credentialed requests be cached; default false.
 	CacheAuthenticated bool
 	// Algo is algo, else LOAD_BALANCING_ALGO.
@@ -53,6 +60,16 @@ type Route struct {
 	// RateLimitBurst is rate_limit_burst; when RateLimitRPS > 0 it is at least 1
 	// (ceil(RateLimitRPS) when not set); 0 when there is no limit.
 	RateLimitBurst int
+	// Methods is methods: the request methods the route serves, upper-case
+	// and sorted, HEAD added when GET is there; nil = any method.
+	Methods []string
+	// BreakerOn5xx is breaker_on_5xx: the backends' own 502, 503 and 504
+	// count as failures toward their breakers, not only transport
+	// failures; default false.
+	BreakerOn5xx bool
+	// UpstreamKeepalive is upstream_keepalive: upstream connections are
+	// reused; false = a fresh connection per request; default true.
+	UpstreamKeepalive bool
 }
 
 // Bounds of route fields.
@@ -92,6 +109,9 @@ type rawRoute struct {
 	MaxBodyBytes       *int64
 	RateLimitRPS       *float64
 	RateLimitBurst     *int
+	Methods            *[]string
+	BreakerOn5xx       *bool
+	UpstreamKeepalive  *bool
 }
 
 type rawTarget struct {
@@ -127,6 +147,9 @@ var routeFields = map[string]field[rawRoute]{
 	"max_body_bytes":      {func(r *rawRoute) any { return &r.MaxBodyBytes }, wantInt},
 	"rate_limit_rps":      {func(r *rawRoute) any { return &r.RateLimitRPS }, wantNumber},
 	"rate_limit_burst":    {func(r *rawRoute) any { return &r.RateLimitBurst }, wantInt},
+	"methods":             {func(r *rawRoute) any { return &r.Methods }, `an array of methods such as ["GET","POST"]`},
+	"breaker_on_5xx":      {func(r *rawRoute) any { return &r.BreakerOn5xx }, wantBool},
+	"upstream_keepalive":  {func(r *rawRoute) any { return &r.UpstreamKeepalive }, wantBool},
 }
 
 var targetFields = map[string]field[rawTarget]{
@@ -193,6 +216,8 @@ func (b *routeBuilder) newRoute(name, prefix string, targets []Target) Route {
 		CacheTTL:     b.c.CacheTTL,
 		Algo:         b.c.LoadBalancingAlgo,
 		MaxBodyBytes: b.c.MaxBodyBytes,
+
+		UpstreamKeepalive: true,
 	}
 }
 
@@ -334,6 +359,15 @@ func (b *routeBuilder) serviceRoute(label string, raw rawRoute, bad map[string]b
 	if raw.CacheAuthenticated != nil {
 		r.CacheAuthenticated = *raw.CacheAuthenticated
 	}
+	if raw.BreakerOn5xx != nil {
+		r.BreakerOn5xx = *raw.BreakerOn5xx
+	}
+	if raw.UpstreamKeepalive != nil {
+		r.UpstreamKeepalive = *raw.UpstreamKeepalive
+	}
+	if raw.Methods != nil {
+		r.Methods = b.methods(fname("methods"), *raw.Methods)
+	}
 	if s := raw.TimeoutSecs; s != nil {
 		d := secs(*s)
 		if !(*s > 0 && *s <= maxTimeoutSecs) || d <= 0 {
@@ -344,9 +378,9 @@ func (b *routeBuilder) serviceRoute(label string, raw rawRoute, bad map[string]b
 	}
 	if s := raw.CacheTTLSecs; s != nil {
 		if !(*s >= 0 && *s <= maxTTLSecs) {
-			p.failf(fname("cache_ttl_secs"), "invalid value %s: expected seconds >= 0 (0 = do not cache) and at most %d", fmtNum(*s), maxTTLSecs)
+			p.failf(fname("cache_ttl_secs"), "invalid value %s: expected seconds >= 0 (0 = never cache this route) and at most %d", fmtNum(*s), maxTTLSecs)
 		} else {
-			r.CacheTTL = secs(*s)
+			r.CacheTTL, r.NoCache = secs(*s), *s == 0
 		}
 	}
 	if raw.Algo != nil {
@@ -389,6 +423,44 @@ func (b *routeBuilder) serviceRoute(label string, raw rawRoute, bad map[string]b
 		return Route{}, false
 	}
 	return r, true
+}
+
+// refusedMethods are answered 405 by the gateway on every route: CONNECT
+// would open a tunnel past routing, TRACE reflects the request (with its
+// credentials) back to a script.
+var refusedMethods = []string{http.MethodConnect, http.MethodTrace}
+
+// methods checks a route's methods list: method tokens, none twice, never
+// CONNECT or TRACE. GET brings HEAD along, as every server answers HEAD
+// where it answers GET.
+func (b *routeBuilder) methods(name string, in []string) []string {
+	if len(in) == 0 {
+		b.p.failf(name, `empty: expected at least one method such as ["GET"] (leave methods out for any method)`)
+		return nil
+	}
+	out := make([]string, 0, len(in)+1)
+	for _, m := range in {
+		switch {
+		case m == "" || strings.IndexFunc(m, func(r rune) bool { return !httpguts.IsTokenRune(r) }) >= 0:
+			b.p.failf(name, "invalid method %s: expected a method name such as GET", quote(m))
+			continue
+		case m != strings.ToUpper(m):
+			b.p.failf(name, "invalid method %s: methods are case-sensitive, expected %q", quote(m), strings.ToUpper(m))
+			continue
+		case slices.Contains(refusedMethods, m):
+			b.p.failf(name, "method %s is refused by the gateway on every route", m)
+			continue
+		case slices.Contains(out, m):
+			b.p.failf(name, "method %s given twice", m)
+			continue
+		}
+		out = append(out, m)
+	}
+	if slices.Contains(out, http.MethodGet) && !slices.Contains(out, http.MethodHead) {
+		out = append(out, http.MethodHead)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // envRoutes parses the ROUTE_<NAME>_PREFIX / ROUTE_<NAME>_URL pairs named in

@@ -39,7 +39,7 @@ func TestEnvRoutes(t *testing.T) {
 			ts = append(ts, target{tg.URL.String(), tg.Weight})
 		}
 		got = append(got, route{r.Name, r.Prefix, ts})
-		if !r.StripPrefix || r.RequireAuth || r.Timeout != 30*time.Second || r.CacheTTL != 5*time.Minute ||
+		if !r.StripPrefix || r.RequireAuth || r.Timeout != 30*time.Second || r.CacheTTL != 0 || r.NoCache || !r.UpstreamKeepalive ||
 			r.Algo != "least-conn" || r.MaxBodyBytes != 10485760 || r.RateLimitRPS != 0 || r.RateLimitBurst != 0 {
 			t.Errorf("route %s does not carry the global defaults: %+v", r.Prefix, r)
 		}
@@ -63,7 +63,7 @@ func TestServiceRoutes(t *testing.T) {
 			{"prefix": "/api/users", "targets": [{"url": "http://u1:8080", "weight": 3}, {"url": "http://u2:8080"}],
 			 "strip_prefix": false, "require_auth": true, "timeout_secs": 2.5, "cache_ttl_secs": 0,
 			 "cache_authenticated": true, "algo": "Weighted", "max_body_bytes": 100,
-			 "rate_limit_rps": 2.5},
+			 "rate_limit_rps": 2.5, "methods": ["POST", "GET"], "breaker_on_5xx": true, "upstream_keepalive": false},
 			{"prefix": "/", "target_url": "http://web:80,http://web2:80", "weight": 7, "rate_limit_rps": 10, "rate_limit_burst": 4},
 			{"prefix": "/api/mixed", "target_url": "http://m1", "targets": [{"url": "http://m2", "weight": 2}], "timeout_secs": null}
 		]`,
@@ -80,14 +80,17 @@ func TestServiceRoutes(t *testing.T) {
 	want := []Route{
 		{Prefix: "/", Targets: []Target{tg("http://web:80", 7), tg("http://web2:80", 7)}, StripPrefix: true,
 			Timeout: 12 * time.Second, CacheTTL: time.Minute, Algo: "round-robin", MaxBodyBytes: 2048,
-			RateLimitRPS: 10, RateLimitBurst: 4},
+			RateLimitRPS: 10, RateLimitBurst: 4, UpstreamKeepalive: true},
 		{Prefix: "/api/mixed", Targets: []Target{tg("http://m1", 1), tg("http://m2", 2)}, StripPrefix: true,
-			Timeout: 12 * time.Second, CacheTTL: time.Minute, Algo: "round-robin", MaxBodyBytes: 2048},
+			Timeout: 12 * time.Second, CacheTTL: time.Minute, Algo: "round-robin", MaxBodyBytes: 2048,
+			UpstreamKeepalive: true},
 		{Prefix: "/api/users", Targets: []Target{tg("http://u1:8080", 3), tg("http://u2:8080", 1)},
-			RequireAuth: true, Timeout: 2500 * time.Millisecond, CacheTTL: 0, CacheAuthenticated: true,
-			Algo: "weighted", MaxBodyBytes: 100, RateLimitRPS: 2.5, RateLimitBurst: 3},
+			RequireAuth: true, Timeout: 2500 * time.Millisecond, CacheTTL: 0, NoCache: true, CacheAuthenticated: true,
+			Algo: "weighted", MaxBodyBytes: 100, RateLimitRPS: 2.5, RateLimitBurst: 3,
+			Methods: []string{"GET", "HEAD", "POST"}, BreakerOn5xx: true, UpstreamKeepalive: false},
 		{Name: "extra", Prefix: "/extra", Targets: []Target{tg("http://extra", 1)}, StripPrefix: true,
-			Timeout: 12 * time.Second, CacheTTL: time.Minute, Algo: "round-robin", MaxBodyBytes: 2048},
+			Timeout: 12 * time.Second, CacheTTL: time.Minute, Algo: "round-robin", MaxBodyBytes: 2048,
+			UpstreamKeepalive: true},
 	}
 	if !reflect.DeepEqual(c.Routes, want) {
 		t.Errorf("routes:\n got %+v\nwant %+v", c.Routes, want)
@@ -239,6 +242,15 @@ func TestRouteProblems(t *testing.T) {
 		{name: "rps negative", env: sr(`[{"prefix":"/a","target_url":"http://a","rate_limit_rps":-1}]`), want: []string{`SERVICE_ROUTES[0].rate_limit_rps: invalid value -1`}},
 		{name: "burst negative", env: sr(`[{"prefix":"/a","target_url":"http://a","rate_limit_rps":1,"rate_limit_burst":-1}]`), want: []string{`SERVICE_ROUTES[0].rate_limit_burst: invalid value -1`}},
 		{name: "burst without rps", env: sr(`[{"prefix":"/a","target_url":"http://a","rate_limit_burst":5}]`), want: []string{`SERVICE_ROUTES[0].rate_limit_burst: set without rate_limit_rps`}},
+		{name: "methods not an array", env: sr(`[{"prefix":"/a","target_url":"http://a","methods":"GET"}]`), want: []string{`SERVICE_ROUTES[0].methods: invalid value "GET": expected an array of methods`}},
+		{name: "methods empty", env: sr(`[{"prefix":"/a","target_url":"http://a","methods":[]}]`), want: []string{`SERVICE_ROUTES[0].methods: empty`}},
+		{name: "method lower case", env: sr(`[{"prefix":"/a","target_url":"http://a","methods":["get"]}]`), want: []string{`SERVICE_ROUTES[0].methods: invalid method "get": methods are case-sensitive, expected "GET"`}},
+		{name: "method not a token", env: sr(`[{"prefix":"/a","target_url":"http://a","methods":["GET POST"]}]`), want: []string{`SERVICE_ROUTES[0].methods: invalid method "GET POST"`}},
+		{name: "method twice", env: sr(`[{"prefix":"/a","target_url":"http://a","methods":["PUT","PUT"]}]`), want: []string{`SERVICE_ROUTES[0].methods: method PUT given twice`}},
+		{name: "method refused everywhere", env: sr(`[{"prefix":"/a","target_url":"http://a","methods":["GET","TRACE","CONNECT"]}]`),
+			want: []string{`SERVICE_ROUTES[0].methods: method TRACE is refused`, `SERVICE_ROUTES[0].methods: method CONNECT is refused`}},
+		{name: "breaker_on_5xx type", env: sr(`[{"prefix":"/a","target_url":"http://a","breaker_on_5xx":1}]`), want: []string{`SERVICE_ROUTES[0].breaker_on_5xx: invalid value 1: expected true or false`}},
+		{name: "upstream_keepalive type", env: sr(`[{"prefix":"/a","target_url":"http://a","upstream_keepalive":"no"}]`), want: []string{`SERVICE_ROUTES[0].upstream_keepalive: invalid value "no": expected true or false`}},
 
 		// ROUTE_<NAME> pairs.
 		{name: "prefix without URL", env: map[string]string{"ROUTE_A_PREFIX": "/a"}, want: []string{`ROUTE_A_URL: missing: ROUTE_A_PREFIX is set`}},

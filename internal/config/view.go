@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -28,18 +29,23 @@ type View struct {
 // RouteObject is a route as a SERVICE_ROUTES object with every effective
 // value filled in (plus the ROUTE_<NAME> name, when it has one).
 type RouteObject struct {
-	Name               string         `json:"name,omitempty"`
-	Prefix             string         `json:"prefix"`
-	Targets            []TargetObject `json:"targets"`
-	StripPrefix        bool           `json:"strip_prefix"`
-	RequireAuth        bool           `json:"require_auth"`
-	TimeoutSecs        float64        `json:"timeout_secs"`
-	CacheTTLSecs       float64        `json:"cache_ttl_secs"`
-	CacheAuthenticated bool           `json:"cache_authenticated"`
-	Algo               string         `json:"algo"`
-	MaxBodyBytes       int64          `json:"max_body_bytes"`
-	RateLimitRPS       float64        `json:"rate_limit_rps"`
-	RateLimitBurst     int            `json:"rate_limit_burst"`
+	Name        string         `json:"name,omitempty"`
+	Prefix      string         `json:"prefix"`
+	Targets     []TargetObject `json:"targets"`
+	StripPrefix bool           `json:"strip_prefix"`
+	RequireAuth bool           `json:"require_auth"`
+	TimeoutSecs float64        `json:"timeout_secs"`
+	// CacheTTLSecs is 0 for a route the cache never touches, absent when
+	// only answers with explicit freshness are stored.
+	CacheTTLSecs       *float64 `json:"cache_ttl_secs,omitempty"`
+	CacheAuthenticated bool     `json:"cache_authenticated"`
+	Algo               string   `json:"algo"`
+	MaxBodyBytes       int64    `json:"max_body_bytes"`
+	RateLimitRPS       float64  `json:"rate_limit_rps"`
+	RateLimitBurst     int      `json:"rate_limit_burst"`
+	Methods            []string `json:"methods,omitempty"`
+	BreakerOn5xx       bool     `json:"breaker_on_5xx"`
+	UpstreamKeepalive  bool     `json:"upstream_keepalive"`
 }
 
 // TargetObject is one backend of a RouteObject.
@@ -52,9 +58,17 @@ type TargetObject struct {
 func (r Route) Object() RouteObject {
 	o := RouteObject{
 		Name: r.Name, Prefix: r.Prefix, StripPrefix: r.StripPrefix, RequireAuth: r.RequireAuth,
-		TimeoutSecs: r.Timeout.Seconds(), CacheTTLSecs: r.CacheTTL.Seconds(), CacheAuthenticated: r.CacheAuthenticated,
+		TimeoutSecs: r.Timeout.Seconds(), CacheAuthenticated: r.CacheAuthenticated,
 		Algo: r.Algo, MaxBodyBytes: r.MaxBodyBytes, RateLimitRPS: r.RateLimitRPS, RateLimitBurst: r.RateLimitBurst,
+		Methods: r.Methods, BreakerOn5xx: r.BreakerOn5xx, UpstreamKeepalive: r.UpstreamKeepalive,
 		Targets: make([]TargetObject, len(r.Targets)),
+	}
+	switch {
+	case r.NoCache:
+		o.CacheTTLSecs = new(float64)
+	case r.CacheTTL > 0:
+		ttl := r.CacheTTL.Seconds()
+		o.CacheTTLSecs = &ttl
 	}
 	for i, t := range r.Targets {
 		o.Targets[i] = TargetObject{URL: t.URL.String(), Weight: t.Weight}
@@ -82,7 +96,7 @@ func (c *Config) View() View {
 	v.Settings = map[string]any{
 		"GATEWAY_ENV":                 c.Env,
 		"GATEWAY_PORT":                c.ListenAddr,
-		"OPS_ADDR":                    c.OpsAddr,
+		"OPS_ADDR":                    cmp.Or(c.OpsAddr, OpsPublic),
 		"LOG_LEVEL":                   strings.ToLower(c.LogLevel.String()),
 		"JWT_SECRET":                  secret(c.JWTSecret != ""),
 		"JWT_ISSUER":                  c.JWTIssuer,
@@ -115,6 +129,11 @@ func (c *Config) View() View {
 		"MAX_CONNECTIONS":             c.MaxConnections,
 		"MAX_INFLIGHT":                c.MaxInflight,
 		"MAX_TRACKED_IPS":             c.MaxTrackedIPs,
+		"MAX_EJECTED_PERCENT":         c.MaxEjectedPercent,
+		"TUNNEL_IDLE_TIMEOUT":         c.TunnelIdleTimeout.String(),
+		"REQUEST_BUFFER_BYTES":        c.RequestBufferBytes,
+		"HIDE_UPSTREAM_HEADERS":       append([]string{}, c.HideUpstreamHeaders...),
+		"ACCESS_LOG_REJECT_RATE":      c.AccessLogRejectRate,
 		"MAX_BODY_BYTES":              c.MaxBodyBytes,
 		"HEALTH_CHECK_INTERVAL":       c.HealthCheckInterval.String(),
 		"HEALTH_CHECK_PATH":           c.HealthCheckPath,
@@ -130,6 +149,8 @@ func (c *Config) View() View {
 		"RETRY_MAX":                   c.RetryMax,
 		"ENABLE_CACHING":              c.EnableCaching,
 		"CACHE_TTL":                   c.CacheTTL.String(),
+		"CACHE_PRIVATE_HEADERS":       append([]string{}, c.CachePrivateHeaders...),
+		"CACHE_CLIENT_REVALIDATE":     c.CacheClientRevalidate,
 		"SHUTDOWN_DELAY":              c.ShutdownDelay.String(),
 		"SHUTDOWN_TIMEOUT":            c.ShutdownTimeout.String(),
 		"DASHBOARD":                   c.Dashboard,

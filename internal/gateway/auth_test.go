@@ -65,7 +65,7 @@ func TestRequireAuthWithJWT(t *testing.T) {
 			}
 		})
 	}
-	_, m := get(t, gw.URL+"/metrics")
+	_, m := get(t, gw.OpsURL+"/metrics")
 	for _, want := range []string{`auth_failures_total{reason="missing"} 2`, `auth_failures_total{reason="expired"} 1`} {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("/metrics lacks %s", want)

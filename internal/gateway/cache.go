@@ -47,9 +47,15 @@ func (g *Gateway) buildCache() error {
 		g.closers = append(g.closers, mem.Close)
 		store = mem
 	}
-	g.cache = respcache.NewShared(store, stats, cfg.CacheMaxObjectBytes, log)
+	g.cache = respcache.NewShared(store, stats, respcache.Options{
+		MaxObject:        cfg.CacheMaxObjectBytes,
+		PrivateHeaders:   cfg.CachePrivateHeaders,
+		ClientRevalidate: cfg.CacheClientRevalidate,
+		Log:              log,
+	})
 	log.Info("response cache ready", "backend", store.Name(), "default_ttl", cfg.CacheTTL.String(),
-		"max_bytes", cfg.CacheMaxBytes, "max_object_bytes", cfg.CacheMaxObjectBytes)
+		"max_bytes", cfg.CacheMaxBytes, "max_object_bytes", cfg.CacheMaxObjectBytes,
+		"private_headers", cfg.CachePrivateHeaders, "client_revalidate", cfg.CacheClientRevalidate)
 	return nil
 }
 

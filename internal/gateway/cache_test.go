@@ -2,16 +2,20 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"compress/gzip"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/portcullis/portcullis/internal/testsvc"
 )
@@ -44,6 +48,10 @@ func newOrigin(t *testing.T) *origin {
 		if q.Get("echoid") != "" { // as many upstreams do
 			w.Header().Set("X-Request-Id", r.Header.Get("X-Request-Id"))
 		}
+		if v := q.Get("expires"); v != "" {
+			w.Header().Set("Expires", v)
+		}
+
 		status := http.StatusOK
 		if s := q.Get("status"); s != "" {
 			status, _ = strconv.Atoi(s)
@@ -51,6 +59,9 @@ func newOrigin(t *testing.T) *origin {
 		w.WriteHeader(status)
 		if q.Get("flush") != "" { // chunked: a HEAD gets no Content-Length
 			w.(http.Flusher).Flush()
+		}
+		if h := q.Get("reflect"); h != "" { // an upstream that trusts an unkeyed header
+			fmt.Fprintf(w, "[%s=%s] ", h, r.Header.Get(h))
 		}
 		fmt.Fprintf(w, "answer %d for %s %s lang=%s", n, r.Method, r.URL.RequestURI(), r.Header.Get("Accept-Language"))
 		if b, _ := io.ReadAll(r.Body); len(b) > 0 {
@@ -70,6 +81,10 @@ func cacheEnv(o *origin, extra ...string) map[string]string {
 			`{"prefix":"/shared","target_url":"`+o.URL+`","cache_authenticated":true}`),
 		"MAX_REQUESTS_PER_SECOND": "10000", "MAX_BURST_SIZE": "10000", "DDOS_THRESHOLD": "1000000",
 		"TRUSTED_PROXIES": untrusted,
+		// The operator vouches for these routes: answers without
+		// freshness of their own are stored for 5 minutes (the default,
+		// 0, stores only explicit freshness; see TestCacheSecureDefaults).
+		"CACHE_TTL": "5m",
 	}
 	for i := 0; i+1 < len(extra); i += 2 {
 		env[extra[i]] = extra[i+1]
@@ -104,12 +119,15 @@ func TestCacheMissThenHitAcrossGatewaysSharingRedis(t *testing.T) {
 	if resp, _ := fetch(a.URL); resp.Header.Get("X-Cache") != "MISS" {
 		t.Fatalf("first request: X-Cache %q, want MISS", resp.Header.Get("X-Cache"))
 	}
-	// The store's write is asynchronous: wait until the first gateway
-	// reads its own entry back from Redis, then ask the second.
+	// The store's write is asynchronous: wait until the entry is in
+	// Redis (asking a gateway before that would be a second miss), then
+	// ask the second gateway.
+	rdb := goredis.NewClient(&goredis.Options{Addr: redisAddr})
+	defer rdb.Close()
 	deadline := time.Now().Add(3 * time.Second)
-	for resp, _ := fetch(a.URL); resp.Header.Get("X-Cache") != "HIT"; resp, _ = fetch(a.URL) {
+	for n, _ := rdb.DBSize(context.Background()).Result(); n == 0; n, _ = rdb.DBSize(context.Background()).Result() {
 		if time.Now().After(deadline) {
-			t.Fatal("the first gateway never found its entry in Redis")
+			t.Fatal("the first gateway never stored its entry in Redis")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -205,7 +223,16 @@ func TestCacheNeverStores(t *testing.T) {
 			t.Errorf("X-Cache %q, want HIT", x)
 		}
 	})
-	t.Run("client no-cache skips the lookup and refreshes", func(t *testing.T) {
+	t.Run("client no-cache is answered from a fresh entry", func(t *testing.T) {
+		_, stored := xcache(t, gw.URL+"/c/fresh")
+		for _, hdr := range [][]string{{"Cache-Control", "no-cache"}, {"Cache-Control", "max-age=0"}, {"Pragma", "no-cache"}} {
+			if x, body := xcache(t, gw.URL+"/c/fresh", hdr...); x != "HIT" || body != stored {
+				t.Errorf("%s: X-Cache %q body %q, want the stored answer", hdr, x, body)
+			}
+		}
+	})
+	t.Run("CACHE_CLIENT_REVALIDATE: client no-cache skips the lookup and refreshes", func(t *testing.T) {
+		gw := start(t, cacheEnv(o, "CACHE_CLIENT_REVALIDATE", "true"))
 		xcache(t, gw.URL+"/c/fresh")
 		x, body := xcache(t, gw.URL+"/c/fresh", "Cache-Control", "no-cache")
 		if x != "BYPASS" {
@@ -224,6 +251,76 @@ func TestCacheNeverStores(t *testing.T) {
 		resp.Body.Close()
 		if x, _ := xcache(t, gw.URL+"/c/doc"); x != "MISS" {
 			t.Errorf("after POST: %s, want MISS", x)
+		}
+	})
+}
+
+// TestCacheSecureDefaults: with nothing configured but routes, the cache
+// shares only what the upstream declared shareable, never an answer to a
+// personal request, and no client can replace what is stored.
+func TestCacheSecureDefaults(t *testing.T) {
+	o := newOrigin(t)
+	env := cacheEnv(o, "CACHE_PRIVATE_HEADERS", "X-Auth-Token")
+	delete(env, "CACHE_TTL")
+	gw := start(t, env)
+	twice := func(t *testing.T, path string) {
+		t.Helper()
+		before := o.hits.Load()
+		xcache(t, gw.URL+path)
+		if x, _ := xcache(t, gw.URL+path); x != "MISS" || o.hits.Load()-before != 2 {
+			t.Errorf("%s: second X-Cache %q, upstream saw %d of 2: stored", path, x, o.hits.Load()-before)
+		}
+	}
+	t.Run("no explicit freshness: not stored", func(t *testing.T) { twice(t, "/c/plain") })
+	t.Run("Expires 0: not stored", func(t *testing.T) { twice(t, "/c/e0?expires=0") })
+	t.Run("Expires in the past: not stored", func(t *testing.T) {
+		twice(t, "/c/ep?expires="+url.QueryEscape(time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)))
+	})
+	t.Run("Expires in the future: stored", func(t *testing.T) {
+		u := gw.URL + "/c/ef?expires=" + url.QueryEscape(time.Now().Add(time.Hour).UTC().Format(http.TimeFormat))
+		xcache(t, u)
+		if x, _ := xcache(t, u); x != "HIT" {
+			t.Errorf("X-Cache %q, want HIT", x)
+		}
+	})
+	t.Run("max-age: stored", func(t *testing.T) {
+		xcache(t, gw.URL+"/c/m?cc=max-age=60")
+		if x, _ := xcache(t, gw.URL+"/c/m?cc=max-age=60"); x != "HIT" {
+			t.Errorf("X-Cache %q, want HIT", x)
+		}
+	})
+	t.Run("a route's cache_ttl_secs vouches for it", func(t *testing.T) {
+		xcache(t, gw.URL+"/short/v")
+		if x, _ := xcache(t, gw.URL+"/short/v"); x != "HIT" {
+			t.Errorf("X-Cache %q, want HIT", x)
+		}
+	})
+	t.Run("a CACHE_PRIVATE_HEADERS request is neither served nor stored", func(t *testing.T) {
+		u := gw.URL + "/c/me?cc=max-age=60&reflect=X-Auth-Token"
+		if x, body := xcache(t, u, "X-Auth-Token", "victim"); x != "BYPASS" || !strings.Contains(body, "victim") {
+			t.Errorf("personal request: X-Cache %q %q", x, body)
+		}
+		if x, body := xcache(t, u); x != "MISS" || strings.Contains(body, "victim") {
+			t.Errorf("an anonymous client got X-Cache %q %q", x, body)
+		}
+		// A stored entry is not served to a personal request either.
+		if x, body := xcache(t, u, "X-Auth-Token", "victim"); x != "BYPASS" || !strings.Contains(body, "victim") {
+			t.Errorf("personal request after an entry was stored: X-Cache %q %q", x, body)
+		}
+	})
+	t.Run("Proxy-Authorization is a credential", func(t *testing.T) {
+		if x, _ := xcache(t, gw.URL+"/c/pa?cc=max-age=60", "Proxy-Authorization", "Basic eDp5"); x != "BYPASS" {
+			t.Errorf("X-Cache %q, want BYPASS", x)
+		}
+	})
+	t.Run("a client cannot replace a fresh entry", func(t *testing.T) {
+		u := gw.URL + "/c/home?cc=max-age=60&reflect=X-Original-Url"
+		_, good := xcache(t, u)
+		if x, body := xcache(t, u, "Cache-Control", "no-cache", "X-Original-URL", "/evil<script>"); x != "HIT" || body != good {
+			t.Errorf("attacker's no-cache: X-Cache %q %q, want the stored answer", x, body)
+		}
+		if x, body := xcache(t, u); x != "HIT" || strings.Contains(body, "evil") {
+			t.Errorf("the next client got X-Cache %q %q", x, body)
 		}
 	})
 }
@@ -332,7 +429,7 @@ func TestCacheRedisOutageCostsNothing(t *testing.T) {
 	if n := strings.Count(gw.Logs.String(), "redis cache unreachable"); n != 1 {
 		t.Errorf("%d outage warnings, want 1", n)
 	}
-	_, metrics := get(t, gw.URL+"/metrics")
+	_, metrics := get(t, gw.OpsURL+"/metrics")
 	if !strings.Contains(string(metrics), "cache_errors_total ") || strings.Contains(string(metrics), "cache_errors_total 0\n") {
 		t.Error("cache_errors_total did not count the outage")
 	}
@@ -355,7 +452,7 @@ func TestStatsReportCache(t *testing.T) {
 	xcache(t, gw.URL+"/c/s")
 	xcache(t, gw.URL+"/c/s")
 	xcache(t, gw.URL+"/c/s")
-	_, body := get(t, gw.URL+"/stats")
+	_, body := get(t, gw.OpsURL+"/stats")
 	if !strings.Contains(string(body), `"cache_hit_ratio": 0.666`) || !strings.Contains(string(body), `"backend": "memory"`) ||
 		!strings.Contains(string(body), `"requests_per_second"`) {
 		t.Errorf("/stats: %s", body)

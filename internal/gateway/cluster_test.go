@@ -62,6 +62,7 @@ func gatewayBin(t *testing.T) string {
 type replicaProc struct {
 	cmd    *exec.Cmd
 	url    string
+	opsURL string // OPS_ADDR: /metrics, /health with routes, /admin/*
 	out    *testutil.SyncBuffer
 	exited chan struct{}
 }
@@ -72,7 +73,10 @@ func startReplica(t *testing.T, env map[string]string) *replicaProc {
 	t.Helper()
 	cmd := exec.Command(gatewayBin(t))
 	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "GATEWAY_PORT=127.0.0.1:0", "DASHBOARD=off", "LOG_LEVEL=info"}
+	// The tests' clients name their IP in X-Forwarded-For, sent from
+	// loopback: loopback is the trusted proxy.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "GATEWAY_PORT=127.0.0.1:0", "OPS_ADDR=127.0.0.1:0",
+		"TRUSTED_PROXIES=127.0.0.1,::1", "DASHBOARD=off", "LOG_LEVEL=info"}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -85,7 +89,7 @@ func startReplica(t *testing.T, env map[string]string) *replicaProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	addr := make(chan string, 1)
+	addr := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -94,8 +98,9 @@ func startReplica(t *testing.T, env map[string]string) *replicaProc {
 			var m map[string]any
 			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "gateway listening" {
 				a, _ := m["addr"].(string)
+				ops, _ := m["ops_addr"].(string)
 				select {
-				case addr <- a:
+				case addr <- [2]string{a, ops}:
 				default:
 				}
 			}
@@ -111,7 +116,7 @@ func startReplica(t *testing.T, env map[string]string) *replicaProc {
 	})
 	select {
 	case a := <-addr:
-		p.url = "http://" + a
+		p.url, p.opsURL = "http://"+a[0], "http://"+a[1]
 	case <-p.exited:
 		t.Fatalf("gateway exited at boot:\n%s", p.out.String())
 	case <-time.After(20 * time.Second):
@@ -135,7 +140,11 @@ var clusterClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Tra
 // do sends method path to p as client ip (X-Forwarded-For from the
 // trusted loopback) and returns the status, or an error.
 func (p *replicaProc) do(method, path, ip string, admin bool) (int, []byte, error) {
-	req, err := http.NewRequest(method, p.url+path, nil)
+	base := p.url
+	if strings.HasPrefix(path, "/admin/") || path == "/metrics" || path == "/health" {
+		base = p.opsURL
+	}
+	req, err := http.NewRequest(method, base+path, nil)
 	if err != nil {
 		return 0, nil, err
 	}

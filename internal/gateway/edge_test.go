@@ -81,8 +81,8 @@ func TestRateLimitThroughTheGateway(t *testing.T) {
 	}
 	securityHeadersOn(t, resp)
 	// The per-IP limit covers the gateway's own public endpoints too.
-	if resp, _ := get(t, gw.URL+"/metrics"); resp.StatusCode != http.StatusTooManyRequests {
-		t.Errorf("a limited client reached /metrics: %d", resp.StatusCode)
+	if resp, _ := get(t, gw.URL+"/health"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("a limited client reached /health: %d", resp.StatusCode)
 	}
 }
 
@@ -211,7 +211,7 @@ func TestDDoSBlockAndAdminUnblockOnOpsListener(t *testing.T) {
 func TestAdminOffWithoutToken(t *testing.T) {
 	gw := start(t, map[string]string{"SERVICE_ROUTES": routes(`{"prefix":"/api","target_url":"` + deadURL(t) + `"}`)})
 	for _, p := range []string{"/admin/whitelist", "/admin/blacklist", "/admin/blocked"} {
-		if code, _ := adminDo(t, "GET", gw.URL+p, "anything"); code != http.StatusForbidden {
+		if code, _ := adminDo(t, "GET", gw.OpsURL+p, "anything"); code != http.StatusForbidden {
 			t.Errorf("%s with ADMIN_TOKEN unset: %d, want 403", p, code)
 		}
 	}

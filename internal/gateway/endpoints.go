@@ -8,16 +8,19 @@ import (
 
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
+	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // buildEndpoints fills the exact-path table of the gateway's own endpoints.
-// Ops endpoints move to OPS_ADDR when it is set (SPEC §5).
+// The ops endpoints, and the /health that lists routes and backends, live
+// on the OPS_ADDR listener; only OPS_ADDR=public puts them on the public
+// one. The public /health says the status and nothing else.
 func (g *Gateway) buildEndpoints() {
 	g.own = map[string]http.Handler{
 		"/livez":  http.HandlerFunc(g.livez),
 		"/readyz": http.HandlerFunc(g.readyz),
-		"/health": http.HandlerFunc(g.health),
+		"/health": http.HandlerFunc(g.healthStatus),
 		"/login":  http.HandlerFunc(login),
 	}
 	monitorPage, systemMetrics := g.buildMonitor()
@@ -33,6 +36,11 @@ func (g *Gateway) buildEndpoints() {
 	for p, h := range g.reloadRoutes() {
 		ops[p] = h
 	}
+	ops["/health"] = http.HandlerFunc(g.health)
+	g.opsPaths = make(map[string]bool, len(ops))
+	for p := range ops {
+		g.opsPaths[p] = true
+	}
 	if g.cfg.OpsAddr == "" {
 		for p, h := range ops {
 			g.own[p] = h
@@ -43,16 +51,20 @@ func (g *Gateway) buildEndpoints() {
 	for p, h := range ops {
 		g.ops.Handle(p, exactly(p, h))
 	}
-	for _, p := range []string{"/livez", "/readyz", "/health"} {
+	for _, p := range []string{"/livez", "/readyz"} {
 		g.ops.Handle(p, exactly(p, g.own[p]))
 	}
 }
 
+// exactly serves h at path only, labelled with it in the request metrics.
 func exactly(path string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != path {
 			http.NotFound(w, r)
 			return
+		}
+		if in := request.From(r.Context()); in != nil {
+			in.Endpoint = path
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -125,16 +137,33 @@ func (g *Gateway) routeViews() (views []routeView, degraded bool) {
 	return views, degraded
 }
 
+// health is the ops listener's /health: the status, and every route with
+// its backends' liveness and breakers.
 func (g *Gateway) health(w http.ResponseWriter, _ *http.Request) {
 	routes, degraded := g.routeViews()
-	status, code := "ok", http.StatusOK
+	status, code := g.status(degraded)
+	writeJSON(w, code, map[string]any{"status": status, "routes": routes})
+}
+
+// healthStatus is the public /health: the status only. Backend addresses
+// and which routes need auth are a map for an attacker, not for a load
+// balancer.
+func (g *Gateway) healthStatus(w http.ResponseWriter, _ *http.Request) {
+	_, degraded := g.routeViews()
+	status, code := g.status(degraded)
+	writeJSON(w, code, map[string]string{"status": status})
+}
+
+// status is /health's verdict: draining (503), degraded (a backend dead,
+// a breaker not closed, or cluster mode on its local fallback) or ok.
+func (g *Gateway) status(degraded bool) (string, int) {
 	switch {
 	case g.draining.Load():
-		status, code = "draining", http.StatusServiceUnavailable
+		return "draining", http.StatusServiceUnavailable
 	case degraded || g.clusterDegraded():
-		status = "degraded"
+		return "degraded", http.StatusOK
 	}
-	writeJSON(w, code, map[string]any{"status": status, "routes": routes})
+	return "ok", http.StatusOK
 }
 
 func (g *Gateway) stats(w http.ResponseWriter, _ *http.Request) {

@@ -60,7 +60,7 @@ func TestStatsCountsRequests(t *testing.T) {
 		get(t, gw.URL+"/api/x")
 	}
 	get(t, gw.URL+"/nope")
-	_, body := get(t, gw.URL+"/stats")
+	_, body := get(t, gw.OpsURL+"/stats")
 	var st struct {
 		RequestsTotal int64            `json:"requests_total"`
 		Responses     map[string]int64 `json:"responses"`

@@ -96,8 +96,9 @@ type Gateway struct {
 	stopLife context.CancelFunc
 	closers  []func() // clients to close at exit (Redis, PostgreSQL)
 
-	own map[string]http.Handler // the gateway's own endpoints on the public listener
-	ops *http.ServeMux          // ops endpoints on OPS_ADDR, when set
+	own      map[string]http.Handler // the gateway's own endpoints on the public listener
+	ops      *http.ServeMux          // ops endpoints on OPS_ADDR, unless OPS_ADDR=public
+	opsPaths map[string]bool         // the ops endpoints' paths, wherever they are served
 }
 
 // New builds a gateway from a validated configuration.

@@ -19,8 +19,11 @@ import (
 )
 
 type running struct {
-	URL     string
-	Addr    string
+	URL  string
+	Addr string
+	// OpsURL is the ops listener's (OPS_ADDR) base URL; the same as URL
+	// when a test sets OPS_ADDR=public.
+	OpsURL  string
 	G       *Gateway
 	Logs    *testutil.SyncBuffer
 	cancel  context.CancelFunc
@@ -59,7 +62,11 @@ func startWith(t *testing.T, env map[string]string, adjust func(*Gateway)) *runn
 	// Caching is off unless a test turns it on: the tests of other
 	// features count what reaches the upstream, and their echo answers
 	// would be stored (the cache's own tests are in cache_test.go).
-	full := map[string]string{"GATEWAY_PORT": "127.0.0.1:0", "LOG_LEVEL": "debug", "ENABLE_CACHING": "false"}
+	// Tests drive thousands of requests from loopback, an ordinary client
+	// like any other: the per-IP limits are raised out of their way unless
+	// a test sets its own.
+	full := map[string]string{"GATEWAY_PORT": "127.0.0.1:0", "OPS_ADDR": "127.0.0.1:0", "LOG_LEVEL": "debug", "ENABLE_CACHING": "false",
+		"MAX_REQUESTS_PER_SECOND": "1000000", "MAX_BURST_SIZE": "1000000", "DDOS_THRESHOLD": "100000000"}
 	for k, v := range env {
 		full[k] = v
 	}
@@ -84,12 +91,16 @@ func startWith(t *testing.T, env map[string]string, adjust func(*Gateway)) *runn
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{G: g, Logs: logs, cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan net.Addr, 1)
-	go func() { r.done <- g.Run(ctx, func(a, _ net.Addr) { ready <- a }) }()
+	ready := make(chan [2]net.Addr, 1)
+	go func() { r.done <- g.Run(ctx, func(a, ops net.Addr) { ready <- [2]net.Addr{a, ops} }) }()
 	select {
 	case a := <-ready:
-		r.Addr = a.String()
-		r.URL = "http://" + a.String()
+		r.Addr = a[0].String()
+		r.URL = "http://" + a[0].String()
+		r.OpsURL = r.URL
+		if a[1] != nil {
+			r.OpsURL = "http://" + a[1].String()
+		}
 	case err := <-r.done:
 		t.Fatalf("Run: %v", err)
 	case <-time.After(5 * time.Second):

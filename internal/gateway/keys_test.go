@@ -97,7 +97,7 @@ func TestAPIKeysFromEverySource(t *testing.T) {
 	if resp, _ := get(t, gw.URL+"/api/x", "X-API-Key", "env-key"); resp.StatusCode != 200 {
 		t.Errorf("env key with Redis down: %d", resp.StatusCode)
 	}
-	_, m := get(t, gw.URL+"/metrics")
+	_, m := get(t, gw.OpsURL+"/metrics")
 	if !strings.Contains(string(m), `auth_failures_total{reason="store_error"} 1`) || !strings.Contains(string(m), `auth_failures_total{reason="revoked"} 1`) {
 		t.Errorf("auth_failures_total does not count store_error and revoked")
 	}

@@ -28,7 +28,7 @@ func TestMetricsExpositionIsValidBoundedAndDocumented(t *testing.T) {
 	}
 	get(t, gw.URL+"/open/x")
 	get(t, gw.URL+"/api/x")
-	_, body := get(t, gw.URL+"/metrics")
+	_, body := get(t, gw.OpsURL+"/metrics")
 
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {

@@ -59,7 +59,8 @@ func TestForwardsCleanPathAndHeaders(t *testing.T) {
 func TestTrustedProxyChain(t *testing.T) {
 	up, _ := serve(t, echoHandler("a"))
 	gw := start(t, map[string]string{
-		"SERVICE_ROUTES": routes(`{"prefix":"/","target_url":"` + up + `"}`),
+		"TRUSTED_PROXIES": "127.0.0.1",
+		"SERVICE_ROUTES":  routes(`{"prefix":"/","target_url":"` + up + `"}`),
 	})
 	_, body := get(t, gw.URL+"/x", "X-Forwarded-For", "6.6.6.6, 198.51.100.4", "X-Forwarded-Proto", "https")
 	e := decodeEcho(t, body)
@@ -96,8 +97,12 @@ func TestRoutingAndOwnEndpoints(t *testing.T) {
 		{path: "/health", status: 200},
 		{path: "/livez", status: 200},
 		{path: "/readyz", status: 200},
-		{path: "/stats", status: 200},
-		{path: "/metrics", status: 200},
+		// Ops endpoints are not on the public listener: the paths are
+		// routes like any other, and no route matches them here.
+		{path: "/stats", status: 404},
+		{path: "/metrics", status: 404},
+		{path: "/monitor", status: 404},
+		{path: "/admin/config", status: 404},
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {
@@ -125,7 +130,11 @@ func TestRoutingAndOwnEndpoints(t *testing.T) {
 			}
 		})
 	}
-	resp, body := get(t, gw.URL+"/health")
+	// The public /health says the status and nothing else.
+	if _, body := get(t, gw.URL+"/health"); strings.TrimSpace(string(body)) != "{\n  \"status\": \"ok\"\n}" {
+		t.Errorf("public /health = %s, want the status only", body)
+	}
+	resp, body := get(t, gw.OpsURL+"/health")
 	var h struct {
 		Status string
 		Routes []struct {
@@ -142,7 +151,7 @@ func TestRoutingAndOwnEndpoints(t *testing.T) {
 	if h.Status != "ok" || len(h.Routes) != 2 || h.Routes[0].Backends[0].Breaker != "closed" || !h.Routes[0].Backends[0].Alive {
 		t.Errorf("/health = %s", body)
 	}
-	_, metrics := get(t, gw.URL+"/metrics")
+	_, metrics := get(t, gw.OpsURL+"/metrics")
 	for _, want := range []string{
 		`http_requests_total{endpoint="/api/studio",method="GET",status="200"}`,
 		`http_requests_total{endpoint="unmatched",method="GET",status="404"}`,
@@ -168,7 +177,7 @@ func TestRetriesGetOnRefusedConnection(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
 		}
 	}
-	_, metrics := get(t, gw.URL+"/metrics")
+	_, metrics := get(t, gw.OpsURL+"/metrics")
 	if !strings.Contains(string(metrics), "upstream_retries_total ") || strings.Contains(string(metrics), "upstream_retries_total 0\n") {
 		t.Errorf("no retries counted")
 	}
@@ -298,21 +307,21 @@ func TestBreakerOpensAndHalfOpens(t *testing.T) {
 	if hits.Load() != before {
 		t.Error("an open breaker let a request through")
 	}
-	if _, h := get(t, gw.URL+"/health"); !strings.Contains(string(h), `"breaker": "open"`) || !strings.Contains(string(h), `"degraded"`) {
+	if _, h := get(t, gw.OpsURL+"/health"); !strings.Contains(string(h), `"breaker": "open"`) || !strings.Contains(string(h), `"degraded"`) {
 		t.Errorf("/health does not show the open breaker: %s", h)
 	}
 	time.Sleep(350 * time.Millisecond)
 	healthy.Store(true)
-	if _, h := get(t, gw.URL+"/health"); !strings.Contains(string(h), `"breaker": "half-open"`) {
+	if _, h := get(t, gw.OpsURL+"/health"); !strings.Contains(string(h), `"breaker": "half-open"`) {
 		t.Errorf("/health does not show half-open: %s", h)
 	}
 	if resp, _ := get(t, gw.URL+"/x"); resp.StatusCode != 200 {
 		t.Fatalf("half-open probe: %d", resp.StatusCode)
 	}
-	if _, h := get(t, gw.URL+"/health"); !strings.Contains(string(h), `"breaker": "closed"`) {
+	if _, h := get(t, gw.OpsURL+"/health"); !strings.Contains(string(h), `"breaker": "closed"`) {
 		t.Errorf("breaker did not close after a good probe: %s", h)
 	}
-	if _, m := get(t, gw.URL+"/metrics"); !strings.Contains(string(m), "circuit_breaker_trips_total 1") {
+	if _, m := get(t, gw.OpsURL+"/metrics"); !strings.Contains(string(m), "circuit_breaker_trips_total 1") {
 		t.Errorf("circuit_breaker_trips_total is not 1")
 	}
 }
@@ -330,7 +339,7 @@ func TestClientCannotOpenBreakerWith500s(t *testing.T) {
 			t.Fatalf("status %d, want the backend's 500", resp.StatusCode)
 		}
 	}
-	if _, h := get(t, gw.URL+"/health"); !strings.Contains(string(h), `"breaker": "closed"`) {
+	if _, h := get(t, gw.OpsURL+"/health"); !strings.Contains(string(h), `"breaker": "closed"`) {
 		t.Errorf("500s opened the breaker: %s", h)
 	}
 }
@@ -369,7 +378,7 @@ func TestBackendStoppedMidRunIsMarkedDeadAndNoRequestFails(t *testing.T) {
 	stopA()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		_, h := get(t, gw.URL+"/health")
+		_, h := get(t, gw.OpsURL+"/health")
 		if strings.Contains(string(h), `"alive": false`) {
 			break
 		}
@@ -384,7 +393,7 @@ func TestBackendStoppedMidRunIsMarkedDeadAndNoRequestFails(t *testing.T) {
 	if n := failures.Load(); n != 0 {
 		t.Errorf("%d client requests failed while a backend died", n)
 	}
-	if _, m := get(t, gw.URL+"/metrics"); !strings.Contains(string(m), `backend_health_status{backend="`+a+`"} 0`) {
+	if _, m := get(t, gw.OpsURL+"/metrics"); !strings.Contains(string(m), `backend_health_status{backend="`+a+`"} 0`) {
 		t.Errorf("backend_health_status of the dead backend is not 0")
 	}
 }
@@ -420,7 +429,7 @@ func TestBodyLimits(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("small body: %v %v", err, resp)
 	}
-	if _, h := get(t, gw.URL+"/health"); !strings.Contains(string(h), `"breaker": "closed"`) {
+	if _, h := get(t, gw.OpsURL+"/health"); !strings.Contains(string(h), `"breaker": "closed"`) {
 		t.Errorf("client body faults touched the breaker: %s", h)
 	}
 }
@@ -445,7 +454,7 @@ func TestStalledBodyGets408(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("status %d, want 408", resp.StatusCode)
 	}
-	if _, h := get(t, gw.URL+"/health"); !strings.Contains(string(h), `"breaker": "closed"`) {
+	if _, h := get(t, gw.OpsURL+"/health"); !strings.Contains(string(h), `"breaker": "closed"`) {
 		t.Errorf("a stalled client touched the breaker: %s", h)
 	}
 }

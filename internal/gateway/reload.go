@@ -305,7 +305,7 @@ func (g *Gateway) swap(cur, next *config.Config, snap *runtime.Snapshot) ReloadR
 // held would keep its series, and a request finishing on a removed route
 // would bring them back. It runs only when a label is first counted.
 func (g *Gateway) liveEndpoint(label string) bool {
-	if _, own := g.own[label]; own || !strings.HasPrefix(label, "/") {
+	if _, own := g.own[label]; own || g.opsPaths[label] || !strings.HasPrefix(label, "/") {
 		return true
 	}
 	e, ok := g.snap.Load().Table.Match(label)

@@ -207,7 +207,7 @@ routes:
 		}
 		writeAtomically(t, path, file(i))
 		if i%2 == 1 {
-			code, body := adminDo(t, http.MethodPost, gw.URL+"/admin/reload", reloadToken)
+			code, body := adminDo(t, http.MethodPost, gw.OpsURL+"/admin/reload", reloadToken)
 			if code != http.StatusOK {
 				t.Fatalf("reload %d: %d %s", i, code, body)
 			}
@@ -241,7 +241,7 @@ routes:
 			// An invalid file is refused whole, by both triggers; the
 			// routes in force keep serving.
 			writeAtomically(t, path, strings.Replace(file(51), "/stable,", "/stable, colour: red,", 1))
-			code, body := adminDo(t, http.MethodPost, gw.URL+"/admin/reload", reloadToken)
+			code, body := adminDo(t, http.MethodPost, gw.OpsURL+"/admin/reload", reloadToken)
 			if code != http.StatusBadRequest || !strings.Contains(body, `CONFIG_FILE.routes[0]: unknown field \"colour\"`) {
 				t.Errorf("invalid file: %d %s", code, body)
 			}
@@ -305,14 +305,14 @@ func TestAdminReloadAndConfig(t *testing.T) {
 		{name: "config without a token", method: http.MethodGet, path: "/admin/config", want: http.StatusUnauthorized},
 		{name: "config by POST", method: http.MethodPost, path: "/admin/config", token: reloadToken, want: http.StatusMethodNotAllowed},
 	} {
-		if code, body := adminDo(t, tc.method, gw.URL+tc.path, tc.token); code != tc.want {
+		if code, body := adminDo(t, tc.method, gw.OpsURL+tc.path, tc.token); code != tc.want {
 			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.want)
 		}
 	}
 
 	// An invalid file: 400 with every problem, old routes keep serving.
 	writeAtomically(t, path, `{"routes":[{"prefix":"/b","target_url":"ftp://x"},{"prefix":"/c"}],"retry_max":2}`)
-	code, body := adminDo(t, http.MethodPost, gw.URL+"/admin/reload", reloadToken)
+	code, body := adminDo(t, http.MethodPost, gw.OpsURL+"/admin/reload", reloadToken)
 	var refused struct {
 		Error     string   `json:"error"`
 		Problems  []string `json:"problems"`
@@ -339,21 +339,21 @@ func TestAdminReloadAndConfig(t *testing.T) {
 	if !strings.Contains(gw.Logs.String(), `"msg":"configuration refused; the previous one keeps serving","component":"config"`) {
 		t.Errorf("no refusal log line:\n%s", gw.Logs.String())
 	}
-	_, cfgBody := adminDo(t, http.MethodGet, gw.URL+"/admin/config", reloadToken)
+	_, cfgBody := adminDo(t, http.MethodGet, gw.OpsURL+"/admin/config", reloadToken)
 	if !strings.Contains(cfgBody, `"success": false`) || !strings.Contains(cfgBody, "retry_max") {
 		t.Errorf("/admin/config does not show the refusal:\n%s", cfgBody)
 	}
 
 	// A valid file again.
 	writeAtomically(t, path, `{"cors_allowed_origins":["https://app.example"],"routes":[{"prefix":"/b","target_url":"`+up+`","require_auth":true}]}`)
-	code, body = adminDo(t, http.MethodPost, gw.URL+"/admin/reload", reloadToken)
+	code, body = adminDo(t, http.MethodPost, gw.OpsURL+"/admin/reload", reloadToken)
 	if code != http.StatusOK || !strings.Contains(body, `"added": [`) || !strings.Contains(body, `"/b"`) {
 		t.Errorf("valid file: %d %s", code, body)
 	}
 	if v := testutil.MetricValue(t, reg, "config_reload_success"); v != 1 {
 		t.Errorf("config_reload_success after a good reload = %v", v)
 	}
-	exposition := string(mustMetrics(t, gw.URL))
+	exposition := string(mustMetrics(t, gw.OpsURL))
 	for _, want := range []string{`config_reloads_total{result="failure"} 1`, `config_reloads_total{result="success"} 1`} {
 		if !strings.Contains(exposition, want) {
 			t.Errorf("/metrics lacks %s", want)
@@ -366,7 +366,7 @@ func TestAdminReloadAndConfig(t *testing.T) {
 		t.Errorf("new route with require_auth answers %d", resp.StatusCode)
 	}
 
-	code, cfgBody = adminDo(t, http.MethodGet, gw.URL+"/admin/config", reloadToken)
+	code, cfgBody = adminDo(t, http.MethodGet, gw.OpsURL+"/admin/config", reloadToken)
 	if code != http.StatusOK {
 		t.Fatalf("/admin/config: %d %s", code, cfgBody)
 	}
@@ -412,12 +412,12 @@ func TestAdminReloadAndConfig(t *testing.T) {
 
 	// Without CONFIG_FILE there is nothing to reload.
 	other := start(t, map[string]string{"ADMIN_TOKEN": reloadToken, "SERVICE_ROUTES": routes(`{"prefix":"/a","target_url":"` + up + `"}`)})
-	if code, body := adminDo(t, http.MethodPost, other.URL+"/admin/reload", reloadToken); code != http.StatusConflict {
+	if code, body := adminDo(t, http.MethodPost, other.OpsURL+"/admin/reload", reloadToken); code != http.StatusConflict {
 		t.Errorf("reload without CONFIG_FILE: %d %s", code, body)
 	}
 	// And without ADMIN_TOKEN the endpoints are off like the rest of the admin API.
 	off := start(t, map[string]string{"CONFIG_FILE": path})
-	if code, _ := adminDo(t, http.MethodGet, off.URL+"/admin/config", reloadToken); code != http.StatusForbidden {
+	if code, _ := adminDo(t, http.MethodGet, off.OpsURL+"/admin/config", reloadToken); code != http.StatusForbidden {
 		t.Errorf("/admin/config without ADMIN_TOKEN: %d", code)
 	}
 }
@@ -480,7 +480,7 @@ func TestReloadCarriesBackendStateOver(t *testing.T) {
 	// backend is found dead, and the removed one's series is gone for good.
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		exp := string(mustMetrics(t, gw.URL))
+		exp := string(mustMetrics(t, gw.OpsURL))
 		if strings.Contains(exp, `backend_health_status{backend="`+dead+`"} 0`) {
 			if strings.Contains(exp, gone) {
 				t.Errorf("backend_health_status still has the removed backend:\n%s", exp)
@@ -493,7 +493,7 @@ func TestReloadCarriesBackendStateOver(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(150 * time.Millisecond) // a few more rounds
-	if exp := string(mustMetrics(t, gw.URL)); strings.Contains(exp, gone) {
+	if exp := string(mustMetrics(t, gw.OpsURL)); strings.Contains(exp, gone) {
 		t.Errorf("a late probe brought the removed backend's series back")
 	}
 }
@@ -655,7 +655,7 @@ func TestReloadsDoNotLeakBackends(t *testing.T) {
 			t.Fatalf("reload %d: %d", i, resp.StatusCode)
 		}
 	}
-	exp := string(mustMetrics(t, gw.URL))
+	exp := string(mustMetrics(t, gw.OpsURL))
 	var series []string
 	for _, line := range strings.Split(exp, "\n") {
 		if strings.HasPrefix(line, "upstream_request_duration_seconds_count{") || strings.HasPrefix(line, "backend_health_status{") {
@@ -715,7 +715,7 @@ func TestRefusedFileReportsBoundedProblems(t *testing.T) {
 	writeAtomically(t, path, "routes: [{prefix: /a, target_url: '"+up+"'}]\n")
 	gw := start(t, map[string]string{"CONFIG_FILE": path, "ADMIN_TOKEN": reloadToken})
 	writeAtomically(t, path, "routes:\n"+strings.Repeat("  - {prefix: /a, target_url: 1}\n", 5000))
-	code, body := adminDo(t, http.MethodPost, gw.URL+"/admin/reload", reloadToken)
+	code, body := adminDo(t, http.MethodPost, gw.OpsURL+"/admin/reload", reloadToken)
 	var refused struct{ Problems []string }
 	if err := json.Unmarshal([]byte(body), &refused); err != nil || code != http.StatusBadRequest {
 		t.Fatalf("%d %.300s", code, body)
@@ -723,7 +723,7 @@ func TestRefusedFileReportsBoundedProblems(t *testing.T) {
 	if n := len(refused.Problems); n > maxProblems+1 || !strings.Contains(refused.Problems[n-1], "more problems") {
 		t.Errorf("%d problems returned, the last %q", n, refused.Problems[n-1])
 	}
-	_, cfgBody := adminDo(t, http.MethodGet, gw.URL+"/admin/config", reloadToken)
+	_, cfgBody := adminDo(t, http.MethodGet, gw.OpsURL+"/admin/config", reloadToken)
 	if len(cfgBody) > 64<<10 {
 		t.Errorf("/admin/config is %d bytes", len(cfgBody))
 	}
@@ -798,11 +798,11 @@ func TestReloadsDoNotLeakEndpointSeries(t *testing.T) {
 			}
 		}
 		if i%50 == 0 {
-			mustMetrics(t, gw.URL) // the gateway's own path is counted too
+			mustMetrics(t, gw.OpsURL) // the gateway's own path is counted too
 		}
 	}
 	want := []string{fmt.Sprintf("/gen/%d", reloads), "/metrics", "/stable"}
-	if got := waitEndpoints(t, gw.URL, func(got []string) bool { return slices.Equal(got, want) }); !slices.Equal(got, want) {
+	if got := waitEndpoints(t, gw.OpsURL, func(got []string) bool { return slices.Equal(got, want) }); !slices.Equal(got, want) {
 		t.Errorf("after %d reloads the request metrics have %d endpoints, want %q", reloads, len(got), want)
 	}
 }
@@ -831,7 +831,7 @@ func TestRequestOnARemovedRouteDoesNotBringItsSeriesBack(t *testing.T) {
 			t.Fatalf("%s: %d", p, resp.StatusCode)
 		}
 	}
-	if got := waitEndpoints(t, gw.URL, func(got []string) bool { return slices.Contains(got, "/doomed") }); !slices.Contains(got, "/doomed") {
+	if got := waitEndpoints(t, gw.OpsURL, func(got []string) bool { return slices.Contains(got, "/doomed") }); !slices.Contains(got, "/doomed") {
 		t.Fatal("no series for /doomed before the reload")
 	}
 
@@ -855,7 +855,7 @@ func TestRequestOnARemovedRouteDoesNotBringItsSeriesBack(t *testing.T) {
 	if _, err := gw.G.Reload(TriggerAdmin); err != nil {
 		t.Fatal(err)
 	}
-	if got := endpointSeries(string(mustMetrics(t, gw.URL))); slices.Contains(got, "/doomed") {
+	if got := endpointSeries(string(mustMetrics(t, gw.OpsURL))); slices.Contains(got, "/doomed") {
 		t.Errorf("the reload left the removed route's series: %q", got)
 	}
 	close(release)
@@ -870,7 +870,7 @@ func TestRequestOnARemovedRouteDoesNotBringItsSeriesBack(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := endpointSeries(string(mustMetrics(t, gw.URL))); slices.Contains(got, "/doomed") {
+	if got := endpointSeries(string(mustMetrics(t, gw.OpsURL))); slices.Contains(got, "/doomed") {
 		t.Errorf("the request that finished after the reload brought the removed route's series back: %q", got)
 	}
 
@@ -881,7 +881,7 @@ func TestRequestOnARemovedRouteDoesNotBringItsSeriesBack(t *testing.T) {
 	if resp, _ := get(t, gw.URL+"/doomed/x"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("/doomed/x after it came back: %d", resp.StatusCode)
 	}
-	if got := waitEndpoints(t, gw.URL, func(got []string) bool { return slices.Contains(got, "/doomed") }); !slices.Contains(got, "/doomed") {
+	if got := waitEndpoints(t, gw.OpsURL, func(got []string) bool { return slices.Contains(got, "/doomed") }); !slices.Contains(got, "/doomed") {
 		t.Error("the route added again is not counted")
 	}
 }

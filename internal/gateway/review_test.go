@@ -37,7 +37,7 @@ func TestPostRetriedAfterRefusedDialReachesLiveBackend(t *testing.T) {
 			t.Fatalf("POST %d: %d, backend got %q", i, resp.StatusCode, got.Load())
 		}
 	}
-	if _, h := get(t, gw.URL+"/health"); strings.Count(string(h), `"breaker": "open"`) > 1 {
+	if _, h := get(t, gw.OpsURL+"/health"); strings.Count(string(h), `"breaker": "open"`) > 1 {
 		t.Errorf("the live backend's breaker opened: %s", h)
 	}
 }
@@ -73,7 +73,7 @@ func TestSlowUploadIsTheClientsFaultNotTheBackends(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("slow upload: %d, want 408", resp.StatusCode)
 	}
-	if _, h := get(t, gw.URL+"/health"); !strings.Contains(string(h), `"breaker": "closed"`) {
+	if _, h := get(t, gw.OpsURL+"/health"); !strings.Contains(string(h), `"breaker": "closed"`) {
 		t.Errorf("a slow client opened the backend's breaker: %s", h)
 	}
 }
@@ -95,7 +95,7 @@ func TestClientThatStopsReadingIsCutOff(t *testing.T) {
 	// Never read. Within a few send timeouts the request must be over.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		_, h := get(t, gw.URL+"/health")
+		_, h := get(t, gw.OpsURL+"/health")
 		if strings.Contains(string(h), `"in_flight": 0`) {
 			break
 		}

@@ -155,8 +155,9 @@ func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler,
 	if rd.CompressMinBytes >= 0 {
 		steps = append(steps, func(h http.Handler) (http.Handler, error) { return compress.New(rd.CompressMinBytes, h) })
 	}
-	// 10. Cache (GET/HEAD on routes with a TTL), after auth.
-	if rd.Cache != nil && rc.CacheTTL > 0 {
+	// 10. Cache (GET/HEAD, unless the route sets cache_ttl_secs: 0),
+	// after auth.
+	if rd.Cache != nil && !rc.NoCache {
 		steps = append(steps, plain(func(h http.Handler) http.Handler {
 			return respcache.New(rd.Cache, rc.CacheTTL, rc.CacheAuthenticated, h)
 		}))

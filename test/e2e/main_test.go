@@ -50,6 +50,7 @@ func TestMain(m *testing.M) {
 type proc struct {
 	cmd    *exec.Cmd
 	addr   string
+	ops    string // the ops listener (OPS_ADDR)
 	mu     sync.Mutex
 	stdout bytes.Buffer
 	lines  chan map[string]any
@@ -78,7 +79,7 @@ func launch(t *testing.T, env ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Dir = t.TempDir()
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "GATEWAY_PORT=127.0.0.1:0", "DASHBOARD=off"}, env...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "GATEWAY_PORT=127.0.0.1:0", "OPS_ADDR=127.0.0.1:0", "DASHBOARD=off"}, env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +131,7 @@ func (p *proc) waitListening(t *testing.T, within time.Duration) {
 		case m := <-p.lines:
 			if m["msg"] == "gateway listening" {
 				p.addr, _ = m["addr"].(string)
+				p.ops, _ = m["ops_addr"].(string)
 			}
 		case <-p.exited:
 			t.Fatalf("gateway exited at boot: %v\n%s\n%s", p.err, p.logs(), p.stderr.String())
@@ -140,6 +142,10 @@ func (p *proc) waitListening(t *testing.T, within time.Duration) {
 }
 
 func (p *proc) url(path string) string { return "http://" + p.addr + path }
+
+// opsURL is url on the ops listener: /metrics, /stats, the detailed
+// /health, /admin/*.
+func (p *proc) opsURL(path string) string { return "http://" + p.ops + path }
 
 // wait returns the exit code, failing the test after timeout.
 func (p *proc) wait(t *testing.T, timeout time.Duration) int {
@@ -246,7 +252,7 @@ func TestSIGINTAlsoStopsCleanly(t *testing.T) {
 
 func TestDefaultsBootWithNineRoutesAndNoRedis(t *testing.T) {
 	p := startGateway(t, "REDIS_ADDR=127.0.0.1:1")
-	code, body := get(t, p.url("/health"))
+	code, body := get(t, p.opsURL("/health"))
 	if code != 200 {
 		t.Fatalf("/health %d", code)
 	}

@@ -90,7 +90,7 @@ func TestSIGHUPReloadsConfigFile(t *testing.T) {
 	if code, body := get(t, p.url("/one/x")); code != 200 || body != "a" {
 		t.Errorf("old route after a refused file: %d %q", code, body)
 	}
-	if code, body := get(t, p.url("/metrics")); code != 200 || !strings.Contains(body, "\nconfig_reload_success 0\n") {
+	if code, body := get(t, p.opsURL("/metrics")); code != 200 || !strings.Contains(body, "\nconfig_reload_success 0\n") {
 		t.Errorf("config_reload_success after a refused file:\n%s", body)
 	}
 
@@ -104,7 +104,7 @@ func TestSIGHUPReloadsConfigFile(t *testing.T) {
 	if code, _ := get(t, p.url("/one/x")); code != 404 {
 		t.Errorf("removed route: %d", code)
 	}
-	if code, body := get(t, p.url("/metrics")); !strings.Contains(body, "\nconfig_reload_success 1\n") {
+	if code, body := get(t, p.opsURL("/metrics")); !strings.Contains(body, "\nconfig_reload_success 1\n") {
 		t.Errorf("config_reload_success after a good reload (%d):\n%s", code, body)
 	}
 	if n := countLog(p, `"trigger":"SIGHUP"`, `"msg":"configuration `); n != 3 {

@@ -179,7 +179,7 @@ func (rec *recorder) WriteHeader(code int) {
 	rec.wrote, rec.status = true, code
 	h := rec.hdr
 	cache.ClipHeader(h)
-	if rec.ttl, rec.age = cache.Freshness(code, h, rec.c.ttl); rec.ttl > 0 {
+	if rec.ttl, rec.age = cache.Freshness(code, h, rec.c.ttl, time.Now()); rec.ttl > 0 {
 		rec.recording = true
 		if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil {
 			if cl > rec.c.s.maxObject || !rec.reserve(cl) {

@@ -28,6 +28,10 @@ type Shared struct {
 	flights   *cache.Flights
 	maxObject int64
 	log       *slog.Logger
+	// private and clientRevalidate are Options' PrivateHeaders and
+	// ClientRevalidate.
+	private          []string
+	clientRevalidate bool
 	// recording is the bytes held by misses being recorded right now;
 	// beyond maxRecording a miss streams without recording, so many
 	// concurrent misses of large answers cannot exhaust memory.
@@ -49,11 +53,27 @@ const BodyWait = 5 * time.Second
 // MaxRecording bounds the bytes all concurrent misses may buffer at once.
 const MaxRecording = 64 << 20
 
-// NewShared returns the shared cache state over store. maxObject is
-// CACHE_MAX_OBJECT_BYTES; stats are the counters RegisterMetrics exposes.
-func NewShared(store cache.Store, stats *cache.Stats, maxObject int64, log *slog.Logger) *Shared {
-	return &Shared{store: store, stats: stats, flights: cache.NewFlights(), maxObject: maxObject, log: log,
-		maxRecording: max(MaxRecording, maxObject), bodyWait: BodyWait}
+// Options are the cache's settings.
+type Options struct {
+	// MaxObject is CACHE_MAX_OBJECT_BYTES, the largest body stored.
+	MaxObject int64
+	// PrivateHeaders are CACHE_PRIVATE_HEADERS: canonical names of request
+	// headers that, like Authorization or Cookie, make a request personal.
+	PrivateHeaders []string
+	// ClientRevalidate is CACHE_CLIENT_REVALIDATE: a client's no-cache or
+	// max-age=0 skips a fresh entry and refreshes it. Off, any client could
+	// replace an entry at will, with whatever an unkeyed header of theirs
+	// made the upstream answer.
+	ClientRevalidate bool
+	Log              *slog.Logger
+}
+
+// NewShared returns the shared cache state over store; stats are the
+// counters RegisterMetrics exposes.
+func NewShared(store cache.Store, stats *cache.Stats, o Options) *Shared {
+	return &Shared{store: store, stats: stats, flights: cache.NewFlights(), maxObject: o.MaxObject, log: o.Log,
+		private: o.PrivateHeaders, clientRevalidate: o.ClientRevalidate,
+		maxRecording: max(MaxRecording, o.MaxObject), bodyWait: BodyWait}
 }
 
 // RegisterMetrics exposes stats as the cache metrics of SPEC §6. They are
@@ -105,7 +125,8 @@ func ageHeader(secs int64) []string {
 
 type step struct {
 	s *Shared
-	// ttl is the route's default lifetime (cache_ttl_secs, else CACHE_TTL).
+	// ttl is the lifetime of answers without explicit freshness
+	// (cache_ttl_secs, else CACHE_TTL); 0 = such answers are not stored.
 	ttl time.Duration
 	// authenticated is the route's cache_authenticated: answers to requests
 	// with credentials may be shared.
@@ -132,7 +153,7 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(r.Header["Range"]) > 0 || len(r.Header["Upgrade"]) > 0 || r.ContentLength != 0 ||
-		(!c.authenticated && (in.AuthMethod != "" || cache.HasCredentials(r.Header))) {
+		(!c.authenticated && (in.AuthMethod != "" || cache.HasCredentials(r.Header, c.s.private))) {
 		// Credentials: the auth step may have removed the header it
 		// verified, so an authenticated caller is known by AuthMethod.
 		// A GET with a body (a search API's query) may be answered by
@@ -141,7 +162,7 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := c.key(r, in)
-	if cache.SkipLookup(r.Header) {
+	if c.s.clientRevalidate && cache.SkipLookup(r.Header) {
 		if r.Method == http.MethodHead || cache.RequestNoStore(r.Header) {
 			// Nothing may be stored from it: a HEAD's answer has no body
 			// (storing it would serve GETs an empty one).

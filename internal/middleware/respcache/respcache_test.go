@@ -34,7 +34,7 @@ func newShared(t *testing.T) *Shared {
 		t.Fatal(err)
 	}
 	t.Cleanup(mem.Close)
-	return NewShared(mem, &cache.Stats{}, 1<<20, slog.New(slog.DiscardHandler))
+	return NewShared(mem, &cache.Stats{}, Options{MaxObject: 1 << 20, Log: slog.New(slog.DiscardHandler)})
 }
 
 func fetch(t *testing.T, url string) (string, string) {
