@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
