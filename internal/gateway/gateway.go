@@ -14,12 +14,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
-
 	"github.com/portcullis/portcullis/internal/admin"
 	"github.com/portcullis/portcullis/internal/auth/jwtauth"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/connlimit"
+	"github.com/portcullis/portcullis/internal/framing"
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/health"
 	"github.com/portcullis/portcullis/internal/middleware"
@@ -121,6 +120,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		OnStateChange: func(b *upstream.Backend, from, to upstream.BreakerState) {
 			circuitLog.Warn("breaker state changed", "backend", b.String(), "from", from.String(), "to", to.String())
 		},
+		MaxEjectedPercent: cfg.MaxEjectedPercent,
+		OnEjectionRefused: func(b *upstream.Backend) {
+			g.metrics.EjectionsRefused.Inc()
+			circuitLog.Warn("breaker kept closed: MAX_EJECTED_PERCENT of its pool is already out", "backend", b.String(),
+				"max_ejected_percent", cfg.MaxEjectedPercent)
+		},
 	})
 	var err error
 	if g.tracing, err = telemetry.NewTracing(cfg.OTelEndpoint, cfg.OTelProtocol, cfg.OTelServiceName, Version, telemetry.Component(log, "tracer")); err != nil {
@@ -132,6 +137,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		Client:          proxy.NewSyncClient(cfg.MaxIdleConns, cfg.IdleConnTimeout, cfg.UpstreamDialTimeout),
 		RetryMax:        cfg.RetryMax,
 		BodyReadTimeout: cfg.BodyReadTimeout,
+		BufferBytes:     cfg.RequestBufferBytes,
+		HideHeaders:     cfg.HideUpstreamHeaders,
 		Metrics:         g.metrics,
 		Log:             telemetry.Component(log, "proxy"),
 	}
@@ -295,12 +302,6 @@ func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
-	if isWebSocket(r) {
-		// A WebSocket lives for minutes or hours: it is bounded by the
-		// connection caps, not by the in-flight request cap.
-		g.route(w, r)
-		return
-	}
 	g.routes.ServeHTTP(w, r)
 }
 
@@ -321,8 +322,16 @@ func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 	}
 	rt := e.Value
 	in.Endpoint, in.Route = rt.Config.Prefix, rt
-	if r.Header.Get("Upgrade") != "" {
-		in.OnHijack(g.upgrades.track)
+	if len(r.Header["Upgrade"]) > 0 {
+		// An upgraded tunnel idle for TUNNEL_IDLE_TIMEOUT is closed, on
+		// both sides: cancelling the request makes ReverseProxy close the
+		// backend's end too.
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		r = r.WithContext(ctx)
+		in.OnHijack(func(c net.Conn) net.Conn {
+			return g.upgrades.track(g.idleBound(c, cancel))
+		})
 	}
 	rt.Handler.ServeHTTP(w, r)
 }
@@ -334,17 +343,18 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	if err != nil {
 		return fmt.Errorf("GATEWAY_PORT: listening on %s: %w", g.cfg.ListenAddr, err)
 	}
-	// Connection caps at accept time (MAX_CONNS_PER_IP, MAX_CONNECTIONS);
+	// Connection caps at accept time (MAX_CONNS_PER_IP, MAX_CONNECTIONS;
 	// the ops listener is not capped, so it stays reachable when this one
-	// is full.
-	ln := connlimit.NewListener(rawLn, connlimit.Options{
+	// is full), and a watch on each connection's request heads for what
+	// net/http hides from handlers (package framing).
+	var ln net.Listener = framing.Listener{Listener: connlimit.NewListener(rawLn, connlimit.Options{
 		MaxConnsPerIP:  g.cfg.MaxConnsPerIP,
 		MaxConnections: g.cfg.MaxConnections,
 		Trusted:        g.resolver.Trusted,
 		MaxTrackedIPs:  g.cfg.MaxTrackedIPs,
 		Log:            telemetry.Component(g.log, "gateway"),
 		Registerer:     g.metrics.Registry,
-	})
+	})}
 	srv := g.newServer(g.handler)
 	srv.ConnState = g.connState
 
@@ -455,13 +465,4 @@ func (g *Gateway) connState(_ net.Conn, s http.ConnState) {
 		g.conns.Add(-1)
 		g.metrics.ActiveConnections.Dec()
 	}
-}
-
-// isWebSocket reports a WebSocket upgrade request (RFC 6455 §4.1): GET with
-// Upgrade: websocket and Connection naming upgrade. Anything short of that
-// is an ordinary request and gets the in-flight cap.
-func isWebSocket(r *http.Request) bool {
-	return r.Method == http.MethodGet &&
-		httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") &&
-		httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket")
 }

@@ -292,7 +292,8 @@ func TestBreakerOpensAndHalfOpens(t *testing.T) {
 		"CIRCUIT_BREAKER_MAX":     "2",
 		"CIRCUIT_BREAKER_TIMEOUT": "300ms",
 		"RETRY_MAX":               "1",
-		"SERVICE_ROUTES":          routes(`{"prefix":"/","target_url":"` + up + `"}`),
+		// The backend's own 503s count only on a route that opts in.
+		"SERVICE_ROUTES": routes(`{"prefix":"/","target_url":"` + up + `","breaker_on_5xx":true}`),
 	})
 	for i := range 2 {
 		if resp, _ := get(t, gw.URL+"/x"); resp.StatusCode != 503 {
@@ -323,6 +324,68 @@ func TestBreakerOpensAndHalfOpens(t *testing.T) {
 	}
 	if _, m := get(t, gw.OpsURL+"/metrics"); !strings.Contains(string(m), "circuit_breaker_trips_total 1") {
 		t.Errorf("circuit_breaker_trips_total is not 1")
+	}
+}
+
+// TestNoClientCanEjectAPool: an anonymous client asking for failing or slow
+// answers must not make the gateway refuse other clients' requests to
+// other paths of the pool. By default only transport failures count; with
+// breaker_on_5xx, MAX_EJECTED_PERCENT keeps most of the pool in service.
+func TestNoClientCanEjectAPool(t *testing.T) {
+	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/bad":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case "/slow":
+			time.Sleep(300 * time.Millisecond)
+		case "/reset":
+			c, _, _ := w.(http.Hijacker).Hijack()
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		default:
+			w.Write([]byte("ok"))
+		}
+	})
+	var pool []string
+	for range 4 {
+		pool = append(pool, mustServe(t, backend))
+	}
+	target := strings.Join(pool, ",")
+	for _, tc := range []struct {
+		name, route string
+		attack      []string
+		wantOpen    int
+	}{
+		{name: "503s and timeouts count for nothing by default", route: `"timeout_secs":0.1`,
+			attack: []string{"/api/bad", "/api/slow"}, wantOpen: 0},
+		{name: "with breaker_on_5xx, at most half the pool goes", route: `"timeout_secs":0.1,"breaker_on_5xx":true`,
+			attack: []string{"/api/bad"}, wantOpen: 2},
+		{name: "resets count, but at most half the pool goes", route: `"timeout_secs":0.1`,
+			attack: []string{"/api/reset"}, wantOpen: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gw := start(t, map[string]string{
+				"CIRCUIT_BREAKER_MAX": "5", "CIRCUIT_BREAKER_TIMEOUT": "30s", "LOAD_BALANCING_ALGO": "round-robin",
+				"SERVICE_ROUTES": routes(`{"prefix":"/api","target_url":"`+target+`",`+tc.route+`}`,
+					`{"prefix":"/other","target_url":"`+target+`"}`),
+			})
+			for range 10 {
+				for _, p := range tc.attack {
+					get(t, gw.URL+p)
+				}
+			}
+			_, h := get(t, gw.OpsURL+"/health")
+			if n := strings.Count(string(h), `"breaker": "open"`) / 2; n != tc.wantOpen { // each backend is listed by both routes
+				t.Errorf("%d breakers open, want %d:\n%s", n, tc.wantOpen, h)
+			}
+			for _, p := range []string{"/api/ok", "/other/ok"} {
+				for i := range 8 {
+					if resp, body := get(t, gw.URL+p); resp.StatusCode != 200 {
+						t.Fatalf("%s #%d after the attack: %d %s", p, i, resp.StatusCode, body)
+					}
+				}
+			}
+		})
 	}
 }
 

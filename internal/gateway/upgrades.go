@@ -1,9 +1,13 @@
 package gateway
 
 import (
+	"math"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
 // upgradeTracker remembers the client side of upgraded (WebSocket)
@@ -76,5 +80,70 @@ func (c *trackedConn) Close() error {
 		delete(c.t.conns, c)
 		c.t.mu.Unlock()
 	})
+	return c.Conn.Close()
+}
+
+// idleBound closes c, and calls cancel (which ends the backend's side),
+// once no byte has crossed the tunnel either way for TUNNEL_IDLE_TIMEOUT.
+func (g *Gateway) idleBound(c net.Conn, cancel func()) net.Conn {
+	timeout := g.cfg.TunnelIdleTimeout
+	ic := &idleConn{Conn: c, timeout: timeout}
+	ic.touch()
+	// Armed only once assigned: the callback reads ic.timer.
+	ic.timer = time.AfterFunc(math.MaxInt64, func() {
+		if ic.expired() {
+			g.metrics.TunnelIdleTimeouts.Inc()
+			telemetry.Component(g.log, "gateway").Info("tunnel closed: idle", "remote", c.RemoteAddr().String(),
+				"idle_timeout", timeout.String())
+			cancel()
+			_ = ic.Close()
+		}
+	})
+	ic.timer.Reset(timeout)
+	return ic
+}
+
+// idleConn is the client side of an upgraded tunnel. Every byte read from
+// or written to the client counts as activity, so it sees traffic in both
+// directions; a timer checks, and re-arms for the time left, instead of a
+// deadline per read that a one-way stream would trip.
+type idleConn struct {
+	net.Conn
+	timeout time.Duration
+	last    atomic.Int64 // UnixNano of the last byte either way
+	timer   *time.Timer
+}
+
+func (c *idleConn) touch() { c.last.Store(time.Now().UnixNano()) }
+
+// expired reports whether the tunnel has been idle for the timeout; if not,
+// it re-arms the timer for the rest.
+func (c *idleConn) expired() bool {
+	idle := time.Since(time.Unix(0, c.last.Load()))
+	if idle >= c.timeout {
+		return true
+	}
+	c.timer.Reset(c.timeout - idle)
+	return false
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.touch()
+	}
+	return n, err
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.touch()
+	}
+	return n, err
+}
+
+func (c *idleConn) Close() error {
+	c.timer.Stop()
 	return c.Conn.Close()
 }

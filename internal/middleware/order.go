@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/cors"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
+	"github.com/portcullis/portcullis/internal/middleware/methods"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/middleware/recovery"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
@@ -145,6 +146,9 @@ func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler,
 	}
 	// 7. CORS: preflights answered here, never forwarded.
 	steps = append(steps, func(h http.Handler) (http.Handler, error) { return cors.New(rd.CORSOrigins, h) })
+	// The route's methods (405 with Allow otherwise), after CORS: a
+	// preflight asks about a method, it is not one.
+	steps = append(steps, plain(func(h http.Handler) http.Handler { return methods.New(rc.Methods, h) }))
 	// 8. Auth, when the route requires it and the path is not public. It
 	// sits before the cache, so a private answer never reaches an
 	// anonymous caller.
@@ -177,6 +181,12 @@ func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler,
 func begin(bodyTimeout, sendTimeout time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), sendTimeout)
+		if f := in.Framing(); f != nil {
+			// What the handler reads is a body: the connection scans only
+			// the bytes read between requests (see package framing).
+			f.Serving(true)
+			defer f.Serving(false)
+		}
 		next.ServeHTTP(in.Writer(), r)
 		if r.ContentLength == 0 || in.Status() == http.StatusSwitchingProtocols {
 			return

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,17 +41,24 @@ type Client interface {
 	RoundTrip(*http.Request) (*http.Response, error)
 }
 
-// MaxReplayBody is the largest request body buffered so that an idempotent
-// request can be retried on another backend.
-const MaxReplayBody = 64 << 10
+// MinBufferBudget is the least memory all requests together may hold in
+// buffered bodies; the budget is the larger of it and 64 buffers of
+// REQUEST_BUFFER_BYTES. Beyond it a body streams, as with buffering off.
+const MinBufferBudget = 64 << 20
 
 // Shared is what every route's proxy uses.
 type Shared struct {
 	Client          Client
 	RetryMax        int           // attempts per request, first included (RETRY_MAX)
 	BodyReadTimeout time.Duration // BODY_READ_TIMEOUT
-	Metrics         *telemetry.Metrics
-	Log             *slog.Logger
+	// BufferBytes is REQUEST_BUFFER_BYTES: a body up to this size is read
+	// whole from the client before a backend is chosen, so a slow client
+	// holds no backend connection; 0 = bodies always stream.
+	BufferBytes int64
+	// HideHeaders are HIDE_UPSTREAM_HEADERS, removed from upstream answers.
+	HideHeaders []string
+	Metrics     *telemetry.Metrics
+	Log         *slog.Logger
 	// Backoff is the base of the exponential retry backoff (100ms).
 	Backoff time.Duration
 	// Tracer, when set, makes a client span per upstream attempt and the
@@ -60,7 +68,8 @@ type Shared struct {
 
 	bufPool   bufferPool
 	errorLog  *slogWriter
-	observers sync.Map // *upstream.Backend -> prometheus.Observer
+	observers sync.Map     // *upstream.Backend -> prometheus.Observer
+	buffered  atomic.Int64 // bytes held in buffered request bodies
 }
 
 // upstreamObserver caches each backend's upstream_request_duration_seconds
@@ -124,6 +133,12 @@ type Route struct {
 	Pool        *upstream.Pool
 	Selector    balancer.Selector
 	Budget      *RetryBudget
+	// BreakerOn5xx (breaker_on_5xx) counts the backend's own 502/503/504
+	// against its breaker; otherwise only transport failures count.
+	BreakerOn5xx bool
+	// Keepalive (upstream_keepalive) reuses upstream connections; false
+	// sends each request on a connection of its own, closed after it.
+	Keepalive bool
 }
 
 // Handler proxies requests of one route.
@@ -136,7 +151,8 @@ type Handler struct {
 // state is the per-request state the transport needs.
 type state struct {
 	body   *clientBody
-	replay []byte // a fully buffered small body, replayable
+	replay []byte // a fully buffered body, replayable
+	held   int64  // bytes of the buffer budget this request holds
 }
 
 // New returns the proxy handler of one route.
@@ -155,7 +171,19 @@ func New(rt *Route, sh *Shared) *Handler {
 		BufferPool:   &sh.bufPool,
 		ErrorLog:     sh.errorLog.logger(),
 	}
+	if len(sh.HideHeaders) > 0 {
+		h.rp.ModifyResponse = sh.hideHeaders
+	}
 	return h
+}
+
+// hideHeaders removes HIDE_UPSTREAM_HEADERS from an upstream answer: a
+// Server or X-Powered-By tells an attacker which exploits to try.
+func (sh *Shared) hideHeaders(resp *http.Response) error {
+	for _, k := range sh.HideHeaders {
+		delete(resp.Header, k)
+	}
+	return nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -172,27 +200,93 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		st.body = &clientBody{r: r.Body, rc: http.NewResponseController(w), limit: h.route.MaxBody, timeout: h.shared.BodyReadTimeout}
 		r.Body = st.body
-		if idempotent(r.Method) && r.ContentLength > 0 && r.ContentLength <= MaxReplayBody {
-			buf := make([]byte, r.ContentLength)
-			if _, err := io.ReadFull(st.body, buf); err != nil {
-				if err = st.body.Err(); err == nil {
-					err = ErrClientGone
-				}
-				errorHandler(w, r, err)
-				return
-			}
-			st.replay = buf
-			r.Body = io.NopCloser(bytes.NewReader(buf))
-		} else if r.ContentLength < 0 {
-			// A chunked body: parse its first chunk before anything goes
-			// upstream, so broken framing is a 400 that reaches no backend.
-			if err := st.body.prime(); err != nil {
-				errorHandler(w, r, err)
-				return
-			}
+		defer func() { h.shared.buffered.Add(-st.held) }()
+		if err := h.buffer(r, st); err != nil {
+			errorHandler(w, r, err)
+			return
 		}
 	}
 	h.rp.ServeHTTP(w, r)
+}
+
+// buffer reads a body of up to REQUEST_BUFFER_BYTES whole before a backend
+// is chosen (as nginx's proxy_request_buffering): a client that dribbles
+// its upload then costs a goroutine, not a backend connection held for the
+// route timeout, and the buffered body can be replayed on a retry. A larger
+// body, or one that finds the shared budget spent, streams; a chunked one
+// has its first chunk parsed first, so broken framing is a 400 that
+// reaches no backend. It returns the client's fault, if any.
+func (h *Handler) buffer(r *http.Request, st *state) error {
+	sh := h.shared
+	limit := min(sh.BufferBytes, h.route.MaxBody)
+	if r.ContentLength > limit || !sh.reserve(st, max(r.ContentLength, 0), limit) {
+		if r.ContentLength < 0 {
+			return st.body.prime()
+		}
+		return nil
+	}
+	var buf []byte
+	if r.ContentLength > 0 {
+		buf = make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(st.body, buf); err != nil {
+			return clientErr(st, err)
+		}
+	} else {
+		// Chunked: up to limit+1 bytes tells whether it fits.
+		var err error
+		if buf, err = readUpTo(st.body, limit+1); err != nil {
+			return clientErr(st, err)
+		}
+		if int64(len(buf)) > limit {
+			// Too long to buffer: what was read goes first, the rest streams.
+			r.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(buf), st.body), st.body}
+			return nil
+		}
+		r.ContentLength = int64(len(buf))
+		r.TransferEncoding = nil
+	}
+	st.replay = buf
+	r.Body = io.NopCloser(bytes.NewReader(buf))
+	return nil
+}
+
+// reserve takes room in the shared budget for a buffered body: n bytes, or
+// limit for a chunked one (n == 0) whose size is not known yet.
+func (sh *Shared) reserve(st *state, n, limit int64) bool {
+	if limit <= 0 {
+		return false
+	}
+	if n == 0 {
+		n = limit
+	}
+	budget := max(MinBufferBudget, 64*sh.BufferBytes)
+	if sh.buffered.Add(n) > budget {
+		sh.buffered.Add(-n)
+		return false
+	}
+	st.held = n
+	return true
+}
+
+// readUpTo reads r to its end or until max bytes, whichever comes first.
+func readUpTo(r io.Reader, max int64) ([]byte, error) {
+	var b bytes.Buffer
+	_, err := b.ReadFrom(io.LimitReader(r, max))
+	return b.Bytes(), err
+}
+
+// clientErr is the client's fault behind a failed read of its body.
+func clientErr(st *state, err error) error {
+	if ferr := st.body.Err(); ferr != nil {
+		return ferr
+	}
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return ErrClientGone
+	}
+	return err
 }
 
 // rewrite sets the forwarding headers of SPEC §3.2 on the outgoing request.
@@ -290,6 +384,9 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 
+	if !rt.Keepalive {
+		out.Close = true
+	}
 	rel := router.StripPrefix(in.Path, rt.Prefix)
 	if !rt.StripPrefix {
 		rel = in.Path
@@ -373,7 +470,7 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 					report(upstream.ErrClientFault)
 					return fail(cerr)
 				}
-				report(errTimeout)
+				report(upstream.ErrNotCounted)
 				return nil, errTimeout
 			}
 			report(nil)
@@ -395,7 +492,7 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		if failure == nil {
 			failure = &Error{Status: resp.StatusCode, Err: errors.New(resp.Status)}
 		}
-		report(failure)
+		report(breakerOutcome(rt, err, failure))
 		lastErr = failure
 
 		pause := backoff(sh.Backoff, attempt)
@@ -426,6 +523,23 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 		lastErr = &Error{Status: http.StatusServiceUnavailable, Err: ErrNoBackend}
 	}
 	return fail(lastErr)
+}
+
+// breakerOutcome is what a failed attempt tells the backend's breaker. Only
+// transport failures count by default: an answer, even a 503, proves the
+// backend reachable, and a slow answer (the route timeout) is what any
+// client can ask for, so neither may let one client eject a backend that
+// serves everyone else. A route with breaker_on_5xx counts 502/503/504.
+func breakerOutcome(rt *Route, err, failure error) error {
+	switch {
+	case err == nil && rt.BreakerOn5xx:
+		return failure
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrUpstreamTimout):
+		return upstream.ErrNotCounted
+	}
+	return failure
 }
 
 // finish hands a response to ReverseProxy. The timer becomes the body's idle

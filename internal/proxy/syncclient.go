@@ -132,7 +132,9 @@ func (c *SyncClient) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, context.Cause(ctx)
 		}
 		var sc *syncConn
-		if !retried {
+		if !retried && !req.Close {
+			// A request that asks to close its connection gets one of
+			// its own: it must not end a pooled one another route reuses.
 			sc = p.get()
 		}
 		if sc == nil {

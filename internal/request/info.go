@@ -89,13 +89,35 @@ type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 type connKey struct{}
 
 // connState is per client connection: when its write deadline was last
-// armed, so keep-alive requests re-arm it only every sendTimeout/4.
-type connState struct{ armed time.Time }
+// armed, so keep-alive requests re-arm it only every sendTimeout/4, and
+// what its raw bytes showed.
+type connState struct {
+	armed   time.Time
+	framing Framing
+}
+
+// Framing is what the public listener's connection saw of the raw bytes
+// net/http parsed (framing.Conn); the envelope tells it when a handler runs.
+type Framing interface {
+	Serving(on bool)
+	SawTransferEncoding() bool
+}
 
 // ConnContext is for http.Server.ConnContext: it gives each connection the
-// state the send timeout uses.
-func ConnContext(ctx context.Context, _ net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, &connState{})
+// state the send timeout uses, and its Framing when it has one.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	st := &connState{}
+	st.framing, _ = c.(Framing)
+	return context.WithValue(ctx, connKey{}, st)
+}
+
+// Framing returns the connection's Framing, nil when it has none (the ops
+// listener, tests' own servers).
+func (in *Info) Framing() Framing {
+	if in == nil || in.conn == nil {
+		return nil
+	}
+	return in.conn.framing
 }
 
 // New returns the Info for r and the request carrying it. Use Writer as the
@@ -103,9 +125,9 @@ func ConnContext(ctx context.Context, _ net.Conn) context.Context {
 // It arms the send timeout (0 = none) on the client connection.
 func New(w http.ResponseWriter, r *http.Request, now time.Time, sendTimeout time.Duration) (*Info, *http.Request) {
 	in := &Info{Start: now, Endpoint: "unmatched", rw: w}
+	in.conn, _ = r.Context().Value(connKey{}).(*connState)
 	if d, ok := w.(writeDeadliner); ok && sendTimeout > 0 {
 		in.deadliner, in.sendTimeout = d, sendTimeout
-		in.conn, _ = r.Context().Value(connKey{}).(*connState)
 		if in.conn == nil {
 			in.conn = &connState{}
 		}
@@ -142,8 +164,16 @@ func (in *Info) Writer() http.ResponseWriter { return (*writer)(in) }
 // OnHeader registers fn to run once right before the response header goes out.
 func (in *Info) OnHeader(fn func(http.Header)) { in.onHdr = fn }
 
-// OnHijack registers fn to wrap a hijacked (upgraded) connection.
-func (in *Info) OnHijack(fn func(net.Conn) net.Conn) { in.hijack = fn }
+// OnHijack registers fn to wrap a hijacked (upgraded) connection. Several
+// may be registered: they run in order, each wrapping what the one before
+// returned.
+func (in *Info) OnHijack(fn func(net.Conn) net.Conn) {
+	if prev := in.hijack; prev != nil {
+		in.hijack = func(c net.Conn) net.Conn { return fn(prev(c)) }
+		return
+	}
+	in.hijack = fn
+}
 
 // Status is the status written to the client (0 if nothing was written yet).
 func (in *Info) Status() int { return in.status }

@@ -94,13 +94,15 @@ func BuildFrom(prev *Snapshot, routes []config.Route, reg *upstream.Registry, sh
 			return nil, fmt.Errorf("route %d (%s): %w", i, rc.Prefix, err)
 		}
 		pr := &proxy.Route{
-			Prefix:      rc.Prefix,
-			StripPrefix: rc.StripPrefix,
-			Timeout:     rc.Timeout,
-			MaxBody:     rc.MaxBodyBytes,
-			Pool:        pool,
-			Selector:    sel,
-			Budget:      proxy.NewRetryBudget(0.2, 1, 10*time.Second, nil),
+			Prefix:       rc.Prefix,
+			StripPrefix:  rc.StripPrefix,
+			Timeout:      rc.Timeout,
+			MaxBody:      rc.MaxBodyBytes,
+			Pool:         pool,
+			Selector:     sel,
+			Budget:       proxy.NewRetryBudget(0.2, 1, 10*time.Second, nil),
+			BreakerOn5xx: rc.BreakerOn5xx,
+			Keepalive:    rc.UpstreamKeepalive,
 		}
 		var h http.Handler = proxy.New(pr, sh)
 		if wrap != nil {
@@ -126,5 +128,13 @@ type Holder struct{ p atomic.Pointer[Snapshot] }
 // Load returns the current snapshot.
 func (h *Holder) Load() *Snapshot { return h.p.Load() }
 
-// Store swaps in s.
-func (h *Holder) Store(s *Snapshot) { h.p.Store(s) }
+// Store swaps in s, and tells its backends which pools they now serve (the
+// passive-ejection cap counts within those).
+func (h *Holder) Store(s *Snapshot) {
+	pools := make([]*upstream.Pool, len(s.Routes))
+	for i, r := range s.Routes {
+		pools[i] = r.Pool
+	}
+	upstream.Publish(pools)
+	h.p.Store(s)
+}

@@ -20,14 +20,16 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Requests          *prometheus.CounterVec   // http_requests_total{method,endpoint,status}
-	RequestDuration   *prometheus.HistogramVec // http_request_duration_seconds{method,endpoint}
-	ActiveConnections prometheus.Gauge         // active_connections
-	BackendHealth     *prometheus.GaugeVec     // backend_health_status{backend}
-	BreakerTrips      prometheus.Counter       // circuit_breaker_trips_total
-	UpstreamDuration  *prometheus.HistogramVec // upstream_request_duration_seconds{backend}
-	UpstreamRetries   prometheus.Counter       // upstream_retries_total
-	InflightRequests  prometheus.Gauge         // inflight_requests
+	Requests           *prometheus.CounterVec   // http_requests_total{method,endpoint,status}
+	RequestDuration    *prometheus.HistogramVec // http_request_duration_seconds{method,endpoint}
+	ActiveConnections  prometheus.Gauge         // active_connections
+	BackendHealth      *prometheus.GaugeVec     // backend_health_status{backend}
+	BreakerTrips       prometheus.Counter       // circuit_breaker_trips_total
+	EjectionsRefused   prometheus.Counter       // circuit_breaker_ejections_refused_total
+	TunnelIdleTimeouts prometheus.Counter       // tunnel_idle_timeouts_total
+	UpstreamDuration   *prometheus.HistogramVec // upstream_request_duration_seconds{backend}
+	UpstreamRetries    prometheus.Counter       // upstream_retries_total
+	InflightRequests   prometheus.Gauge         // inflight_requests
 
 	// Totals are plain counters for /stats and the dashboard.
 	Totals Totals
@@ -69,6 +71,14 @@ func NewMetrics(version string) *Metrics {
 			Name: "circuit_breaker_trips_total",
 			Help: "Times a backend's circuit breaker opened.",
 		}),
+		EjectionsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "circuit_breaker_ejections_refused_total",
+			Help: "Times a breaker stayed closed because MAX_EJECTED_PERCENT of its pool was already out.",
+		}),
+		TunnelIdleTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnel_idle_timeouts_total",
+			Help: "Upgraded (WebSocket) connections closed after TUNNEL_IDLE_TIMEOUT without a byte either way.",
+		}),
 		UpstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "upstream_request_duration_seconds",
 			Help:    "Time from sending a request to a backend to its response headers, per attempt.",
@@ -90,7 +100,7 @@ func NewMetrics(version string) *Metrics {
 	}
 	reg.MustRegister(
 		m.Requests, m.RequestDuration, m.ActiveConnections, m.BackendHealth,
-		m.BreakerTrips, m.UpstreamDuration, m.UpstreamRetries, m.InflightRequests,
+		m.BreakerTrips, m.EjectionsRefused, m.TunnelIdleTimeouts, m.UpstreamDuration, m.UpstreamRetries, m.InflightRequests,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(version),

@@ -7,6 +7,7 @@ package upstream
 import (
 	"errors"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,12 @@ func (s BreakerState) String() string {
 // backend's breaker (SPEC §9).
 var ErrClientFault = errors.New("client fault")
 
+// ErrNotCounted marks an attempt whose outcome says nothing about the
+// backend's transport: it answered, but too slowly for the route timeout.
+// The breaker counts it neither way, so a client cannot open a breaker by
+// asking for slow answers.
+var ErrNotCounted = errors.New("outcome not counted by the breaker")
+
 // ErrUnavailable is returned by Acquire when the breaker refuses the attempt.
 var ErrUnavailable = errors.New("backend unavailable")
 
@@ -53,6 +60,14 @@ type BreakerSettings struct {
 	OnTrip func(b *Backend)
 	// OnStateChange is called on every transition. May be nil.
 	OnStateChange func(b *Backend, from, to BreakerState)
+	// MaxEjectedPercent (MAX_EJECTED_PERCENT, 0..100) is the most of a
+	// pool that open breakers may take out at once; one backend may always
+	// go. A breaker that would pass it stays closed. 0 with no pools
+	// published (see Pool.Publish) leaves breakers uncapped.
+	MaxEjectedPercent int
+	// OnEjectionRefused is called when a breaker would have opened but the
+	// cap kept it closed, once per streak of failures. May be nil.
+	OnEjectionRefused func(b *Backend)
 }
 
 // Backend is one upstream server. All methods are safe for concurrent use and
@@ -71,6 +86,16 @@ type Backend struct {
 	// requests still running on an older table keep using it, but nothing
 	// keyed by it (metrics series, caches) may be created again.
 	retired atomic.Bool
+
+	// Passive-ejection cap: the pools b serves in the table in force, and
+	// whether b's breaker is out (open or half-open) or was kept closed
+	// by the cap.
+	pools        atomic.Pointer[[]*Pool]
+	ejected      atomic.Bool
+	capped       atomic.Bool
+	ejectPercent int
+	ejectMu      *sync.Mutex // shared by the backends of one registry
+	onCapped     func(*Backend)
 }
 
 // Retired reports whether a reload dropped b from every route (see
@@ -79,7 +104,11 @@ func (b *Backend) Retired() bool { return b.retired.Load() }
 
 // NewBackend returns a backend that starts alive with a closed breaker.
 func NewBackend(u *url.URL, bs BreakerSettings) *Backend {
-	b := &Backend{url: u, key: u.String()}
+	return newBackend(u, bs, &sync.Mutex{})
+}
+
+func newBackend(u *url.URL, bs BreakerSettings, ejectMu *sync.Mutex) *Backend {
+	b := &Backend{url: u, key: u.String(), ejectPercent: bs.MaxEjectedPercent, ejectMu: ejectMu, onCapped: bs.OnEjectionRefused}
 	b.alive.Store(true)
 	maxFail := bs.MaxFailures
 	if maxFail == 0 {
@@ -89,11 +118,24 @@ func NewBackend(u *url.URL, bs BreakerSettings) *Backend {
 		Name:        b.key,
 		MaxRequests: 1, // half-open lets one probe through at a time
 		Timeout:     bs.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= maxFail },
-		IsExcluded:  func(err error) bool { return errors.Is(err, ErrClientFault) },
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			if c.ConsecutiveFailures < maxFail {
+				if c.ConsecutiveFailures == 1 {
+					b.capped.Store(false) // a new streak: report a refusal again
+				}
+				return false
+			}
+			return b.mayEject()
+		},
+		IsExcluded: func(err error) bool {
+			return errors.Is(err, ErrClientFault) || errors.Is(err, ErrNotCounted)
+		},
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			f, t := fromGobreaker(from), fromGobreaker(to)
 			b.state.Store(int32(t))
+			if t == BreakerClosed {
+				b.ejected.Store(false)
+			}
 			if t == BreakerOpen && bs.OnTrip != nil {
 				bs.OnTrip(b)
 			}
@@ -104,6 +146,36 @@ func NewBackend(u *url.URL, bs BreakerSettings) *Backend {
 	})
 	return b
 }
+
+// mayEject decides, as b's breaker is about to open, whether every pool b
+// serves can spare it: the backends already out plus b must stay within
+// the pool's cap. It runs only when a breaker is ready to trip, under the
+// registry's ejection mutex, so two backends of one pool cannot both take
+// the last free place.
+func (b *Backend) mayEject() bool {
+	pools := b.pools.Load()
+	if pools == nil {
+		b.ejected.Store(true)
+		return true
+	}
+	b.ejectMu.Lock()
+	defer b.ejectMu.Unlock()
+	for _, p := range *pools {
+		if p.ejectedOthers(b)+1 > p.maxEjected(b.ejectPercent) {
+			if !b.capped.Swap(true) && b.onCapped != nil {
+				b.onCapped(b)
+			}
+			return false
+		}
+	}
+	b.ejected.Store(true)
+	b.capped.Store(false)
+	return true
+}
+
+// Ejected reports whether b's breaker has taken it out of its pools (open,
+// or half-open awaiting a probe).
+func (b *Backend) Ejected() bool { return b.ejected.Load() }
 
 func fromGobreaker(s gobreaker.State) BreakerState {
 	switch s {

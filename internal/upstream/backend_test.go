@@ -352,3 +352,110 @@ func TestRetainRetiresWhatItDrops(t *testing.T) {
 		t.Errorf("a URL added again reuses the retired backend")
 	}
 }
+
+// TestEjectionCap pins MAX_EJECTED_PERCENT: open breakers never take more
+// than the cap of a pool out at once (but always at least one backend), a
+// breaker kept closed by the cap says so once per failure streak, and a
+// backend that closes again frees its place.
+func TestEjectionCap(t *testing.T) {
+	tests := []struct {
+		name     string
+		pool     int
+		percent  int
+		wantOpen int
+	}{
+		{name: "half of four", pool: 4, percent: 50, wantOpen: 2},
+		{name: "half of three rounds down", pool: 3, percent: 50, wantOpen: 1},
+		{name: "zero percent still lets one go", pool: 3, percent: 0, wantOpen: 1},
+		{name: "one backend may always go", pool: 1, percent: 50, wantOpen: 1},
+		{name: "a hundred percent takes them all", pool: 3, percent: 100, wantOpen: 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var refused atomic.Int32
+			reg := NewRegistry(BreakerSettings{
+				MaxFailures: 2, OpenTimeout: time.Hour, MaxEjectedPercent: tc.percent,
+				OnEjectionRefused: func(*Backend) { refused.Add(1) },
+			})
+			pool := &Pool{}
+			for i := range tc.pool {
+				pool.Members = append(pool.Members, Member{Backend: reg.Get(mustURL(t, fmt.Sprintf("http://10.0.0.%d", i+1))), Weight: 1})
+			}
+			Publish([]*Pool{pool})
+			for range 3 {
+				for _, m := range pool.Members {
+					if m.Backend.Breaker() == BreakerClosed {
+						attempt(t, m.Backend, errBackend)
+					}
+				}
+			}
+			open := 0
+			for _, m := range pool.Members {
+				if m.Backend.Breaker() == BreakerOpen {
+					open++
+					if !m.Backend.Ejected() {
+						t.Errorf("%s open but not counted as ejected", m.Backend)
+					}
+				}
+			}
+			if open != tc.wantOpen {
+				t.Fatalf("%d of %d breakers open, want %d", open, tc.pool, tc.wantOpen)
+			}
+			if want := int32(tc.pool - tc.wantOpen); refused.Load() != want {
+				t.Errorf("OnEjectionRefused called %d times, want once per capped backend (%d)", refused.Load(), want)
+			}
+		})
+	}
+}
+
+// TestEjectionCapAcrossPools: a backend shared by two routes may be ejected
+// only if both pools can spare it.
+func TestEjectionCapAcrossPools(t *testing.T) {
+	reg := NewRegistry(BreakerSettings{MaxFailures: 1, OpenTimeout: openTimeout, MaxEjectedPercent: 50})
+	a, b, c := reg.Get(mustURL(t, "http://a")), reg.Get(mustURL(t, "http://b")), reg.Get(mustURL(t, "http://c"))
+	wide := &Pool{Members: []Member{{Backend: a, Weight: 1}, {Backend: b, Weight: 1}, {Backend: c, Weight: 1}, {Backend: reg.Get(mustURL(t, "http://d")), Weight: 1}}}
+	narrow := &Pool{Members: []Member{{Backend: a, Weight: 1}, {Backend: b, Weight: 1}}}
+	Publish([]*Pool{wide, narrow})
+	attempt(t, a, errBackend)
+	attempt(t, b, errBackend)
+	if a.Breaker() != BreakerOpen || b.Breaker() != BreakerClosed {
+		t.Fatalf("a %s, b %s: the two-backend pool may lose one only", a.Breaker(), b.Breaker())
+	}
+	attempt(t, c, errBackend)
+	if c.Breaker() != BreakerOpen {
+		t.Errorf("c %s: the four-backend pool had room for a second", c.Breaker())
+	}
+	// a recovers (half-open, a good probe): its place is free again.
+	time.Sleep(openTimeout + 10*time.Millisecond)
+	attempt(t, a, nil)
+	if a.Breaker() != BreakerClosed || a.Ejected() {
+		t.Fatalf("a %s ejected %v after a good probe", a.Breaker(), a.Ejected())
+	}
+	attempt(t, b, errBackend)
+	if b.Breaker() != BreakerOpen {
+		t.Errorf("b %s once a had recovered", b.Breaker())
+	}
+}
+
+// TestOutcomesTheBreakerIgnores: client faults and slow answers count
+// neither way; an excluded half-open probe frees the probe slot.
+func TestOutcomesTheBreakerIgnores(t *testing.T) {
+	b := NewBackend(mustURL(t, "http://b"), BreakerSettings{MaxFailures: 2, OpenTimeout: openTimeout})
+	for range 5 {
+		attempt(t, b, ErrNotCounted)
+		attempt(t, b, fmt.Errorf("wrapped: %w", ErrClientFault))
+	}
+	if b.Breaker() != BreakerClosed {
+		t.Fatalf("ignored outcomes opened the breaker: %s", b.Breaker())
+	}
+	openBreaker(t, b, 2)
+	time.Sleep(openTimeout + 10*time.Millisecond)
+	attempt(t, b, ErrNotCounted)
+	if b.Breaker() != BreakerHalfOpen {
+		t.Fatalf("after an ignored probe: %s, want half-open", b.Breaker())
+	}
+	attempt(t, b, nil) // the slot is free for another probe
+	if b.Breaker() != BreakerClosed {
+		t.Errorf("after a good probe: %s", b.Breaker())
+	}
+}

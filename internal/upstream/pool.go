@@ -16,12 +16,48 @@ type Pool struct {
 	Members []Member
 }
 
+// maxEjected is how many of p's backends open breakers may take out at
+// once: percent of them, rounded down, but at least one.
+func (p *Pool) maxEjected(percent int) int {
+	return max(1, len(p.Members)*percent/100)
+}
+
+// ejectedOthers counts p's backends other than b whose breakers are out.
+func (p *Pool) ejectedOthers(b *Backend) int {
+	n := 0
+	for _, m := range p.Members {
+		if m.Backend != b && m.Backend.ejected.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// Publish tells every backend which pools it serves, for the
+// passive-ejection cap: call it with every pool of the route table that
+// has just come into force.
+func Publish(pools []*Pool) {
+	of := make(map[*Backend][]*Pool)
+	for _, p := range pools {
+		for _, m := range p.Members {
+			of[m.Backend] = append(of[m.Backend], p)
+		}
+	}
+	for b, ps := range of {
+		b.pools.Store(&ps)
+	}
+}
+
 // Registry hands out one Backend per URL, so route tables built one after
 // another (hot reload) share health, breaker state and in-flight counts.
 type Registry struct {
 	mu       sync.Mutex // guards backends; only taken while building a table
 	settings BreakerSettings
 	backends map[string]*Backend
+	// ejectMu serialises the ejection decisions of the registry's
+	// backends (see Backend.mayEject); taken only when a breaker is
+	// ready to trip.
+	ejectMu sync.Mutex
 }
 
 // NewRegistry returns an empty registry whose backends use bs.
@@ -37,7 +73,7 @@ func (r *Registry) Get(u *url.URL) *Backend {
 	if b, ok := r.backends[key]; ok {
 		return b
 	}
-	b := NewBackend(u, r.settings)
+	b := newBackend(u, r.settings, &r.ejectMu)
 	r.backends[key] = b
 	return b
 }

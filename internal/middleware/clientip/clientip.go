@@ -195,10 +195,12 @@ func Key(a netip.Addr) netip.Addr {
 	return p.Addr()
 }
 
-// Exempt reports whether per-IP limits must not apply to the request's
-// client: a trusted proxy that sent no X-Forwarded-For is itself the client,
-// and blocking or capping it would block everyone behind it. Callers log it,
-// since it means TRUSTED_PROXIES or the proxy is misconfigured.
+// Exempt reports whether the request's client must never be blocked
+// outright (the DDoS guard): a trusted proxy that sent no usable
+// X-Forwarded-For is itself the client, and blocking it for ten minutes
+// would block everyone behind it. It is still rate-limited like any
+// client. Callers log it, since it means TRUSTED_PROXIES or the proxy is
+// misconfigured.
 func Exempt(client, peer netip.Addr, peerTrusted bool) bool {
 	return peerTrusted && client == peer
 }

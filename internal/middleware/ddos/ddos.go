@@ -486,7 +486,7 @@ func (g *Guard) logExempt(r *http.Request, in *request.Info) {
 	if !g.exemptLog.Allow(in.ClientIP, now) {
 		return
 	}
-	g.log.LogAttrs(r.Context(), slog.LevelWarn, "trusted proxy is the client; per-IP DDoS and rate limits not applied",
+	g.log.LogAttrs(r.Context(), slog.LevelWarn, "trusted proxy is the client; it is rate-limited as one client but never DDoS-blocked",
 		slog.String("client_ip", in.ClientIPText), slog.String("request_id", in.ID),
 		slog.String("hint", "the proxy sent no X-Forwarded-For: check the proxy and TRUSTED_PROXIES"))
 }

@@ -217,7 +217,7 @@ func TestWhoIsCountedAndBlocked(t *testing.T) {
 			if got := w.Code == 429; got != tc.blocked {
 				t.Fatalf("second client refused=%v, want %v", got, tc.blocked)
 			}
-			if got := f.logs.CountMsg("trusted proxy is the client; per-IP DDoS and rate limits not applied"); (got == 1) != tc.warn || got > 1 {
+			if got := f.logs.CountMsg("trusted proxy is the client; it is rate-limited as one client but never DDoS-blocked"); (got == 1) != tc.warn || got > 1 {
 				t.Fatalf("%d trusted-proxy warnings for 7 requests, want warn=%v (once a minute)", got, tc.warn)
 			}
 		})

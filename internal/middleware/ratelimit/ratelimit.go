@@ -234,8 +234,10 @@ type Limiter struct {
 // second (MAX_REQUESTS_PER_SECOND, > 0), bursts of up to burst requests
 // (MAX_BURST_SIZE, ≥ 1), one bucket per client key. Over the limit a
 // request gets 429 with Retry-After; every limited response carries
-// RateLimit-Limit, -Remaining and -Reset. Allow-listed clients and trusted
-// proxies that are themselves the client (clientip.Exempt) are not limited.
+// RateLimit-Limit, -Remaining and -Reset. Allow-listed clients are not
+// limited. A trusted proxy that sent no usable X-Forwarded-For is its own
+// client here and is limited like any other: exempting it would exempt
+// every local process, and every client of a proxy that forgot the header.
 func New(rps float64, burst int, s *Shared, next http.Handler) (*Limiter, error) {
 	return newLimiter(rps, burst, s, next, false)
 }
@@ -339,7 +341,7 @@ func (l *Limiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in := request.From(r.Context())
 	var client netip.Addr
 	if in != nil {
-		if in.Allowlisted || clientip.Exempt(in.ClientIP, in.PeerIP, in.PeerTrusted) {
+		if in.Allowlisted {
 			l.next.ServeHTTP(w, r)
 			return
 		}

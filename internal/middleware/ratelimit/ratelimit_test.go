@@ -225,7 +225,8 @@ func TestKeys(t *testing.T) {
 		{name: "untrusted client cannot escape by X-Forwarded-For", first: []string{"203.0.113.5", "1.1.1.1"}, second: []string{"203.0.113.5", "2.2.2.2"}, sameBkt: true, headers: true},
 		{name: "clients behind a trusted proxy are told apart", first: []string{"10.9.0.1", "198.51.100.1"}, second: []string{"10.9.0.1", "198.51.100.2"}, headers: true},
 		{name: "clients behind a trusted proxy per /64", first: []string{"10.9.0.1", "2001:db8::1"}, second: []string{"10.9.0.2", "2001:db8::2"}, sameBkt: true, headers: true},
-		{name: "trusted proxy that is itself the client is exempt", first: []string{"10.9.0.1"}, second: []string{"10.9.0.1"}},
+		{name: "trusted proxy that is itself the client is limited as one client", first: []string{"10.9.0.1"}, second: []string{"10.9.0.1"}, sameBkt: true, headers: true},
+		{name: "trusted proxy with junk X-Forwarded-For is limited as one client", first: []string{"10.9.0.1", "not-an-ip"}, second: []string{"10.9.0.1", "junk, also junk"}, sameBkt: true, headers: true},
 		{name: "allow-listed client skips the limit", first: []string{"198.51.100.50"}, second: []string{"198.51.100.50"}, allowArg: []string{"198.51.100.50"}},
 	}
 	for _, tc := range tests {

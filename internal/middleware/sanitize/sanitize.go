@@ -1,8 +1,9 @@
 // Package sanitize rejects or neutralises request shapes that net/http lets
-// through but a public gateway must not (SPEC §9): over-long request lines,
-// duplicate credentials, underscore twins of trusted headers, client copies
-// of identity headers, h2c upgrades, and Content-Length/Transfer-Encoding
-// ambiguity on a kept-alive connection.
+// through but a public gateway must not: CONNECT and TRACE, over-long
+// request lines, duplicate credentials, underscore twins of trusted
+// headers, client copies of identity headers, h2c upgrades, and
+// Content-Length/Transfer-Encoding ambiguity on a kept-alive connection
+// (HTTP/1.0 with Transfer-Encoding is refused outright).
 package sanitize
 
 import (
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/portcullis/portcullis/internal/gwerror"
+	"github.com/portcullis/portcullis/internal/request"
 )
 
 // MaxRequestTarget is the longest request-target accepted (nginx's
@@ -20,9 +22,21 @@ const MaxRequestTarget = 8 << 10
 // are always removed, trusted peer or not.
 var identityHeaders = []string{"X-User-Id", "X-Auth-Method"}
 
+// allowAll is the Allow header of the gateway's own 405 to CONNECT and
+// TRACE: the methods some route may serve.
+var allowAll = []string{"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"}
+
 // New returns the middleware.
 func New(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect || r.Method == http.MethodTrace {
+			// CONNECT asks for a tunnel past routing and auth; TRACE echoes
+			// the request, credentials included, back to a script.
+			w.Header()["Allow"] = allowAll
+			w.Header().Set("Connection", "close")
+			gwerror.Write(w, r, http.StatusMethodNotAllowed, "method not allowed")
+			return
+		}
 		if len(r.RequestURI) > MaxRequestTarget {
 			w.Header().Set("Connection", "close")
 			gwerror.Write(w, r, http.StatusRequestURITooLong, "request target too long")
@@ -48,6 +62,16 @@ func New(next http.Handler) http.Handler {
 			// tunnel a second protocol past routing and auth.
 			delete(h, "Upgrade")
 			delete(h, "Http2-Settings")
+		}
+		if !r.ProtoAtLeast(1, 1) {
+			if f := request.From(r.Context()).Framing(); f != nil && f.SawTransferEncoding() {
+				// net/http ignored the header and framed the body some
+				// other way: what follows on the connection would be
+				// read as requests (RFC 9112 §6.1: faulty, close).
+				w.Header().Set("Connection", "close")
+				gwerror.Write(w, r, http.StatusBadRequest, "Transfer-Encoding in an HTTP/1.0 request")
+				return
+			}
 		}
 		if len(r.TransferEncoding) > 0 || (!r.ProtoAtLeast(1, 1) && r.ContentLength != 0) {
 			// net/http drops a Content-Length that came with

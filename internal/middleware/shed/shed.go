@@ -4,6 +4,7 @@ package shed
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"sync/atomic"
 
@@ -19,9 +20,13 @@ var ErrShed = errors.New("load shed: too many requests in flight")
 
 // New returns the middleware: at most max requests are inside next at once;
 // the next one is answered 503 with Retry-After: 1 and counted in
-// load_shed_requests_total. max <= 0 disables it. reg may be nil (metric not
-// registered); registering twice on one registry shares the counter. Place
-// it so the gateway's own /health, /livez and /readyz bypass it.
+// load_shed_requests_total. An upgrade request holds its place until its
+// connection is handed over (the upstream's 101): a tunnel lives for
+// hours and is bounded by the connection caps, but asking for an upgrade
+// must not be a way around the cap. max <= 0 disables it. reg may be nil
+// (metric not registered); registering twice on one registry shares the
+// counter. Place it so the gateway's own /health, /livez and /readyz
+// bypass it.
 func New(max int, reg prometheus.Registerer, next http.Handler) http.Handler {
 	if max <= 0 {
 		return next
@@ -44,7 +49,22 @@ func New(max int, reg prometheus.Registerer, next http.Handler) http.Handler {
 			gwerror.Write(w, r, http.StatusServiceUnavailable, "overloaded, retry later")
 			return
 		}
-		defer inflight.Add(-1)
+		in := request.From(r.Context())
+		if len(r.Header["Upgrade"]) == 0 || in == nil {
+			defer inflight.Add(-1)
+			next.ServeHTTP(w, r)
+			return
+		}
+		// Hijack runs on this goroutine, so a plain flag will do.
+		held := true
+		release := func() {
+			if held {
+				held = false
+				inflight.Add(-1)
+			}
+		}
+		in.OnHijack(func(c net.Conn) net.Conn { release(); return c })
+		defer release()
 		next.ServeHTTP(w, r)
 	})
 }
