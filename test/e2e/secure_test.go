@@ -153,17 +153,31 @@ func TestSecureDefaultUpgradeHeadersDoNotSkipTheInflightCap(t *testing.T) {
 		t.Errorf("a second never-upgraded handshake beyond MAX_INFLIGHT=1: %q", firstLine(out))
 	}
 	free()
-
-	c, err := net.Dial("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
+	held.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if resp, err := http.ReadResponse(bufio.NewReader(held), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the held handshake, once answered: %v %v", err, resp) // its place is free again
 	}
-	defer c.Close()
-	io.WriteString(c, "GET /ws/chat HTTP/1.1\r\nHost: x\r\n"+upgrade)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(c)
-	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
-		t.Fatalf("upgrade: %v %v", err, resp)
+
+	// The held request's place is freed as its handler returns, a moment
+	// after its answer went out: a 503 here is that moment.
+	var br *bufio.Reader
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		c, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /ws/chat HTTP/1.1\r\nHost: x\r\n"+upgrade)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		br = bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err == nil && resp.StatusCode == 101 {
+			break
+		}
+		if err != nil || resp.StatusCode != 503 || time.Now().After(deadline) {
+			t.Fatalf("upgrade: %v %v", err, resp)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	began := time.Now()
 	if _, err := br.ReadByte(); err != io.EOF {
