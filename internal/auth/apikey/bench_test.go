@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/internal/testsvc"
 )
@@ -28,7 +29,7 @@ func BenchmarkLookupEnvKey(b *testing.B) {
 }
 
 // BenchmarkLookupCachedRemote is the cost of a key found in Redis once and
-// then served from the positive cache.
+// then served from the cache.
 func BenchmarkLookupCachedRemote(b *testing.B) {
 	addr, _ := testsvc.Redis(b)
 	rdb := newRedisClient(b, addr)
@@ -60,4 +61,48 @@ func BenchmarkLookupCachedRemote(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkLookupLocalKeyWithPostgres is the per-request cost of a key from
+// API_KEYS when PostgreSQL can revoke it: once checked, a cache hit, with no
+// database round trip.
+func BenchmarkLookupLocalKeyWithPostgres(b *testing.B) {
+	ctx := context.Background()
+	tracer := &queryTracer{}
+	pool := newPool(b, testsvc.Postgres(b), 0, tracer)
+	if err := Migrate(ctx, pool); err != nil {
+		b.Fatal(err)
+	}
+	const key = "bench-local-key-0123456789abcdef0123456789"
+	// A clock that stands still (and takes no lock, unlike the tests'): the
+	// check stays cached however long the run, which would otherwise make
+	// one query per CacheTTL.
+	now := time.Now()
+	s := newStore(b, Options{Digests: []string{hexOf(key)}, DB: pool, Now: func() time.Time { return now }})
+	if _, err := s.Lookup(ctx, key); err != nil {
+		b.Fatal(err)
+	}
+	queries := tracer.total.Load()
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.Lookup(ctx, key); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := s.Lookup(ctx, key); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	if n := tracer.total.Load() - queries; n != 0 {
+		b.Errorf("%d database queries on the cached path, want 0", n)
+	}
 }

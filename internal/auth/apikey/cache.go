@@ -6,19 +6,23 @@ import "sync"
 // uniform, so d[0] picks a shard evenly.
 const cacheShards = 64
 
-// cacheEntry is a cached remote answer: a name (positive) or ErrUnknown /
-// ErrRevoked (negative), valid until exp (Unix nanoseconds).
+// cacheEntry is a cached remote answer: a name, ErrRevoked, ErrUnknown, or
+// unlisted, valid until exp (Unix nanoseconds).
 type cacheEntry struct {
 	name string
 	err  error
 	exp  int64
 	// final: exp is a scheduled revocation; the entry is never served stale.
 	final bool
+	// unlisted: the revoking stores do not hold this local key, so it is not
+	// revoked. It says nothing of Redis: it answers only revokedQ.
+	unlisted bool
 }
 
-// cache is a bounded map of digest → answer with random eviction. Found keys
-// and refused keys live in separate caches, so a flood of random keys can
-// only evict other refused keys, never a valid key's entry.
+// cache is a bounded map of digest → answer with random eviction. Keys a
+// store holds and unknown keys live in separate caches, so a flood of random
+// keys can only evict other unknown keys, never a valid key's entry or a
+// revocation.
 type cache struct {
 	perShard int
 	shards   [cacheShards]cacheShard
@@ -54,17 +58,23 @@ func (c *cache) get(d digest, now int64) (cacheEntry, bool) {
 	return e, true
 }
 
-// getStale returns a positive entry for d that expired less than maxStale
-// ago (or has not expired), unless its expiry is a revocation.
+// getStale returns an entry naming d that expired less than maxStale ago
+// (or has not expired), unless its expiry is a revocation.
 func (c *cache) getStale(d digest, now, maxStale int64) (cacheEntry, bool) {
+	e, ok := c.peek(d)
+	if !ok || e.name == "" || e.err != nil || e.final || now >= e.exp+maxStale {
+		return cacheEntry{}, false
+	}
+	return e, true
+}
+
+// peek returns the entry for d, expired or not.
+func (c *cache) peek(d digest) (cacheEntry, bool) {
 	sh := c.shard(d)
 	sh.mu.RLock()
 	e, ok := sh.m[d]
 	sh.mu.RUnlock()
-	if !ok || e.err != nil || e.final || now >= e.exp+maxStale {
-		return cacheEntry{}, false
-	}
-	return e, true
+	return e, ok
 }
 
 // put stores e for d, evicting an entry of the shard first when it is full.

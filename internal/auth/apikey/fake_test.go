@@ -13,12 +13,15 @@ import (
 )
 
 // fakeRemote is a scripted remote store: it knows the keys in names, fails
-// while down is set, and blocks while gate is non-nil and open.
+// while down is set, and blocks while gate is non-nil and open. With revokes
+// it stands in for PostgreSQL, and the keys in revoked are revoked.
 type fakeRemote struct {
-	mu    sync.Mutex
-	names map[string]string // hex digest → name
-	down  bool
-	gate  chan struct{}
+	mu      sync.Mutex
+	names   map[string]string // hex digest → name
+	revokes bool
+	revoked map[string]bool // hex digest → revoked an hour ago
+	down    bool
+	gate    chan struct{}
 	// ignoreCtx makes a gated lookup wait for the gate even past its
 	// deadline: a store that hangs.
 	ignoreCtx bool
@@ -32,6 +35,7 @@ func (f *fakeRemote) lookup(ctx context.Context, h string) (record, error) {
 	f.mu.Lock()
 	gate, down := f.gate, f.down
 	name, ok := f.names[h]
+	revoked := f.revoked[h]
 	f.mu.Unlock()
 	if gate != nil && f.ignoreCtx {
 		<-gate
@@ -48,7 +52,11 @@ func (f *fakeRemote) lookup(ctx context.Context, h string) (record, error) {
 	if down {
 		return record{}, errors.New("connection refused")
 	}
-	return record{found: ok, name: name}, nil
+	rec := record{found: ok || revoked, name: name}
+	if revoked {
+		rec.revokedAt = time.Now().Add(-time.Hour)
+	}
+	return rec, nil
 }
 
 func (f *fakeRemote) set(fn func(f *fakeRemote)) {
@@ -61,7 +69,12 @@ func (f *fakeRemote) set(fn func(f *fakeRemote)) {
 func newFakeStore(t *testing.T, f *fakeRemote, o Options) *Store {
 	t.Helper()
 	s := newStore(t, o)
-	s.remotes = []*remoteStore{s.newRemote(StoreRedis, f.lookup)}
+	name := StoreRedis
+	if f.revokes {
+		name = StorePostgres
+	}
+	s.remotes = []*remoteStore{s.newRemote(name, f.lookup, f.revokes)}
+	s.revocable = f.revokes
 	return s
 }
 
@@ -170,24 +183,36 @@ func TestConcurrentLookupsShareOneFlight(t *testing.T) {
 
 func TestCachesAreBounded(t *testing.T) {
 	t.Parallel()
-	f := &fakeRemote{names: map[string]string{hexOf("valid"): "valid"}}
+	f := &fakeRemote{
+		names:   map[string]string{hexOf("valid"): "valid"},
+		revokes: true,
+		revoked: map[string]bool{hexOf("revoked-local"): true},
+	}
 	const entries = 640
-	s := newFakeStore(t, f, Options{CacheEntries: entries})
+	s := newFakeStore(t, f, Options{CacheEntries: entries, Digests: []string{hexOf("revoked-local")}})
 	if _, err := s.Lookup(context.Background(), "valid"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := s.Lookup(context.Background(), "revoked-local"); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("revoked local key = %v, want ErrRevoked", err)
 	}
 	for i := range 20 * entries {
 		if _, err := s.Lookup(context.Background(), fmt.Sprint("random-", i)); !errors.Is(err, ErrUnknown) {
 			t.Fatal(err)
 		}
 	}
-	if n := s.neg.len(); n > entries {
+	if n := s.unknown.len(); n > entries {
 		t.Errorf("negative cache holds %d entries, bound %d", n, entries)
 	}
-	// A flood of refused keys cannot evict a valid key's entry.
+	// A flood of unknown keys evicts neither a valid key's entry nor a
+	// revocation (which an outage relies on to keep the key refused).
 	calls := f.calls.Load()
 	if _, err := s.Lookup(context.Background(), "valid"); err != nil || f.calls.Load() != calls {
 		t.Errorf("valid key after the flood: %v, store asked again: %v", err, f.calls.Load() != calls)
+	}
+	f.set(func(f *fakeRemote) { f.down = true })
+	if _, err := s.Lookup(context.Background(), "revoked-local"); !errors.Is(err, ErrRevoked) || f.calls.Load() != calls {
+		t.Errorf("revoked local key after the flood: %v, store asked again: %v", err, f.calls.Load() != calls)
 	}
 }
 

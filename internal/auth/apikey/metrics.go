@@ -24,6 +24,10 @@ func (s *Store) registerMetrics(reg prometheus.Registerer) error {
 		Name: "apikey_stale_answers_total",
 		Help: "API keys accepted from an expired cache entry (up to 5 min past it) because the remote stores could not answer.",
 	})
+	s.unverified = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "apikey_unverified_answers_total",
+		Help: "API keys listed in API_KEYS, API_KEY_HASHES, API_KEYS_FILE or Redis accepted without their revocation check because PostgreSQL could not answer (never for a key seen revoked).",
+	})
 	s.fileReload = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "apikey_file_reloads_total",
 		Help: "Reloads of API_KEYS_FILE after a change, by result (ok, error; on error the previous keys stay).",
@@ -39,6 +43,9 @@ func (s *Store) registerMetrics(reg prometheus.Registerer) error {
 		return fmt.Errorf("registering API key metrics: %w", err)
 	}
 	if s.stale, err = telemetry.Register(reg, s.stale); err != nil {
+		return fmt.Errorf("registering API key metrics: %w", err)
+	}
+	if s.unverified, err = telemetry.Register(reg, s.unverified); err != nil {
 		return fmt.Errorf("registering API key metrics: %w", err)
 	}
 	if s.fileReload, err = telemetry.Register(reg, s.fileReload); err != nil {
