@@ -22,6 +22,7 @@ import (
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/health"
 	"github.com/portcullis/portcullis/internal/middleware"
+	"github.com/portcullis/portcullis/internal/middleware/accesslog"
 	"github.com/portcullis/portcullis/internal/middleware/auth"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
@@ -88,6 +89,9 @@ type Gateway struct {
 
 	tracing *telemetry.Tracing
 	sys     *sysmetrics.Sampler // host, process and traffic samples for /monitor and the dashboard
+	// accessLog samples the access lines of 403/429 answers per client;
+	// Run writes its summaries.
+	accessLog *accesslog.Sampler
 
 	// life bounds background work started in New (JWKS refresh, key file
 	// watch); Run's shutdown ends it.
@@ -187,6 +191,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	g.routes = shed.New(cfg.MaxInflight, g.metrics.Registry, http.HandlerFunc(g.route))
 	g.buildEndpoints()
 	g.metrics.GateEndpoints(g.liveEndpoint)
+	if g.accessLog, err = accesslog.NewSampler(accesslog.SamplerConfig{
+		Rate:          cfg.AccessLogRejectRate,
+		MaxTrackedIPs: cfg.MaxTrackedIPs,
+		Log:           log,
+		Registerer:    g.metrics.Registry,
+	}); err != nil {
+		return nil, err
+	}
 	g.handler, err = middleware.Global(g.deps(), http.HandlerFunc(g.dispatch))
 	if err != nil {
 		return nil, err
@@ -280,6 +292,7 @@ func (g *Gateway) deps() middleware.Deps {
 		Resolver:        g.resolver,
 		BodyReadTimeout: g.cfg.BodyReadTimeout,
 		SendTimeout:     g.sendTimeout,
+		AccessLog:       g.accessLog,
 		Tracing:         g.tracing,
 		Lists:           g.lists,
 		Guard:           g.guard,
@@ -376,6 +389,9 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	wg.Go(func() { g.guard.Run(bg) })
 	wg.Go(func() { g.limits.Run(bg) })
 	wg.Go(func() { g.sys.Run(bg) })
+	// Stopped after the listeners drained, so its last summary counts
+	// every request.
+	wg.Go(func() { g.accessLog.Run(bg) })
 	if g.cfg.ConfigFile != "" {
 		wg.Go(func() { g.watchConfig(bg) })
 	}

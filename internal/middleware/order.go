@@ -40,6 +40,9 @@ type Deps struct {
 	BodyReadTimeout time.Duration
 	// SendTimeout bounds a blocked write to the client (see request.New).
 	SendTimeout time.Duration
+	// AccessLog samples the access lines of 403/429 answers per client
+	// (ACCESS_LOG_REJECT_RATE); nil writes them all.
+	AccessLog *accesslog.Sampler
 
 	// Edge protection (SPEC §3 steps 3–5). Lists and Guard are shared with
 	// the admin API; a nil one leaves its step out (the ops listener).
@@ -98,7 +101,7 @@ func envelope(d Deps) []step {
 		// Access log and metrics sit outside every rejection, so rejected
 		// requests are logged and counted too.
 		plain(func(h http.Handler) http.Handler {
-			return accesslog.New(telemetry.Component(d.Log, "gateway"), d.Metrics, h)
+			return accesslog.New(telemetry.Component(d.Log, "gateway"), d.Metrics, d.AccessLog, h)
 		}),
 		// Recovery sits just inside the access log, so a panic becomes a 500
 		// that is logged and counted like any other answer.

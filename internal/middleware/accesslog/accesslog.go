@@ -1,6 +1,8 @@
 // Package accesslog writes one JSON line per finished request and counts it
 // in the request metrics. It sits outside every step that can reject a
-// request, so rejections are counted and logged too.
+// request, so rejections are counted and logged too. The lines of the
+// edge's rejections (403, 429) are sampled per client by a Sampler, so a
+// flood cannot fill the disk; every request is still counted.
 package accesslog
 
 import (
@@ -16,10 +18,12 @@ import (
 
 var errAborted = errors.New("response aborted")
 
-// New returns the middleware. Answers of 5xx are logged at warn, client
-// rejections (4xx) at debug so an attack cannot flood the log, the rest at
-// info; all are counted in metrics.
-func New(log *slog.Logger, m *telemetry.Metrics, next http.Handler) http.Handler {
+// New returns the middleware. Answers of 5xx are logged at warn, the rest,
+// client rejections (4xx) included, at info: they are the audit trail of
+// failed logins, deny-list hits and rate limits. The lines of 403 and 429
+// answers go through s (nil: all written); every request is counted in
+// metrics whether its line is written or not.
+func New(log *slog.Logger, m *telemetry.Metrics, s *Sampler, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in := request.From(r.Context())
 		m.InflightRequests.Inc()
@@ -48,17 +52,20 @@ func New(log *slog.Logger, m *telemetry.Metrics, next http.Handler) http.Handler
 				}
 			}
 			m.Totals.End(status)
-			d := time.Since(in.Start)
+			end := time.Now() // one clock read for the duration and the line
+			d := end.Sub(in.Start)
 			m.Endpoint(in.Endpoint).Observe(r.Method, status, d.Seconds())
 			level := slog.LevelInfo
-			switch {
-			case status >= 500:
+			if status >= 500 {
 				level = slog.LevelWarn
-			case status >= 400:
-				level = slog.LevelDebug
 			}
 			h := log.Handler()
 			if !h.Enabled(context.Background(), level) {
+				return
+			}
+			// Only the edge's rejections pay for sampling (a striped
+			// lock); every other answer goes straight on.
+			if sampled(status) && !s.admit(in.ClientIP, status) {
 				return
 			}
 			attrs := make([]slog.Attr, 0, 16)
@@ -90,7 +97,7 @@ func New(log *slog.Logger, m *telemetry.Metrics, next http.Handler) http.Handler
 			// Straight to the handler: Logger.LogAttrs would walk the
 			// stack (runtime.Callers) for a source location the line does
 			// not carry, on every request.
-			rec := slog.NewRecord(time.Now(), level, "request", 0)
+			rec := slog.NewRecord(end, level, "request", 0)
 			rec.AddAttrs(attrs...)
 			_ = h.Handle(context.Background(), rec)
 		}()

@@ -17,20 +17,27 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // harness is accesslog behind request.New (as order.go's begin does), with a
-// debug-level JSON log in a buffer.
+// JSON log in a buffer.
 type harness struct {
 	buf     bytes.Buffer
 	metrics *telemetry.Metrics
 	h       http.Handler
 }
 
+// newHarness logs at debug and samples nothing.
 func newHarness(inner http.HandlerFunc) *harness {
+	return newHarnessWith(slog.LevelDebug, nil, inner)
+}
+
+// newHarnessWith logs at level through s (nil: no sampling).
+func newHarnessWith(level slog.Level, s *Sampler, inner http.HandlerFunc) *harness {
 	hs := &harness{metrics: telemetry.NewMetrics("test")}
 	// The client IP step runs inside the access log, as in order.go.
-	hs.h = New(telemetry.NewLogger(&hs.buf, slog.LevelDebug), hs.metrics, clientip.New(clientip.NewResolver(nil), inner))
+	hs.h = New(telemetry.NewLogger(&hs.buf, level), hs.metrics, s, clientip.New(clientip.NewResolver(nil), inner))
 	return hs
 }
 
@@ -131,16 +138,20 @@ func TestLevelByStatus(t *testing.T) {
 		{name: "200 at info", status: 200, wantLevel: "INFO", wantLog: 200},
 		{name: "nothing written logs 200 at info", status: 0, wantLevel: "INFO", wantLog: 200},
 		{name: "301 at info", status: 301, wantLevel: "INFO", wantLog: 301},
-		{name: "404 at debug", status: 404, wantLevel: "DEBUG", wantLog: 404},
-		{name: "429 at debug", status: 429, wantLevel: "DEBUG", wantLog: 429},
+		{name: "401 at info", status: 401, wantLevel: "INFO", wantLog: 401},
+		{name: "403 at info", status: 403, wantLevel: "INFO", wantLog: 403},
+		{name: "404 at info", status: 404, wantLevel: "INFO", wantLog: 404},
+		{name: "429 at info", status: 429, wantLevel: "INFO", wantLog: 429},
 		{name: "500 at warn", status: 500, wantLevel: "WARN", wantLog: 500},
 		{name: "503 at warn", status: 503, wantLevel: "WARN", wantLog: 503},
-		{name: "LogStatus 499 overrides nothing written", status: 0, logStatus: 499, wantLevel: "DEBUG", wantLog: 499},
-		{name: "LogStatus 499 overrides a written 502", status: 502, logStatus: 499, wantLevel: "DEBUG", wantLog: 499},
+		{name: "LogStatus 499 overrides nothing written", status: 0, logStatus: 499, wantLevel: "INFO", wantLog: 499},
+		{name: "LogStatus 499 overrides a written 502", status: 502, logStatus: 499, wantLevel: "INFO", wantLog: 499},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			hs := newHarness(func(w http.ResponseWriter, r *http.Request) {
+			// At info, the default LOG_LEVEL: client rejections are the
+			// audit trail and must be there.
+			hs := newHarnessWith(slog.LevelInfo, nil, func(w http.ResponseWriter, r *http.Request) {
 				if tc.logStatus != 0 {
 					request.From(r.Context()).LogStatus = tc.logStatus
 				}
@@ -261,5 +272,97 @@ func TestMetricsCardinalityBounded(t *testing.T) {
 	s := hs.metrics.Totals.Snapshot()
 	if s.Requests != 1000 || s.Status[4] != 1000 || s.Inflight != 0 {
 		t.Errorf("totals = %+v, want 1000 requests, all 4xx, none in flight", s)
+	}
+}
+
+func TestRejectionLinesSampledRequestsAllCounted(t *testing.T) {
+	type burst struct {
+		ip     string
+		status int
+		n      int
+	}
+	tests := []struct {
+		name           string
+		level          slog.Level
+		rate           int
+		bursts         []burst
+		wantLines      map[int]int // by status
+		wantSuppressed int
+		wantTracked    int
+	}{
+		{
+			name:  "403 and 429 sampled per client, the rest all written",
+			level: slog.LevelInfo, rate: 5,
+			bursts: []burst{
+				{"203.0.113.9", 429, 50}, {"203.0.113.10", 403, 50},
+				{"203.0.113.9", 200, 50}, {"203.0.113.9", 404, 50}, {"203.0.113.9", 401, 50},
+			},
+			wantLines:      map[int]int{429: 5, 403: 5, 200: 50, 404: 50, 401: 50},
+			wantSuppressed: 90, wantTracked: 2,
+		},
+		{
+			name:  "ACCESS_LOG_REJECT_RATE=0 writes every line",
+			level: slog.LevelInfo, rate: 0,
+			bursts:    []burst{{"203.0.113.9", 429, 50}, {"203.0.113.10", 403, 50}},
+			wantLines: map[int]int{429: 50, 403: 50},
+		},
+		{
+			name:  "LOG_LEVEL=warn: no line, no sampling state",
+			level: slog.LevelWarn, rate: 5,
+			bursts:    []burst{{"203.0.113.9", 429, 50}, {"203.0.113.9", 503, 3}},
+			wantLines: map[int]int{503: 3},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			metrics := telemetry.NewMetrics("test")
+			s, err := NewSampler(SamplerConfig{Rate: tc.rate, Clock: newTickClock(), Registerer: metrics.Registry})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var status int
+			hs := &harness{metrics: metrics}
+			hs.h = New(telemetry.NewLogger(&hs.buf, tc.level), metrics, s, clientip.New(clientip.NewResolver(nil),
+				http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) })))
+			sent := 0
+			for _, b := range tc.bursts {
+				status = b.status
+				for range b.n {
+					r := httptest.NewRequest(http.MethodGet, "/x", nil)
+					r.RemoteAddr = b.ip + ":4711"
+					hs.serve(r, nil)
+					sent++
+				}
+			}
+			got := map[int]int{}
+			for _, l := range hs.lines(t) {
+				got[int(l["status"].(float64))]++
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.wantLines) {
+				t.Errorf("lines by status = %v, want %v", got, tc.wantLines)
+			}
+			// Sampling touches the log only: every request is counted.
+			if s := metrics.Totals.Snapshot(); s.Requests != int64(sent) {
+				t.Errorf("totals count %d requests, want %d", s.Requests, sent)
+			}
+			total := 0.0
+			mfs, _ := metrics.Registry.Gather()
+			for _, mf := range mfs {
+				if mf.GetName() == "http_requests_total" {
+					for _, m := range mf.GetMetric() {
+						total += m.GetCounter().GetValue()
+					}
+				}
+			}
+			if int(total) != sent {
+				t.Errorf("http_requests_total sums to %v, want %d", total, sent)
+			}
+			if got := testutil.MetricValue(t, metrics.Registry, "access_log_suppressed_total"); int(got) != tc.wantSuppressed {
+				t.Errorf("access_log_suppressed_total = %v, want %d", got, tc.wantSuppressed)
+			}
+			if got := s.tracked(); got != tc.wantTracked {
+				t.Errorf("tracked() = %d, want %d", got, tc.wantTracked)
+			}
+		})
 	}
 }
