@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // TestUpgradeRequestsCountAgainstInflightUntil101: a full WebSocket
@@ -33,7 +35,9 @@ func TestUpgradeRequestsCountAgainstInflightUntil101(t *testing.T) {
 		"SERVICE_ROUTES": routes(`{"prefix":"/slow","target_url":"`+slow+`"}`, `{"prefix":"/ws","target_url":"`+wsEcho(t)+`"}`),
 	})
 	ws := []string{"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version", "13"}
+	answered := make(chan struct{})
 	go func() {
+		defer close(answered)
 		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/slow/x", nil)
 		for i := 0; i+1 < len(ws); i += 2 {
 			req.Header.Set(ws[i], ws[i+1])
@@ -47,6 +51,10 @@ func TestUpgradeRequestsCountAgainstInflightUntil101(t *testing.T) {
 		t.Fatalf("a second handshake while one that never upgraded is in flight: %d, want 503", resp.StatusCode)
 	}
 	stop()
+	<-answered
+	// Its place is given back as its handler returns, a moment after the
+	// answer went out.
+	waitFor(t, func() bool { return inflight(t, gw) == 0 })
 
 	// An upgraded tunnel gives its place back at the 101.
 	c, br := openWebSocket(t, gw.Addr, "/ws/chat")
@@ -293,5 +301,20 @@ func TestRouteMethods(t *testing.T) {
 	}
 	if hits.Load() != 2 {
 		t.Errorf("the backend saw %d requests, want the GET and the HEAD", hits.Load())
+	}
+}
+
+// inflight reads the inflight_requests gauge.
+func inflight(t *testing.T, gw *running) float64 {
+	return testutil.MetricValue(t, gw.G.metrics.Registry, "inflight_requests")
+}
+
+// waitFor polls cond for up to 3 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 3s")
+		}
 	}
 }
