@@ -9,7 +9,7 @@ import (
 
 // defaultGCPercent trades memory for CPU: a proxy's heap is mostly
 // short-lived per-request garbage, and collecting it four times less often
-// cuts the gateway's CPU per request noticeably (research/performance.md).
+// cuts the gateway's CPU per request noticeably (docs/bench/ has the figures).
 const defaultGCPercent = 400
 
 // tuneGC applies the gateway's GC defaults unless the operator set GOGC or

@@ -1,5 +1,6 @@
-// Package admin serves the admin API (SPEC §5): the allow/deny lists and the
-// DDoS guard's blocks, behind a bearer token, with every change audit-logged.
+// Package admin serves the admin API (README "Endpoints of the gateway
+// itself"): the allow/deny lists and the DDoS guard's blocks, behind a bearer
+// token, with every change audit-logged.
 package admin
 
 import (
@@ -273,7 +274,7 @@ func (a *API) checkToken(h http.Header) string {
 	case len(vals) == 0:
 		return reasonMissing
 	case len(vals) > 1:
-		// Never "first one wins" (SPEC §9).
+		// Never "first one wins".
 		return reasonDuplicate
 	}
 	scheme, cred, ok := strings.Cut(vals[0], " ")
@@ -519,7 +520,7 @@ func (a *API) serveBlocked(w http.ResponseWriter, r *http.Request, c caller) {
 	lifted := false
 	if a.blocker != nil {
 		lifted = a.blocker.Unblock(ip)
-		// The guard counts IPv6 clients per /64 (SPEC §3.2), so its block
+		// The guard counts IPv6 clients per /64, so its block
 		// may be held under the /64's key rather than this address.
 		if k := clientip.Key(ip); !lifted && k != ip {
 			lifted = a.blocker.Unblock(k)

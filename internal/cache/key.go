@@ -7,12 +7,13 @@ import (
 	"strings"
 )
 
-// Key is the primary cache key of a request (SPEC §3 step 10): method
-// (HEAD shares GET's entries), scheme, host, the cleaned path that was
-// routed, and the query string with its parameters in a stable order. The
-// query is not decoded: two spellings the upstream might read differently
-// never share an entry; only the order of differently named parameters is
-// normalised (a=1&b=2 and b=2&a=1), and repeated names keep their order.
+// Key is the primary cache key of a request (README "How a request is
+// handled", the cache step): method (HEAD shares GET's entries), scheme, host,
+// the cleaned path that was routed, and the query string with its parameters
+// in a stable order. The query is not decoded: two spellings the upstream
+// might read differently never share an entry; only the order of differently
+// named parameters is normalised (a=1&b=2 and b=2&a=1), and repeated names
+// keep their order.
 func Key(scheme, host, path, rawQuery string) string {
 	var b strings.Builder
 	b.Grow(len("GET ://?") + len(scheme) + len(host) + len(path) + len(rawQuery))

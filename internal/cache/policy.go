@@ -113,7 +113,7 @@ func RequestNoStore(h http.Header) bool {
 	return len(h["Cache-Control"]) > 0 && ParseCacheControl(h).NoStore
 }
 
-// storableStatus are the statuses SPEC §3 step 10 stores.
+// storableStatus are the statuses a shared cache may store here.
 func storableStatus(code int) bool {
 	switch code {
 	case http.StatusOK, http.StatusNonAuthoritativeInfo, http.StatusNoContent,

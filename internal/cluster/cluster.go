@@ -1,7 +1,7 @@
 // Package cluster shares rate limits, DDoS counters and blocks, and the
 // allow/deny lists between replicas through one Redis (CLUSTER_MODE=redis,
-// SPEC §7), and falls back to each replica's local state while Redis is
-// unreachable.
+// README "Running many replicas"), and falls back to each replica's local
+// state while Redis is unreachable.
 //
 // What lives where:
 //

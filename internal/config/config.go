@@ -1,6 +1,6 @@
 // Package config is the only place Portcullis reads and validates its
-// configuration (SPEC §2): environment variables in, a typed Config out, every
-// problem reported at once.
+// configuration (README "Configuration"): environment variables in, a typed
+// Config out, every problem reported at once.
 package config
 
 import (
@@ -89,7 +89,8 @@ type Config struct {
 	// (scheme://host[:port]); default [] (no origin, no CORS headers).
 	CORSAllowedOrigins []string
 
-	// MaxRequestsPerSecond is MAX_REQUESTS_PER_SECOND, token refill per client IP; default 100.
+	// MaxRequestsPerSecond is MAX_REQUESTS_PER_SECOND, token refill per client
+	// IP; default 100.
 	MaxRequestsPerSecond float64
 	// MaxBurstSize is MAX_BURST_SIZE, bucket size per client IP; default 200.
 	MaxBurstSize int
@@ -190,7 +191,8 @@ type Config struct {
 	EnableCompression bool
 	// CompressionMinBytes is COMPRESSION_MIN_BYTES; default 1024.
 	CompressionMinBytes int
-	// OTelEndpoint is OTEL_EXPORTER_OTLP_ENDPOINT, an absolute http(s) URL; empty = tracing off.
+	// OTelEndpoint is OTEL_EXPORTER_OTLP_ENDPOINT, an absolute http(s) URL;
+	// empty = tracing off.
 	OTelEndpoint string
 	// OTelServiceName is OTEL_SERVICE_NAME; default "api-gateway".
 	OTelServiceName string
@@ -248,7 +250,7 @@ const minSecretBytes = 32
 // algos are the load-balancing algorithms, for LOAD_BALANCING_ALGO and route "algo".
 var algos = []string{"round-robin", "least-conn", "ip-hash", "weighted"}
 
-// Load reads every variable of SPEC §2 through lookup (os.LookupEnv in
+// Load reads every configuration variable through lookup (os.LookupEnv in
 // production, a map in tests); a variable set to the empty string counts as
 // unset. environ ("KEY=VALUE" strings, os.Environ()) is used only to discover
 // ROUTE_<NAME>_PREFIX/_URL pairs; their values are read through lookup.
@@ -351,7 +353,7 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 }
 
 // checkCrossField applies the rules that involve more than one variable, and
-// the production rules of SPEC §2.
+// the rules GATEWAY_ENV=production adds.
 func (c *Config) checkCrossField(p *parser) {
 	if c.CacheMaxObjectBytes > c.CacheMaxBytes {
 		p.failf("CACHE_MAX_OBJECT_BYTES", "%d exceeds CACHE_MAX_BYTES (%d): expected at most CACHE_MAX_BYTES",

@@ -195,7 +195,8 @@ func TestSetButEmptyMeansDefault(t *testing.T) {
 	}
 }
 
-// specVariables is SPEC §2's table (ROUTE_<NAME>_* are discovered, not looked up).
+// specVariables is the README's configuration table (ROUTE_<NAME>_* are
+// discovered, not looked up).
 var specVariables = []string{
 	"GATEWAY_PORT", "OPS_ADDR", "GATEWAY_ENV", "LOG_LEVEL", "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",
 	"JWT_JWKS_URL", "API_KEYS", "API_KEY_HASHES", "API_KEYS_FILE", "API_KEYS_REDIS", "API_KEYS_DATABASE_URL",
@@ -210,7 +211,7 @@ var specVariables = []string{
 	"ACCESS_LOG_REJECT_RATE", "CACHE_PRIVATE_HEADERS", "CACHE_CLIENT_REVALIDATE",
 	"DASHBOARD", "LOG_FILE", "CONFIG_FILE", "ENABLE_COMPRESSION", "COMPRESSION_MIN_BYTES",
 	"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "SERVICE_ROUTES",
-	// Beyond SPEC §2's table: the standard OpenTelemetry variable the
+	// Beyond the configuration table: the standard OpenTelemetry variable the
 	// telemetry issue asks for ("chosen by the standard OTEL_EXPORTER_OTLP_*
 	// variables").
 	"OTEL_EXPORTER_OTLP_PROTOCOL",

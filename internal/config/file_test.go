@@ -244,7 +244,7 @@ func TestViewRedactsSecrets(t *testing.T) {
 	if r.Prefix != "/a" || r.Targets[0].URL != "http://a:81" || r.Targets[0].Weight != 1 || r.TimeoutSecs != 30 || r.RateLimitBurst != 5 || r.Algo != "least-conn" {
 		t.Errorf("route object %+v", r)
 	}
-	// Every variable of SPEC §2 is shown.
+	// Every configuration variable is shown.
 	for _, name := range specVariables {
 		if name == "SERVICE_ROUTES" {
 			continue

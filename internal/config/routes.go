@@ -31,7 +31,8 @@ type Target struct {
 // Every field holds its effective value: defaults from the global variables
 // are already applied.
 type Route struct {
-	// Name is NAME of ROUTE_<NAME>_PREFIX, lower-cased; "" for SERVICE_ROUTES and defaults.
+	// Name is NAME of ROUTE_<NAME>_PREFIX, lower-cased; "" for SERVICE_ROUTES
+	// and defaults.
 	Name string
 	// Prefix is a clean path without a trailing "/"; "/" is the catch-all.
 	Prefix string
@@ -41,7 +42,8 @@ type Route struct {
 	StripPrefix bool
 	// RequireAuth demands a JWT or API key outside PUBLIC_PATHS; default false.
 	RequireAuth bool
-	// Timeout is timeout_secs, else CONNECTION_TIMEOUT: until response headers, all attempts together.
+	// Timeout is timeout_secs, else CONNECTION_TIMEOUT: until response
+	// headers, all attempts together.
 	Timeout time.Duration
 	// CacheTTL is the lifetime of storable answers that carry no explicit
 	// freshness: cache_ttl_secs, else CACHE_TTL; 0 = only answers with
@@ -49,7 +51,8 @@ type Route struct {
 	CacheTTL time.Duration
 	// NoCache is cache_ttl_secs set to 0: the cache never touches this route.
 	NoCache bool
-	// CacheAuthenticated lets responses to credentialed requests be cached; default false.
+	// CacheAuthenticated lets responses to credentialed requests be cached;
+	// default false.
 	CacheAuthenticated bool
 	// Algo is algo, else LOAD_BALANCING_ALGO.
 	Algo string
@@ -132,7 +135,8 @@ const (
 	wantNumber = "a number"
 )
 
-// routeFields is the complete list of route members (SPEC §2); anything else is an error.
+// routeFields is the complete list of route members (README "Routes");
+// anything else is an error.
 var routeFields = map[string]field[rawRoute]{
 	"prefix":              {func(r *rawRoute) any { return &r.Prefix }, wantString},
 	"target_url":          {func(r *rawRoute) any { return &r.TargetURL }, wantString},

@@ -22,7 +22,7 @@ type View struct {
 	FileTunables []string      `json:"file_tunables"`
 	RoutesSource string        `json:"routes_source"`
 	Routes       []RouteObject `json:"routes"`
-	// Settings maps each variable of SPEC §2 to its effective value.
+	// Settings maps each configuration variable to its effective value.
 	Settings map[string]any `json:"settings"`
 }
 

@@ -1,7 +1,6 @@
 // Package connlimit caps client TCP connections at accept time: per peer IP
-// (MAX_CONNS_PER_IP) and in total (MAX_CONNECTIONS), issue 3 item 6 and
-// SPEC §4. A refused connection is closed at once, before any byte of HTTP
-// is read or written.
+// (MAX_CONNS_PER_IP) and in total (MAX_CONNECTIONS). A refused connection is
+// closed at once, before any byte of HTTP is read or written.
 package connlimit
 
 import (

@@ -8,7 +8,7 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 )
 
-// clusterNode is the replica's link to the shared state (SPEC §7).
+// clusterNode is the replica's link to the shared state (CLUSTER_MODE=redis).
 type clusterNode = cluster.Node
 
 // buildCluster creates the node when CLUSTER_MODE=redis (nil when off). It

@@ -1,6 +1,6 @@
 package gateway
 
-// Cluster mode (SPEC §7) proven on separate gateway processes sharing one
+// Cluster mode proven on separate gateway processes sharing one
 // real redis-server: each process has its own memory, so whatever they
 // agree on went through Redis.
 

@@ -43,7 +43,7 @@ import (
 // Version is the build's version, stamped by the linker.
 var Version = "dev"
 
-// Server-side limits of SPEC §9.
+// Server-side limits (README "Hostile input").
 const (
 	ReadHeaderTimeout = 10 * time.Second
 	IdleTimeout       = 120 * time.Second
@@ -187,7 +187,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		OnProbe:  g.onProbe,
 	})
 	// The in-flight cap guards the routes only: the gateway's own /health,
-	// /livez and /readyz stay answerable under load (SPEC §4).
+	// /livez and /readyz stay answerable under load.
 	g.routes = shed.New(cfg.MaxInflight, g.metrics.Registry, http.HandlerFunc(g.route))
 	g.buildEndpoints()
 	g.metrics.GateEndpoints(g.liveEndpoint)
@@ -350,7 +350,7 @@ func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 }
 
 // Run listens and serves until ctx is cancelled (SIGTERM/SIGINT), then shuts
-// down gracefully (SPEC §4). ready, if not nil, gets the bound addresses.
+// down gracefully (README "Operations"). ready, if not nil, gets the bound addresses.
 func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) error {
 	rawLn, err := net.Listen("tcp", g.cfg.ListenAddr)
 	if err != nil {
@@ -466,7 +466,7 @@ func (g *Gateway) newServer(h http.Handler) *http.Server {
 		ConnContext:       request.ConnContext,
 		ErrorLog:          slog.NewLogLogger(telemetry.Component(g.log, "gateway").Handler(), slog.LevelDebug),
 	}
-	// Plain HTTP/1.1 only: no h2c, so no HTTP/2 tunnel past routing (SPEC §9).
+	// Plain HTTP/1.1 only: no h2c, so no HTTP/2 tunnel past routing.
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
 	return srv

@@ -13,7 +13,7 @@ import (
 )
 
 // TestHostileInput sends raw requests that net/http alone would mishandle
-// (research/security.md §0) and checks what the gateway answers and what,
+// (README "Hostile input") and checks what the gateway answers and what,
 // if anything, reaches the backend.
 func TestHostileInput(t *testing.T) {
 	var seen atomic.Value // last echo seen by the backend

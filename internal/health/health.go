@@ -19,7 +19,8 @@ import (
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
-// Defaults applied by New to zero or negative Options fields (SPEC §2).
+// Defaults applied by New to zero or negative Options fields (the
+// configuration defaults).
 const (
 	DefaultInterval = 10 * time.Second
 	DefaultFalls    = 2

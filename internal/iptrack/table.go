@@ -1,6 +1,6 @@
 // Package iptrack keeps bounded per-client state (limiter buckets, DDoS
 // counters, blocks) keyed by IP address, so a client spraying millions of
-// source addresses cannot grow the gateway's memory (SPEC §4, issue 3 item 5).
+// source addresses cannot grow the gateway's memory.
 //
 // A Table is split into shards, each a least-recently-seen list over a slice
 // of nodes plus a map from key to node index. The total number of entries

@@ -1,6 +1,6 @@
 // Package middleware fixes the order of the request path. Reading this file
-// tells the whole story of a request (SPEC §3); each step lives in its own
-// package below this one.
+// tells the whole story of a request (README "How a request is handled"); each
+// step lives in its own package below this one.
 package middleware
 
 import (
@@ -44,8 +44,9 @@ type Deps struct {
 	// (ACCESS_LOG_REJECT_RATE); nil writes them all.
 	AccessLog *accesslog.Sampler
 
-	// Edge protection (SPEC §3 steps 3–5). Lists and Guard are shared with
-	// the admin API; a nil one leaves its step out (the ops listener).
+	// Edge protection: allow/deny, DDoS guard, rate limit. Lists and Guard are
+	// shared with the admin API; a nil one leaves its step out (the ops
+	// listener).
 	Tracing *telemetry.Tracing // OpenTelemetry; Tracer nil = off
 
 	Lists  *ipfilter.Lists
@@ -91,7 +92,8 @@ func Ops(d Deps, next http.Handler) http.Handler {
 	return h
 }
 
-// envelope: SPEC §3 steps 1–2 plus the hostile-input checks.
+// envelope: request ID, security headers, access log, recovery, client IP
+// and the hostile-input checks.
 func envelope(d Deps) []step {
 	return []step{
 		// 1. Envelope. begin allocates the request's shared state once.
@@ -108,7 +110,7 @@ func envelope(d Deps) []step {
 		plain(func(h http.Handler) http.Handler { return recovery.New(telemetry.Component(d.Log, "gateway"), h) }),
 		// 2. Client IP, computed once; everyone after reads request.Info.
 		plain(func(h http.Handler) http.Handler { return clientip.New(d.Resolver, h) }),
-		// Hostile input that net/http lets through (SPEC §9).
+		// Hostile input that net/http lets through (README "Hostile input").
 		plain(sanitize.New),
 	}
 }
@@ -136,7 +138,7 @@ type RouteDeps struct {
 	CompressMinBytes int
 }
 
-// PerRoute returns the steps of one route after it matched (SPEC §3 steps
+// PerRoute returns the steps of one route after it matched (route limit to proxy,
 // 6–13), outermost first, ending in the route's proxy. The body limit and
 // the balancing/proxy steps are the proxy's own.
 func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler, error) {

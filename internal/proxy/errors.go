@@ -9,7 +9,7 @@ import (
 	"syscall"
 )
 
-// Sentinels for the outcomes the proxy maps to a status (SPEC §3.13, §9).
+// Sentinels for the outcomes the proxy maps to a status.
 var (
 	ErrNoBackend      = errors.New("no live backend")
 	ErrUpstreamTimout = errors.New("upstream timeout")

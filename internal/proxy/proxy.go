@@ -1,7 +1,7 @@
 // Package proxy forwards a routed request to a backend of its route with
-// httputil.ReverseProxy: it picks a live backend, rewrites the request as
-// SPEC §3.2 says, retries failed attempts on other backends within the
-// route's timeout and retry budget, feeds each backend's circuit breaker, and
+// httputil.ReverseProxy: it picks a live backend, sets the forwarding
+// headers, retries failed attempts on other backends within the route's
+// timeout and retry budget, feeds each backend's circuit breaker, and
 // maps failures to 502/503/504 (or to the client's own 408/413/499).
 package proxy
 
@@ -289,7 +289,7 @@ func clientErr(st *state, err error) error {
 	return err
 }
 
-// rewrite sets the forwarding headers of SPEC §3.2 on the outgoing request.
+// rewrite sets the forwarding headers (X-Forwarded-*, X-Real-IP) on the outgoing request.
 // It runs after ReverseProxy removed hop-by-hop headers (and any header
 // named in Connection), so the headers set here always survive.
 func rewrite(pr *httputil.ProxyRequest) {
@@ -554,7 +554,7 @@ func (t *transport) finish(resp *http.Response, b *upstream.Backend, timer *time
 	return resp
 }
 
-// canRetry applies SPEC §3.13: attempts left, an idempotent method or a
+// canRetry applies the retry rules: attempts left, an idempotent method or a
 // request that never left, a replayable body, and time left for the backoff
 // pause (timeLeft). The caller then checks for another backend and the retry
 // budget.

@@ -14,7 +14,7 @@ func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
 	return slog.New(newJSONHandler(w, level))
 }
 
-// Component returns l with the component attribute SPEC §6 names.
+// Component returns l with the component attribute every log line carries.
 func Component(l *slog.Logger, name string) *slog.Logger {
 	return l.With("component", name)
 }

@@ -1,5 +1,6 @@
 // Package telemetry owns the gateway's Prometheus registry and the metrics
-// whose names SPEC §6 fixes, plus the JSON logger every component uses.
+// whose names are a contract with dashboards (README "Operations"), plus the
+// JSON logger every component uses.
 package telemetry
 
 import (

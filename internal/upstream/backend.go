@@ -24,7 +24,7 @@ const (
 	BreakerOpen
 )
 
-// String returns the state's name as SPEC §5 spells it.
+// String returns the state's name as /health spells it.
 func (s BreakerState) String() string {
 	switch s {
 	case BreakerHalfOpen:
@@ -38,7 +38,7 @@ func (s BreakerState) String() string {
 
 // ErrClientFault marks an attempt that failed because of the client (body too
 // large, body stalled, client gone). Such outcomes never count against a
-// backend's breaker (SPEC §9).
+// backend's breaker.
 var ErrClientFault = errors.New("client fault")
 
 // ErrNotCounted marks an attempt whose outcome says nothing about the

@@ -1,6 +1,7 @@
-// Package clientip resolves the client's address once per request (SPEC §3.2)
-// and builds the X-Forwarded-For the gateway sends upstream. Every later step
-// (limits, lists, ip-hash, logs) reads the result from request.Info.
+// Package clientip resolves the client's address once per request (README "How
+// a request is handled", step 2) and builds the X-Forwarded-For the gateway
+// sends upstream. Every later step (limits, lists, ip-hash, logs) reads the
+// result from request.Info.
 package clientip
 
 import (

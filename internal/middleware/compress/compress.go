@@ -1,4 +1,4 @@
-// Package compress is the compression step of a route (SPEC §3 step 11):
+// Package compress is the compression step of a route:
 // gzip, or zstd when the client ranks it at least as high, for answers
 // worth it (COMPRESSION_MIN_BYTES and up, a compressible type, not encoded
 // already, not Cache-Control: no-transform), with Vary: Accept-Encoding,

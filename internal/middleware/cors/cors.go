@@ -1,6 +1,6 @@
 // Package cors answers CORS preflights and puts the CORS headers on the
-// responses of the routes behind it (SPEC §3 step 7), with github.com/rs/cors
-// deciding.
+// responses of the routes behind it (README "How a request is handled", the
+// CORS step), with github.com/rs/cors deciding.
 //
 // Policy:
 //   - Origins are CORS_ALLOWED_ORIGINS, matched exactly (case-insensitively,

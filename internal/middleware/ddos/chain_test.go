@@ -19,7 +19,7 @@ import (
 	"github.com/portcullis/portcullis/internal/request"
 )
 
-// edge is the DDoS guard and the per-IP limiter in the order of SPEC §3,
+// edge is the DDoS guard and the per-IP limiter in the order of the request path,
 // behind the envelope middleware/order.go builds (request.New as its begin
 // step, then clientip.New).
 type edge struct {
@@ -98,7 +98,7 @@ func heapAlloc() uint64 {
 	return m.HeapAlloc
 }
 
-// TestSprayThroughChain is issue 3 item 5: 300k distinct client addresses
+// TestSprayThroughChain: 300k distinct client addresses
 // through the real chain keep per-IP state at the cap and the heap under a
 // bound computed from the entry size, and offenders are still refused.
 func TestSprayThroughChain(t *testing.T) {
@@ -188,7 +188,7 @@ func TestSprayThroughChain(t *testing.T) {
 }
 
 // BenchmarkChainAllowedClient measures the DDoS guard and the per-IP limiter
-// together for a known client that is allowed (SPEC §3 steps 4–5), with
+// together for a known client that is allowed (DDoS guard, then rate limit), with
 // request.Info set up as the envelope leaves it.
 func BenchmarkChainAllowedClient(b *testing.B) {
 	e := newEdge(b, nil, 262144, 1<<30, 1e9, 200) // nil clock: the request's arrival time

@@ -1,5 +1,6 @@
-// Package ddos blocks a client that sends more than DDOS_THRESHOLD requests
-// in a sliding minute for BLOCK_DURATION (SPEC §3 step 4).
+// Package ddos blocks a client that sends more than DDOS_THRESHOLD requests in
+// a sliding minute for BLOCK_DURATION (README "How a request is handled", the
+// DDoS guard).
 //
 // Counters and blocks are kept apart. Counters (two one-minute counts per
 // client key) live in a table capped at MAX_TRACKED_IPS, where a client

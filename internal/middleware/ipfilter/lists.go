@@ -1,6 +1,5 @@
 // Package ipfilter holds the allow and deny lists of client IPs and CIDRs
-// (IP_WHITELIST, IP_BLACKLIST) and applies them to every request (SPEC §3
-// step 3).
+// (IP_WHITELIST, IP_BLACKLIST) and applies them to every request.
 package ipfilter
 
 import (

@@ -1,7 +1,6 @@
-// Package ratelimit limits requests per client IP with token buckets
-// (SPEC §3 steps 5 and 6): the per-IP default (MAX_REQUESTS_PER_SECOND,
-// MAX_BURST_SIZE) and the per-route limits (rate_limit_rps,
-// rate_limit_burst).
+// Package ratelimit limits requests per client IP with token buckets: the
+// per-IP default (MAX_REQUESTS_PER_SECOND, MAX_BURST_SIZE) and the per-route
+// limits (rate_limit_rps, rate_limit_burst).
 //
 // A bucket is kept as GCRA (the generic cell rate algorithm, RFC 2697's
 // cousin from ATM): one int64 per client, the theoretical arrival time of
@@ -230,7 +229,7 @@ type Limiter struct {
 	table         *iptrack.Table[int64] // client key -> theoretical arrival time (ns since epoch)
 }
 
-// New returns the per-IP default limiter (SPEC §3 step 5): rps tokens per
+// New returns the per-IP default limiter: rps tokens per
 // second (MAX_REQUESTS_PER_SECOND, > 0), bursts of up to burst requests
 // (MAX_BURST_SIZE, ≥ 1), one bucket per client key. Over the limit a
 // request gets 429 with Retry-After; every limited response carries

@@ -183,7 +183,7 @@ func TestSanitize(t *testing.T) {
 	}
 }
 
-// No request may ride behind a chunked one on the same connection (SPEC §9).
+// No request may ride behind a chunked one on the same connection.
 func TestChunkedRequestNoPipelinedSecond(t *testing.T) {
 	srv := serve(t)
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())

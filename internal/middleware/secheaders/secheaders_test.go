@@ -87,7 +87,7 @@ func TestDefaultsOnEveryResponse(t *testing.T) {
 			method:  http.MethodGet,
 			handler: func(w http.ResponseWriter, r *http.Request) {},
 			status:  http.StatusOK,
-			bug:     "an empty 200 (net/http's implicit WriteHeader) went out without security headers (SPEC §3.1)",
+			bug:     "an empty 200 (net/http's implicit WriteHeader) went out without security headers",
 		},
 	}
 	for _, tc := range tests {

@@ -1,4 +1,4 @@
-// Package shed caps the requests in flight (MAX_INFLIGHT, SPEC §4 load
+// Package shed caps the requests in flight (MAX_INFLIGHT, load
 // shedding): beyond the cap a request gets 503 at once instead of queueing.
 package shed
 

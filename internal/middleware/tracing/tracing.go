@@ -1,6 +1,7 @@
 // Package tracing opens the `gateway.request` server span of every request
-// (SPEC §6), continuing the client's W3C trace when it sent a traceparent,
-// and records what the request path learned on it when the request ends.
+// (README "Operations", Tracing), continuing the client's W3C trace when it
+// sent a traceparent, and records what the request path learned on it when the
+// request ends.
 package tracing
 
 import (
