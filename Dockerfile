@@ -28,11 +28,20 @@ COPY --from=build /out/gateway /gateway
 # 65532 is distroless's "nonroot"; numeric so Kubernetes' runAsNonRoot can
 # verify it without reading /etc/passwd.
 USER 65532:65532
+# The ops endpoints (/metrics, /stats, /monitor, the admin API, the detailed
+# /health) stay on the container's own loopback unless the deployment says
+# otherwise: a plain `docker run -p 9777:9777` exposes the public port and
+# nothing else. Compose and Kubernetes set OPS_ADDR=:9778 so Prometheus can
+# reach it over their private network.
 ENV GATEWAY_PORT=:9777 \
+    OPS_ADDR=127.0.0.1:9778 \
     DASHBOARD=off
+# Only the public port: `docker run -P` publishes every EXPOSEd port on all
+# of the host's addresses, and the ops port must never be one of them.
 EXPOSE 9777
-# No curl in the image: the binary probes itself (GET /health; OPS_ADDR when
-# set, else GATEWAY_PORT). Exit 0 healthy, 1 not.
+# No curl in the image: the binary probes itself, GET /health on OPS_ADDR
+# (a host-less ":9778" is probed on 127.0.0.1, inside the container), or on
+# GATEWAY_PORT only with OPS_ADDR=public. Exit 0 healthy, 1 not.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/gateway", "healthcheck"]
 ENTRYPOINT ["/gateway"]

@@ -46,17 +46,22 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-health: ## ask a running gateway for /health
-	curl -s http://localhost:9777/health
+# The ops listener (OPS_ADDR, default 127.0.0.1:9778): /metrics and the
+# detailed /health live there only. Compose publishes it on 127.0.0.1:9778 too.
+OPS_URL ?= http://127.0.0.1:9778
 
-metrics: ## ask a running gateway for /metrics
-	curl -s http://localhost:9777/metrics
+health: ## ask a running gateway for its detailed /health (routes, backends) on OPS_URL
+	curl -s $(OPS_URL)/health
+
+metrics: ## ask a running gateway for /metrics on OPS_URL
+	curl -s $(OPS_URL)/metrics
 
 # Deployment (README "Deployment"). No Docker here? `make stack`.
 IMAGE   ?= portcullis/gateway
 COMPOSE ?= docker-compose
 KUBECTL ?= kubectl
-URL     ?= http://localhost:9777/health
+# The public listener: what clients reach (see scripts/load-test.sh).
+URL     ?= http://127.0.0.1:9777/health
 
 docker-build: ## build the image $(IMAGE):$(VERSION) (static binary on distroless, non-root)
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .

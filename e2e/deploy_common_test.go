@@ -107,7 +107,7 @@ func fileExecutable(p string) bool {
 // deployGateway is a gateway process under test.
 type deployGateway struct {
 	Addr    string // public listener, host:port
-	OpsAddr string // ops listener when OPS_ADDR was set
+	OpsAddr string // ops listener, host:port ("" with OPS_ADDR=public)
 	cmd     *exec.Cmd
 	out     *deploySyncBuf
 	exited  chan struct{}
@@ -131,13 +131,15 @@ func (s *deploySyncBuf) String() string {
 }
 
 // deployStartGateway runs the gateway in a fresh directory with exactly env
-// (plus PATH; GATEWAY_PORT defaults to 127.0.0.1:0) and waits until it logs
-// its bound addresses.
+// (plus PATH; GATEWAY_PORT and OPS_ADDR default to 127.0.0.1:0, a later
+// entry in env wins) and waits until it logs its bound addresses. Never the
+// default OPS_ADDR 127.0.0.1:9778: gateways of tests running at the same
+// time would fight over it.
 func deployStartGateway(t testing.TB, env ...string) *deployGateway {
 	t.Helper()
 	cmd := exec.Command(deployGatewayBin(t))
 	cmd.Dir = t.TempDir()
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "GATEWAY_PORT=127.0.0.1:0", "DASHBOARD=off"}, env...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "GATEWAY_PORT=127.0.0.1:0", "OPS_ADDR=127.0.0.1:0", "DASHBOARD=off"}, env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -181,12 +183,59 @@ func deployStartGateway(t testing.TB, env ...string) *deployGateway {
 	select {
 	case a := <-ready:
 		g.Addr, g.OpsAddr = a.addr, a.ops
+		if g.Addr == "" || (g.OpsAddr == "" && !strings.EqualFold(deployEnvValue(cmd.Env, "OPS_ADDR"), "public")) {
+			t.Fatalf("gateway listening on %q, ops on %q: want both addresses logged", g.Addr, g.OpsAddr)
+		}
 	case <-g.exited:
 		t.Fatalf("gateway exited at boot:\n%s", g.out.String())
 	case <-time.After(15 * time.Second):
 		t.Fatalf("gateway did not log its address:\n%s", g.out.String())
 	}
 	return g
+}
+
+// deployEnvValue is the value exec.Cmd passes for key from env: the last one.
+func deployEnvValue(env []string, key string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
+}
+
+// deployOpsPaths are ops endpoints the gateway serves on its ops listener
+// (OPS_ADDR) and nowhere else.
+var deployOpsPaths = []string{"/metrics", "/stats", "/monitor", "/api/system-metrics", "/admin/config", "/admin/blocked"}
+
+// deployCheckOpsSplit checks that gw serves the ops endpoints on its ops
+// listener only, and that its public /health tells the status and nothing
+// about routes or backends.
+func deployCheckOpsSplit(t testing.TB, gw *deployGateway) {
+	t.Helper()
+	if gw.OpsAddr == "" {
+		t.Fatal("the gateway has no ops listener")
+	}
+	for _, p := range deployOpsPaths {
+		if code, body := deployGet(t, "http://"+gw.Addr+p); code != http.StatusNotFound {
+			t.Errorf("public listener %s: %d %.200s, want 404 (an ops endpoint)", p, code, body)
+		}
+		// The admin API answers 401/403 without a token; what matters
+		// is that it is there.
+		if code, body := deployGet(t, "http://"+gw.OpsAddr+p); code == http.StatusNotFound {
+			t.Errorf("ops listener %s: 404 %.200s, want the endpoint", p, body)
+		}
+	}
+	var pub, ops map[string]any
+	code, body := deployGet(t, "http://"+gw.Addr+"/health")
+	if err := json.Unmarshal([]byte(body), &pub); err != nil || code != http.StatusOK || len(pub) != 1 || pub["status"] == nil {
+		t.Errorf("public /health: %d %.300s, want only a status", code, body)
+	}
+	code, body = deployGet(t, "http://"+gw.OpsAddr+"/health")
+	if err := json.Unmarshal([]byte(body), &ops); err != nil || code != http.StatusOK || ops["routes"] == nil {
+		t.Errorf("ops /health: %d %.300s, want the status with routes and backends", code, body)
+	}
 }
 
 // deployFreePort returns a loopback port that was free a moment ago, for

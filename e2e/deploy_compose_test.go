@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,7 +99,9 @@ func (s composeService) bindMounts() map[string]string {
 // (`docker-compose config`: the file, its env_file and interpolation) and
 // checks the stack's wiring: the gateway's environment is valid for the
 // gateway, nginx is the only trusted proxy, the seed's ports are published,
-// and every file mounted, scraped or provisioned exists and agrees.
+// the ops listener is reachable by Prometheus but neither published beyond
+// the host's loopback nor proxied by nginx, and every file mounted, scraped
+// or provisioned exists and agrees.
 func TestDockerCompose(t *testing.T) {
 	root := deployRepoRoot(t)
 	cmd := exec.Command(deployLookPath(t, "docker-compose"), "-f", "docker-compose.yml", "config")
@@ -115,7 +118,13 @@ func TestDockerCompose(t *testing.T) {
 	}
 	var stack struct {
 		Services map[string]composeService `json:"services"`
-		Networks map[string]any            `json:"networks"`
+		Networks map[string]struct {
+			IPAM struct {
+				Config []struct {
+					Subnet string `json:"subnet"`
+				} `json:"config"`
+			} `json:"ipam"`
+		} `json:"networks"`
 	}
 	if err := yaml.Unmarshal(out, &stack); err != nil {
 		t.Fatalf("parsing docker-compose config output: %v", err)
@@ -179,18 +188,89 @@ func TestDockerCompose(t *testing.T) {
 	})
 
 	t.Run("nginx is the one trusted proxy", func(t *testing.T) {
-		var nginxIP string
-		for _, n := range svc["nginx"].Networks {
+		// The gateway trusts nobody by default: without this it would see
+		// every request as coming from nginx.
+		var nginxIP, nginxNet string
+		for name, n := range svc["nginx"].Networks {
 			if n != nil && n.IPv4Address != "" {
-				nginxIP = n.IPv4Address
+				nginxIP, nginxNet = n.IPv4Address, name
 			}
 		}
 		if nginxIP == "" || gw.Environment["TRUSTED_PROXIES"] != nginxIP+"/32" {
 			t.Errorf("TRUSTED_PROXIES %q, nginx at %q: want exactly nginx's address", gw.Environment["TRUSTED_PROXIES"], nginxIP)
 		}
-		conf := deployRead(t, "deploy/nginx/nginx.conf")
-		if !strings.Contains(conf, "server gateway:"+gwPort(t, gw)+";") {
-			t.Errorf("nginx.conf's upstream is not the gateway service's port %s", gwPort(t, gw))
+		// A fixed address needs a pinned subnet that holds it, or Docker
+		// refuses it (or picks another subnet on another machine).
+		ip, err := netip.ParseAddr(nginxIP)
+		if err != nil {
+			t.Fatalf("nginx ipv4_address %q: %v", nginxIP, err)
+		}
+		var subnets []string
+		inside := false
+		for _, c := range stack.Networks[nginxNet].IPAM.Config {
+			subnets = append(subnets, c.Subnet)
+			if pfx, err := netip.ParsePrefix(c.Subnet); err == nil && pfx.Contains(ip) {
+				inside = true
+			}
+		}
+		if !inside {
+			t.Errorf("nginx's %s is not in network %s's pinned subnet %v", nginxIP, nginxNet, subnets)
+		}
+		if _, ok := svc["gateway"].Networks[nginxNet]; !ok {
+			t.Errorf("the gateway is not on nginx's network %s", nginxNet)
+		}
+	})
+
+	t.Run("nginx proxies the public port only", func(t *testing.T) {
+		servers, passes := nginxUpstreams(deployRead(t, "deploy/nginx/nginx.conf"))
+		if len(servers) == 0 || len(passes) == 0 {
+			t.Fatalf("nginx.conf: upstream servers %v, proxy_pass %v", servers, passes)
+		}
+		for _, srv := range servers {
+			if srv != "gateway:"+gwPort(t, gw) {
+				t.Errorf("nginx.conf upstream server %s, want only the gateway's public port gateway:%s", srv, gwPort(t, gw))
+			}
+		}
+		// proxy_pass names an upstream block above, or the public port.
+		for _, pp := range passes {
+			_, host, _ := strings.Cut(pp, "://")
+			host, _, _ = strings.Cut(host, "/")
+			if strings.Contains(host, ":") && host != "gateway:"+gwPort(t, gw) {
+				t.Errorf("nginx.conf proxy_pass %s: only the gateway's public port", pp)
+			}
+		}
+	})
+
+	t.Run("ops listener: Prometheus on the stack network, the host's loopback, nobody else", func(t *testing.T) {
+		host, opsPort, err := net.SplitHostPort(gw.Environment["OPS_ADDR"])
+		if err != nil {
+			t.Fatalf("OPS_ADDR %q: %v (the image's loopback default would leave Prometheus nothing to scrape)", gw.Environment["OPS_ADDR"], err)
+		}
+		// Every interface of the container: its loopback (the image's
+		// default) is out of Prometheus's reach.
+		if host != "" && host != "0.0.0.0" && host != "::" {
+			t.Errorf("OPS_ADDR %q: want every interface of the container (:%s), Prometheus scrapes it over the stack network", gw.Environment["OPS_ADDR"], opsPort)
+		}
+		if opsPort == gwPort(t, gw) {
+			t.Errorf("OPS_ADDR and GATEWAY_PORT share port %s", opsPort)
+		}
+		prom := deployRead(t, "deploy/prometheus/prometheus.yml")
+		if !strings.Contains(prom, "'gateway:"+opsPort+"'") {
+			t.Errorf("prometheus.yml does not scrape the ops port gateway:%s", opsPort)
+		}
+		if strings.Contains(prom, "gateway:"+gwPort(t, gw)) {
+			t.Errorf("prometheus.yml scrapes the public port gateway:%s, which answers /metrics with a 404", gwPort(t, gw))
+		}
+		if _, ok := svc["prometheus"].Networks["stack"]; !ok {
+			t.Error("prometheus is not on the gateway's network")
+		}
+		n, _ := strconv.Atoi(opsPort)
+		for name, s := range svc {
+			for _, p := range s.Ports {
+				if p.Target == n && (name != "gateway" || p.HostIP != "127.0.0.1") {
+					t.Errorf("service %s publishes %d on host address %q: the ops port is for this host's loopback only", name, p.Target, p.HostIP)
+				}
+			}
 		}
 	})
 
@@ -207,9 +287,9 @@ func TestDockerCompose(t *testing.T) {
 				}
 			}
 		}
-		// Only the edge is for other machines: the gateway's port serves
-		// the ops and admin endpoints too (no OPS_ADDR, a public
-		// development ADMIN_TOKEN), Grafana has admin/admin.
+		// Only the edge is for other machines: the gateway's ops port
+		// serves the admin API (with the public development ADMIN_TOKEN),
+		// Grafana has admin/admin.
 		for name, s := range svc {
 			for _, p := range s.Ports {
 				if name != "nginx" && p.HostIP != "127.0.0.1" {
@@ -226,13 +306,6 @@ func TestDockerCompose(t *testing.T) {
 					t.Errorf("service %s mounts %s: %v", name, host, err)
 				}
 			}
-		}
-		// Prometheus scrapes a service:port that exists.
-		if !strings.Contains(deployRead(t, "deploy/prometheus/prometheus.yml"), "'gateway:"+gwPort(t, gw)+"'") {
-			t.Error("prometheus.yml does not scrape gateway:" + gwPort(t, gw))
-		}
-		if gw.Environment["OPS_ADDR"] != "" {
-			t.Error("OPS_ADDR set in compose: prometheus.yml scrapes the public port")
 		}
 		mounts := svc["prometheus"].bindMounts()
 		if mounts[filepath.Join(root, "deploy/prometheus")] != "/etc/prometheus" {
@@ -291,6 +364,29 @@ func TestDockerCompose(t *testing.T) {
 	})
 }
 
+// nginxUpstreams returns the `server` addresses of nginx.conf's upstream
+// blocks and every proxy_pass target.
+func nginxUpstreams(conf string) (servers, passes []string) {
+	depth, upstreamDepth := 0, -1
+	for _, line := range strings.Split(conf, "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(strings.TrimSuffix(strings.TrimSpace(line), ";"))
+		switch {
+		case len(f) >= 2 && f[0] == "upstream":
+			upstreamDepth = depth
+		case len(f) >= 2 && f[0] == "server" && upstreamDepth >= 0:
+			servers = append(servers, f[1])
+		case len(f) >= 2 && f[0] == "proxy_pass":
+			passes = append(passes, f[1])
+		}
+		depth += strings.Count(line, "{") - strings.Count(line, "}")
+		if upstreamDepth >= 0 && depth <= upstreamDepth {
+			upstreamDepth = -1
+		}
+	}
+	return servers, passes
+}
+
 func gwPort(t *testing.T, gw composeService) string {
 	t.Helper()
 	_, p, err := net.SplitHostPort(gw.Environment["GATEWAY_PORT"])
@@ -316,12 +412,15 @@ func TestEnvFiles(t *testing.T) {
 		cmd.Dir, cmd.Env = dir, append([]string{"PATH=" + os.Getenv("PATH")}, extra...)
 		return exitCode(t, cmd)
 	}
+	files := map[string]map[string]string{}
 	for _, f := range []string{".env.development", ".env.production"} {
+		files[f] = map[string]string{}
 		for _, line := range strings.Split(deployRead(t, f), "\n") {
 			k, v, ok := strings.Cut(line, "=")
 			if !ok || strings.HasPrefix(strings.TrimSpace(line), "#") {
 				continue
 			}
+			files[f][k] = v
 			if !deployKnownVar(vars, k) {
 				t.Errorf("%s: %s is not a configuration variable", f, k)
 			}
@@ -331,6 +430,23 @@ func TestEnvFiles(t *testing.T) {
 				t.Errorf("%s: %s: quoted value or trailing comment", f, k)
 			}
 		}
+	}
+	// Both say where the ops endpoints and the trusted proxy are rather
+	// than lean on defaults: the ops listener on this host's loopback
+	// (nginx on the same host never reaches it), the nginx edge that
+	// connects from loopback trusted.
+	for f, env := range files {
+		host, _, err := net.SplitHostPort(env["OPS_ADDR"])
+		if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsLoopback() {
+			t.Errorf("%s: OPS_ADDR %q, want an explicit loopback address", f, env["OPS_ADDR"])
+		}
+		tp := env["TRUSTED_PROXIES"]
+		if !slices.Contains(strings.Split(tp, ","), "127.0.0.1/32") {
+			t.Errorf("%s: TRUSTED_PROXIES %q, want the loopback address nginx connects from", f, tp)
+		}
+	}
+	if host, _, _ := net.SplitHostPort(files[".env.production"]["GATEWAY_PORT"]); host != "127.0.0.1" {
+		t.Errorf(".env.production: GATEWAY_PORT %q, want loopback behind nginx on the same host", files[".env.production"]["GATEWAY_PORT"])
 	}
 	if code, out := validate(t, ".env.development"); code != 0 {
 		t.Errorf(".env.development: exit %d\n%s", code, out)
@@ -342,6 +458,11 @@ func TestEnvFiles(t *testing.T) {
 	// Filled in, the same file is valid: the placeholder was the only problem.
 	if code, out := validate(t, ".env.production", "JWT_SECRET=0123456789abcdef0123456789abcdef-filled-in"); code != 0 {
 		t.Errorf(".env.production with a real JWT_SECRET: exit %d\n%s", code, out)
+	}
+	// The ops endpoints cannot be put back on the public port in production.
+	code, out = validate(t, ".env.production", "JWT_SECRET=0123456789abcdef0123456789abcdef-filled-in", "OPS_ADDR=public")
+	if code != 2 || !strings.Contains(out, "OPS_ADDR: refused in production") {
+		t.Errorf(".env.production with OPS_ADDR=public: exit %d, want 2 naming OPS_ADDR\n%s", code, out)
 	}
 }
 

@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,6 +80,8 @@ func TestDockerfile(t *testing.T) {
 	var buildRun string
 	argDefaults := map[string]string{}
 	var runtimeFrom, user, healthcheck, entrypoint string
+	var expose []string
+	runtimeEnv := map[string]string{}
 	var copiedFromBuild bool
 	var buildCopies [][]string
 	for _, in := range instrs {
@@ -103,6 +109,14 @@ func TestDockerfile(t *testing.T) {
 			healthcheck = in.Args
 		case in.Cmd == "ENTRYPOINT":
 			entrypoint = in.Args
+		case in.Cmd == "EXPOSE":
+			expose = append(expose, strings.Fields(in.Args)...)
+		case in.Cmd == "ENV":
+			for _, kv := range strings.Fields(in.Args) {
+				if k, v, ok := strings.Cut(kv, "="); ok {
+					runtimeEnv[k] = v
+				}
+			}
 		case in.Cmd == "COPY" && strings.Contains(in.Args, "--from="):
 			copiedFromBuild = true
 		}
@@ -125,6 +139,29 @@ func TestDockerfile(t *testing.T) {
 		}
 		if entrypoint != `["/gateway"]` {
 			t.Errorf("ENTRYPOINT %q, want [\"/gateway\"]", entrypoint)
+		}
+	})
+
+	t.Run("ops port stays inside the container", func(t *testing.T) {
+		// The image's own default: the ops listener on the container's
+		// loopback, so `docker run -p 9777:9777` publishes nothing else,
+		// and `docker run -P` (every EXPOSEd port, on every host address)
+		// never the ops port. Compose and Kubernetes widen it themselves.
+		_, pubPort, err1 := net.SplitHostPort(runtimeEnv["GATEWAY_PORT"])
+		opsHost, opsPort, err2 := net.SplitHostPort(runtimeEnv["OPS_ADDR"])
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatalf("ENV GATEWAY_PORT %q OPS_ADDR %q: %v", runtimeEnv["GATEWAY_PORT"], runtimeEnv["OPS_ADDR"], err)
+		}
+		if ip, err := netip.ParseAddr(opsHost); err != nil || !ip.IsLoopback() {
+			t.Errorf("ENV OPS_ADDR=%s: want a loopback address (the container's own)", runtimeEnv["OPS_ADDR"])
+		}
+		if !slices.Contains(expose, pubPort) && !slices.Contains(expose, pubPort+"/tcp") {
+			t.Errorf("EXPOSE %v lacks the public port %s", expose, pubPort)
+		}
+		for _, e := range expose {
+			if strings.TrimSuffix(e, "/tcp") == opsPort {
+				t.Errorf("EXPOSE %v includes the ops port %s: docker run -P would publish it on every host address", expose, opsPort)
+			}
 		}
 	})
 
@@ -203,9 +240,10 @@ func TestDockerfile(t *testing.T) {
 	})
 
 	t.Run("healthcheck", func(t *testing.T) {
-		opsPort := deployFreePort(t)
-		gw := deployStartGateway(t, fmt.Sprintf("OPS_ADDR=127.0.0.1:%d", opsPort), "SHUTDOWN_DELAY=3s")
+		gw := deployStartGateway(t, "SHUTDOWN_DELAY=3s")
 		closed := fmt.Sprintf("127.0.0.1:%d", deployFreePort(t))
+		_, opsPort, _ := net.SplitHostPort(gw.OpsAddr)
+		_, pubPort, _ := net.SplitHostPort(gw.Addr)
 
 		run := func(t *testing.T, wd string, env []string, args ...string) (int, string) {
 			t.Helper()
@@ -215,7 +253,7 @@ func TestDockerfile(t *testing.T) {
 			return exitCode(t, cmd)
 		}
 		envDir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(envDir, ".env"), []byte("GATEWAY_PORT="+gw.Addr+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(envDir, ".env"), []byte("GATEWAY_PORT="+closed+"\nOPS_ADDR="+gw.OpsAddr+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		cases := []struct {
@@ -227,13 +265,23 @@ func TestDockerfile(t *testing.T) {
 			wantOut  string
 		}{
 			{name: "flag addr, healthy", args: []string{"--addr", gw.Addr}, wantCode: 0, wantOut: "200 ok"},
-			{name: "GATEWAY_PORT from the environment", env: []string{"GATEWAY_PORT=" + gw.Addr}, wantCode: 0, wantOut: "/health: 200"},
-			{name: "GATEWAY_PORT from .env", dir: envDir, wantCode: 0, wantOut: "200 ok"},
-			// OPS_ADDR wins: the public port named here is closed.
-			{name: "OPS_ADDR preferred", env: []string{"GATEWAY_PORT=" + closed, "OPS_ADDR=" + gw.OpsAddr}, wantCode: 0, wantOut: gw.OpsAddr},
-			{name: "wildcard host probed on loopback", env: []string{"GATEWAY_PORT=:" + strings.Split(gw.Addr, ":")[1]}, wantCode: 0, wantOut: "127.0.0.1"},
+			// OPS_ADDR always has a value (127.0.0.1:9778 when unset), so
+			// it is what gets probed: the public port named here is closed.
+			{name: "OPS_ADDR from the environment", env: []string{"GATEWAY_PORT=" + closed, "OPS_ADDR=" + gw.OpsAddr}, wantCode: 0, wantOut: gw.OpsAddr + "/health: 200 ok"},
+			{name: "OPS_ADDR from .env", dir: envDir, wantCode: 0, wantOut: gw.OpsAddr + "/health: 200 ok"},
+			// The image and Compose: ":9778" (every interface) is probed on
+			// the container's loopback.
+			{name: "wildcard OPS_ADDR probed on loopback", env: []string{"GATEWAY_PORT=" + closed, "OPS_ADDR=:" + opsPort}, wantCode: 0, wantOut: "http://127.0.0.1:" + opsPort + "/health: 200"},
+			{name: "0.0.0.0 OPS_ADDR probed on loopback", env: []string{"GATEWAY_PORT=" + closed, "OPS_ADDR=0.0.0.0:" + opsPort}, wantCode: 0, wantOut: "http://127.0.0.1:" + opsPort + "/health: 200"},
+			// Without OPS_ADDR the default ops address is probed, never
+			// GATEWAY_PORT (whether anything answers on 9778 here is not
+			// this test's business, so only the target is checked).
+			{name: "GATEWAY_PORT alone: the default OPS_ADDR is probed", env: []string{"GATEWAY_PORT=" + gw.Addr}, wantCode: -1, wantOut: "http://127.0.0.1:9778/health"},
+			// Only OPS_ADDR=public sends it to the public port.
+			{name: "OPS_ADDR=public probes GATEWAY_PORT", env: []string{"GATEWAY_PORT=" + gw.Addr, "OPS_ADDR=public"}, wantCode: 0, wantOut: gw.Addr + "/health: 200 ok"},
+			{name: "wildcard GATEWAY_PORT probed on loopback", env: []string{"GATEWAY_PORT=:" + pubPort, "OPS_ADDR=public"}, wantCode: 0, wantOut: "http://127.0.0.1:" + pubPort + "/health: 200"},
 			{name: "no gateway", args: []string{"--addr", closed}, wantCode: 1, wantOut: "connection refused"},
-			{name: "port 0 cannot be probed", env: []string{"GATEWAY_PORT=127.0.0.1:0"}, wantCode: 1, wantOut: "port 0"},
+			{name: "port 0 cannot be probed", env: []string{"OPS_ADDR=127.0.0.1:0"}, wantCode: 1, wantOut: "port 0"},
 			{name: "not the health endpoint", args: []string{"--addr", gw.Addr, "--path", "/nope"}, wantCode: 1, wantOut: "404"},
 			// Docker reserves exit status 2 for HEALTHCHECK commands.
 			{name: "usage error exits 1, never 2", args: []string{"--bogus"}, wantCode: 1},
@@ -245,7 +293,7 @@ func TestDockerfile(t *testing.T) {
 					wd = t.TempDir()
 				}
 				code, out := run(t, wd, tc.env, tc.args...)
-				if code != tc.wantCode || !strings.Contains(out, tc.wantOut) {
+				if (tc.wantCode >= 0 && code != tc.wantCode) || code > 1 || !strings.Contains(out, tc.wantOut) {
 					t.Errorf("exit %d, output %q; want exit %d with %q", code, out, tc.wantCode, tc.wantOut)
 				}
 			})
@@ -256,16 +304,20 @@ func TestDockerfile(t *testing.T) {
 		if err := gw.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			code, out := run(t, t.TempDir(), nil, "--addr", gw.Addr)
-			if code == 1 && strings.Contains(out, "503 draining") {
-				break
+		// Both listeners' /health say so: the container's healthcheck
+		// asks the ops one.
+		for _, addr := range []string{gw.OpsAddr, gw.Addr} {
+			deadline := time.Now().Add(2 * time.Second)
+			for {
+				code, out := run(t, t.TempDir(), nil, "--addr", addr)
+				if code == 1 && strings.Contains(out, "503 draining") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("draining gateway on %s: exit %d %q, want 1 with 503 draining", addr, code, out)
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("draining gateway: exit %d %q, want 1 with 503 draining", code, out)
-			}
-			time.Sleep(50 * time.Millisecond)
 		}
 	})
 }

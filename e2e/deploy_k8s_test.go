@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -243,8 +244,18 @@ func TestKubernetesManifests(t *testing.T) {
 		if env["GATEWAY_ENV"] != "production" || env["CLUSTER_MODE"] != "redis" {
 			t.Errorf("GATEWAY_ENV %q CLUSTER_MODE %q, want production and redis", env["GATEWAY_ENV"], env["CLUSTER_MODE"])
 		}
-		if tp := env["TRUSTED_PROXIES"]; tp == "127.0.0.1/32,::1/128" || strings.Contains(tp, "0.0.0.0/0") {
-			t.Errorf("TRUSTED_PROXIES %q: want the ingress's network, not the default or everyone", tp)
+		// The gateway trusts nobody by default, and would take the ingress
+		// controller for every client: the controller's network must be
+		// named, and it is a private pod network, not a public range.
+		tp := env["TRUSTED_PROXIES"]
+		if tp == "" || strings.EqualFold(tp, "none") {
+			t.Errorf("TRUSTED_PROXIES %q: want the ingress controller's pod network", tp)
+		}
+		for _, item := range strings.Split(tp, ",") {
+			pfx, err := netip.ParsePrefix(strings.TrimSpace(item))
+			if err != nil || pfx.Bits() == 0 || !pfx.Addr().IsPrivate() || pfx.Addr().IsLoopback() {
+				t.Errorf("TRUSTED_PROXIES entry %q: want a private pod CIDR (%v)", item, err)
+			}
 		}
 		delay, err1 := time.ParseDuration(env["SHUTDOWN_DELAY"])
 		timeout, err2 := time.ParseDuration(env["SHUTDOWN_TIMEOUT"])
@@ -329,13 +340,12 @@ func TestKubernetesManifests(t *testing.T) {
 		// Run the gateway with this exact environment (listeners on
 		// loopback, test secrets for the placeholders) and probe it the
 		// way the kubelet would.
-		pub, ops := deployFreePort(t), deployFreePort(t)
 		run := []string{}
 		for k, v := range env {
 			run = append(run, k+"="+v)
 		}
 		run = append(run,
-			fmt.Sprintf("GATEWAY_PORT=127.0.0.1:%d", pub), fmt.Sprintf("OPS_ADDR=127.0.0.1:%d", ops),
+			"GATEWAY_PORT=127.0.0.1:0", "OPS_ADDR=127.0.0.1:0",
 			"REDIS_ADDR=127.0.0.1:1", // no Redis: replicas fall back to local state
 			"JWT_SECRET=k8s-test-secret-0123456789abcdefghijklmnop", "ADMIN_TOKEN=k8s-test-admin-0123456789abcdefghijklmn",
 			"REDIS_PASSWORD=x")
@@ -361,9 +371,8 @@ func TestKubernetesManifests(t *testing.T) {
 				t.Errorf("%s probe %s on %s: %d %s", name, p.HTTPGet.Path, addr, code, body)
 			}
 		}
-		if code, _ := deployGet(t, "http://"+gw.OpsAddr+"/metrics"); code != 200 {
-			t.Errorf("/metrics on the ops port: %d", code)
-		}
+		// What Prometheus and the Ingress's clients each find there.
+		deployCheckOpsSplit(t, gw)
 		if a := dep.Spec.Template.Annotations; a["prometheus.io/port"] != strconv.Itoa(int(opsPort)) {
 			t.Errorf("prometheus.io/port annotation %q, want the ops port %d", a["prometheus.io/port"], opsPort)
 		}
@@ -380,6 +389,58 @@ func TestKubernetesManifests(t *testing.T) {
 		gwSvc := o.services["portcullis"]
 		if gwSvc == nil || !matches(gwSvc.Spec.Selector, podLabels) || resolve(gwSvc.Spec.Ports[0].TargetPort) != publicPort {
 			t.Error("Service portcullis must select the gateway pods' public port")
+		}
+	})
+
+	t.Run("ops port: on the pod IP for Prometheus, in no public Service", func(t *testing.T) {
+		// OPS_ADDR on every interface: the pod IP for Prometheus and the
+		// kubelet, loopback for port-forward. The image's loopback
+		// default would leave Prometheus nothing to scrape.
+		host, _, _ := net.SplitHostPort(env["OPS_ADDR"])
+		if host != "" && host != "0.0.0.0" && host != "::" {
+			t.Errorf("OPS_ADDR %q: want every interface of the pod (:%d)", env["OPS_ADDR"], opsPort)
+		}
+		if opsPort == publicPort {
+			t.Fatalf("OPS_ADDR and GATEWAY_PORT share port %d", opsPort)
+		}
+		// The Services the Ingress routes to carry the public port only.
+		ingressSvc := map[string]bool{}
+		for _, in := range o.ingresses {
+			for _, r := range in.Spec.Rules {
+				for _, p := range r.HTTP.Paths {
+					ingressSvc[p.Backend.Service.Name] = true
+				}
+			}
+		}
+		if len(ingressSvc) == 0 {
+			t.Fatal("no Ingress backend Service")
+		}
+		for name, svc := range o.services {
+			if !matches(svc.Spec.Selector, podLabels) {
+				continue
+			}
+			for _, sp := range svc.Spec.Ports {
+				if resolve(sp.TargetPort) != opsPort {
+					continue
+				}
+				if ingressSvc[name] {
+					t.Errorf("Service %s (an Ingress backend) exposes the ops port as %d", name, sp.Port)
+				}
+				if (svc.Spec.Type != "" && svc.Spec.Type != corev1.ServiceTypeClusterIP) || len(svc.Spec.ExternalIPs) > 0 {
+					t.Errorf("Service %s exposes the ops port outside the cluster (type %s, externalIPs %v)", name, svc.Spec.Type, svc.Spec.ExternalIPs)
+				}
+			}
+		}
+		for name := range ingressSvc {
+			svc := o.services[name]
+			if svc == nil {
+				continue
+			}
+			for _, sp := range svc.Spec.Ports {
+				if n := resolve(sp.TargetPort); n != publicPort {
+					t.Errorf("Ingress backend Service %s has port %d → %d, want only the public port %d", name, sp.Port, n, publicPort)
+				}
+			}
 		}
 	})
 
@@ -573,22 +634,66 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	})
 
-	t.Run("network policy guards the trusted port", func(t *testing.T) {
-		found := false
+	t.Run("network policy: public port from the ingress controller, ops port from Prometheus", func(t *testing.T) {
+		// Who may reach each gateway port, over every policy selecting
+		// the gateway pods. A rule without ports opens every port to its
+		// peers, one without peers opens its ports to everyone.
+		peers := map[int32][]networkingv1.NetworkPolicyPeer{}
+		guarded := false
 		for _, np := range o.netpols {
 			if !matches(np.Spec.PodSelector.MatchLabels, podLabels) {
 				continue
 			}
-			for _, rule := range np.Spec.Ingress {
+			guarded = guarded || slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
+			for i, rule := range np.Spec.Ingress {
+				if len(rule.Ports) == 0 || len(rule.From) == 0 {
+					t.Errorf("NetworkPolicy %s rule %d: ports %v from %v, want both named", np.Name, i, rule.Ports, rule.From)
+				}
 				for _, p := range rule.Ports {
-					if p.Port != nil && p.Port.IntValue() == int(publicPort) {
-						found = len(rule.From) > 0
+					if p.Port == nil {
+						t.Errorf("NetworkPolicy %s rule %d opens every port", np.Name, i)
+						continue
 					}
+					n := int32(p.Port.IntValue())
+					if p.Port.Type == intstr.String {
+						n = portNum[p.Port.StrVal]
+					}
+					peers[n] = append(peers[n], rule.From...)
 				}
 			}
 		}
-		if !found {
-			t.Error("no NetworkPolicy limits who reaches the public port (TRUSTED_PROXIES is a pod CIDR)")
+		if !guarded {
+			t.Fatal("no NetworkPolicy of type Ingress selects the gateway pods: every pod reaches both ports")
+		}
+		only := func(port int32, what, namespace, podName string) {
+			t.Helper()
+			if len(peers[port]) == 0 {
+				t.Errorf("port %d (%s): no rule admits anyone", port, what)
+			}
+			for _, peer := range peers[port] {
+				ns := ""
+				if peer.NamespaceSelector != nil {
+					ns = peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"]
+				}
+				pod := ""
+				if peer.PodSelector != nil {
+					pod = peer.PodSelector.MatchLabels["app.kubernetes.io/name"]
+				}
+				if peer.IPBlock != nil || ns != namespace || pod != podName {
+					t.Errorf("port %d (%s) admits %+v, want only %s pods in namespace %s", port, what, peer, podName, namespace)
+				}
+			}
+		}
+		// TRUSTED_PROXIES is a pod CIDR: safe only if nothing but the
+		// ingress controller reaches the public port.
+		only(publicPort, "public, TRUSTED_PROXIES", "ingress-nginx", "ingress-nginx")
+		// Metrics and the admin API: Prometheus, in the namespace that
+		// prometheus-kubernetes.yml says to run it in.
+		only(opsPort, "ops", "monitoring", "prometheus")
+		for port := range peers {
+			if port != publicPort && port != opsPort {
+				t.Errorf("a NetworkPolicy admits port %d, which is no gateway listener", port)
+			}
 		}
 	})
 }

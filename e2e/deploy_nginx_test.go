@@ -253,14 +253,28 @@ func echoUpstream(t *testing.T) *httptest.Server {
 	return srv
 }
 
+// envFileValue returns KEY's value in a repository env file.
+func envFileValue(t *testing.T, file, key string) string {
+	t.Helper()
+	for _, line := range strings.Split(deployRead(t, file), "\n") {
+		if v, ok := strings.CutPrefix(line, key+"="); ok {
+			return v
+		}
+	}
+	t.Fatalf("%s sets no %s", file, key)
+	return ""
+}
+
 // TestNginxEdge runs the shipped nginx config (ports, upstream address and
 // file paths moved to the test's) in front of the real gateway, which
-// trusts only nginx's 127.0.0.1, and clients on 127.0.0.2 and 127.0.0.3.
+// trusts nginx's 127.0.0.1 as .env.production (gateway and nginx on one
+// host) says, and clients on 127.0.0.2 and 127.0.0.3.
 func TestNginxEdge(t *testing.T) {
 	up := echoUpstream(t)
+	trusted := envFileValue(t, ".env.production", "TRUSTED_PROXIES")
 	gw := deployStartGateway(t,
 		fmt.Sprintf(`SERVICE_ROUTES=[{"prefix":"/echo","target_url":%q}]`, up.URL),
-		"TRUSTED_PROXIES=127.0.0.1/32",
+		"TRUSTED_PROXIES="+trusted,
 		// The gateway's own per-IP limits out of the way: this test is
 		// about nginx's coarse limit.
 		"MAX_REQUESTS_PER_SECOND=1000000", "MAX_BURST_SIZE=1000000", "DDOS_THRESHOLD=100000000",
@@ -308,6 +322,36 @@ func TestNginxEdge(t *testing.T) {
 				t.Fatalf("gateway never logged client_ip 127.0.0.2")
 			}
 			time.Sleep(20 * time.Millisecond)
+		}
+	})
+
+	t.Run("a gateway left at the defaults sees nginx as every client", func(t *testing.T) {
+		// Why the edge's gateway must list nginx in TRUSTED_PROXIES: by
+		// default it trusts nobody, so nginx's X-Forwarded-For is ignored
+		// and nginx's address is the client for logs, limits and lists.
+		plain := deployStartGateway(t, fmt.Sprintf(`SERVICE_ROUTES=[{"prefix":"/echo","target_url":%q}]`, up.URL))
+		plainEdge := startNginxEdge(t, plain.Addr)
+		resp, err := plainEdge.clientFrom("127.0.0.2").Get(plainEdge.httpsURL + "/echo/who")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got map[string]string
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("status %d, decode %v", resp.StatusCode, err)
+		}
+		if got["xri"] != "127.0.0.1" || got["xff"] != "127.0.0.1" {
+			t.Errorf("untrusting gateway sent upstream X-Forwarded-For %q, X-Real-IP %q; want nginx's 127.0.0.1 only", got["xff"], got["xri"])
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for !strings.Contains(plain.out.String(), `"client_ip":"127.0.0.1"`) {
+			if time.Now().After(deadline) {
+				t.Fatal("the untrusting gateway never logged client_ip 127.0.0.1 (nginx)")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if strings.Contains(plain.out.String(), `"client_ip":"127.0.0.2"`) {
+			t.Error("the untrusting gateway believed nginx's X-Forwarded-For")
 		}
 	})
 
@@ -375,9 +419,10 @@ func TestNginxEdge(t *testing.T) {
 			t.Errorf("gateway 404 replaced by nginx: %d %.200s", code, body)
 		}
 
-		if code, _ := deployGet(t, "http://"+gw.Addr+"/metrics"); code != 200 {
-			t.Errorf("the gateway itself serves /metrics: %d", code)
-		}
+		// Behind the edge, the gateway serves its ops endpoints on the
+		// ops listener, which nginx's config never names, and not on the
+		// public port nginx proxies to.
+		deployCheckOpsSplit(t, gw)
 
 		plain := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		resp, err = plain.Get(edge.httpURL + "/echo/x?y=1")
@@ -391,10 +436,11 @@ func TestNginxEdge(t *testing.T) {
 	})
 
 	t.Run("ops and admin endpoints are refused at the edge", func(t *testing.T) {
-		// Even on a gateway without OPS_ADDR (which serves them on its
-		// public port): every path nginx normalises to /admin or below, or
-		// to an ops endpoint, gets nginx's 404 and never reaches the
-		// gateway (whose answers carry X-Request-ID).
+		// Defence in depth (the gateway's public port does not serve
+		// them, but one run with OPS_ADDR=public would): every path nginx
+		// normalises to /admin or below, or to an ops endpoint, gets
+		// nginx's 404 and never reaches the gateway (whose answers carry
+		// X-Request-ID).
 		for _, path := range []string{
 			"/metrics", "/metrics/", "/stats", "/stats/", "/monitor", "/monitor/", "/monitor/app.js",
 			"/api/system-metrics", "/api/system-metrics/",

@@ -19,8 +19,8 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// contractMetrics are SPEC §6's metric names; the dashboard must show each,
-// and a running gateway must expose each.
+// contractMetrics are the metric names the gateway promises its operators;
+// the dashboard must show each, and a running gateway must expose each.
 var contractMetrics = []string{
 	"http_requests_total", "http_request_duration_seconds", "active_connections",
 	"backend_health_status", "circuit_breaker_trips_total", "blocked_ips_total",
@@ -114,10 +114,11 @@ func promMetricNames(expr string) []string {
 var grafanaSubst = strings.NewReplacer("$__rate_interval", "1m", "$instance", ".*")
 
 // TestPrometheusScrapesGateway runs the real Prometheus (Debian's package)
-// with the shipped config pointed at a running gateway, and checks through
-// its query API that every contract metric arrives, the alert rules load,
-// and every query of the Grafana dashboard is valid PromQL over metrics the
-// gateway really exposes.
+// with the shipped config pointed at a running gateway's ops listener (the
+// shipped target's ops port moved to the test's), and checks through its
+// API that the target is up, every contract metric arrives, the alert rules
+// load, and every query of the Grafana dashboard is valid PromQL over
+// metrics the gateway really exposes.
 func TestPrometheusScrapesGateway(t *testing.T) {
 	const promBin = "/usr/bin/prometheus"
 	if _, err := os.Stat(promBin); err != nil {
@@ -136,13 +137,14 @@ func TestPrometheusScrapesGateway(t *testing.T) {
 	for range 30 {
 		deployGet(t, "http://"+gw.Addr+"/echo/c")
 	}
-	exposed := deployMetricNames(t, "http://"+gw.Addr+"/metrics")
+	exposed := deployMetricNames(t, "http://"+gw.OpsAddr+"/metrics")
 
 	dir := t.TempDir()
 	promPort := deployFreePort(t)
 	conf := deployRead(t, "deploy/prometheus/prometheus.yml")
 	for _, e := range []nginxEdit{
-		{"targets: ['gateway:9777']", fmt.Sprintf("targets: ['%s']", gw.Addr), 1},
+		// The gateway service's ops port; the public one serves no /metrics.
+		{"targets: ['gateway:9778']", fmt.Sprintf("targets: ['%s']", gw.OpsAddr), 1},
 		{"targets: ['localhost:9090']", fmt.Sprintf("targets: ['127.0.0.1:%d']", promPort), 1},
 		// Only the timing: a test cannot wait 15 s per scrape.
 		{"scrape_interval: 15s", "scrape_interval: 1s", 1},
@@ -203,7 +205,35 @@ func TestPrometheusScrapesGateway(t *testing.T) {
 	}
 	res, err := promQuery(base, `up{service="portcullis"} == 1`)
 	if err != nil || len(res) != 1 {
-		t.Errorf("up{job=portcullis}: %v %s", err, res)
+		t.Errorf("up{service=portcullis}: %v %s", err, res)
+	}
+	// The target Prometheus scraped is the ops listener, and it is healthy.
+	var targets struct {
+		Data struct {
+			ActiveTargets []struct {
+				ScrapeURL string            `json:"scrapeUrl"`
+				Health    string            `json:"health"`
+				LastError string            `json:"lastError"`
+				Labels    map[string]string `json:"labels"`
+			} `json:"activeTargets"`
+		} `json:"data"`
+	}
+	_, body := deployGet(t, base+"/api/v1/targets?state=active")
+	if err := json.Unmarshal([]byte(body), &targets); err != nil {
+		t.Fatalf("targets: %v %.300s", err, body)
+	}
+	found := false
+	for _, tg := range targets.Data.ActiveTargets {
+		if tg.Labels["service"] != "portcullis" {
+			continue
+		}
+		found = true
+		if tg.ScrapeURL != "http://"+gw.OpsAddr+"/metrics" || tg.Health != "up" {
+			t.Errorf("gateway target %s: health %q (%s), want http://%s/metrics up", tg.ScrapeURL, tg.Health, tg.LastError, gw.OpsAddr)
+		}
+	}
+	if !found {
+		t.Errorf("no target with service=portcullis: %.400s", body)
 	}
 
 	t.Run("alert rules loaded", func(t *testing.T) {

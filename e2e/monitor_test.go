@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,63 +21,6 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
-
-// gatewayBinary is $GATEWAY_BIN, or a binary built from REPO_ROOT (default
-// the parent directory) into a temporary directory.
-func gatewayBinary(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("GATEWAY_BIN"); bin != "" {
-		return bin
-	}
-	root := os.Getenv("REPO_ROOT")
-	if root == "" {
-		root = ".."
-	}
-	bin := filepath.Join(t.TempDir(), "gateway")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/gateway")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the gateway in %s: %v\n%s", root, err, out)
-	}
-	return bin
-}
-
-// startGateway runs the binary in a fresh directory with env and returns the
-// address it logged.
-func startGateway(t *testing.T, env ...string) string {
-	t.Helper()
-	cmd := exec.Command(gatewayBinary(t))
-	cmd.Dir = t.TempDir()
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "GATEWAY_PORT=127.0.0.1:0", "DASHBOARD=off"}, env...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "gateway listening" {
-				a, _ := m["addr"].(string)
-				addr <- a
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return a
-	case <-time.After(20 * time.Second):
-		t.Fatal("the gateway did not log its address")
-		return ""
-	}
-}
 
 // browserProblems collects what a person would see as broken: console
 // errors, uncaught exceptions, browser log errors (a CSP violation among
@@ -138,9 +78,11 @@ type chartPoints struct {
 
 const chartsJS = `[...document.querySelectorAll("canvas")].map(c => ({id: c.id, points: Number(c.dataset.points || 0)}))`
 
-// TestMonitorInChromium loads /monitor in a real headless Chromium while
-// traffic flows: no console errors, no failed requests, every chart has
-// data points, readable on a wide screen and on a phone in dark mode.
+// TestMonitorInChromium loads /monitor from the gateway's ops listener in a
+// real headless Chromium while traffic flows through the public one: no
+// console errors, no failed requests, every chart has data points, readable
+// on a wide screen and on a phone in dark mode. The public listener does not
+// serve the page or its data.
 // Screenshots go to $MONITOR_SCREENSHOT_DIR (default a temporary directory,
 // logged); `MONITOR_SCREENSHOT_DIR=$PWD/../docs MONITOR_SCREENSHOT_AFTER=90s`
 // refreshes docs/monitor.png with a minute and a half of history.
@@ -161,10 +103,15 @@ func TestMonitorInChromium(t *testing.T) {
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadURL := "http://" + dead.Addr().String()
 	dead.Close()
-	addr := startGateway(t,
+	gw := deployStartGateway(t,
 		`SERVICE_ROUTES=[{"prefix":"/api/orders","target_url":"`+backend.URL+`"},{"prefix":"/api/legacy","target_url":"`+deadURL+`"}]`,
 		"HEALTH_CHECK_INTERVAL=1s", "RETRY_MAX=1")
-	base := "http://" + addr
+	base, opsBase := "http://"+gw.Addr, "http://"+gw.OpsAddr
+	for _, p := range []string{"/monitor", "/api/system-metrics"} {
+		if code, _ := deployGet(t, base+p); code != http.StatusNotFound {
+			t.Errorf("public listener %s: %d, want 404 (ops listener only)", p, code)
+		}
+	}
 
 	ctx, cancelTraffic := context.WithCancel(context.Background())
 	defer cancelTraffic()
@@ -208,11 +155,17 @@ func TestMonitorInChromium(t *testing.T) {
 		_, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{})
 		return err
 	})
-	if err := chromedp.Do(bctx, enable,
-		chromedp.EmulateViewport(1440, 1000),
-		chromedp.Navigate(base+"/monitor"),
-		chromedp.WaitVisible(chromedp.CSS("#c-rps"))); err != nil {
-		t.Fatalf("loading /monitor: %v", err)
+	// The first run starts the browser: no timeout on it (a timeout
+	// there would stop the whole browser when it fires).
+	if err := chromedp.Do(bctx, enable, chromedp.EmulateViewport(1440, 1000)); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	// A page that never renders fails here, not at the test binary's timeout.
+	lctx, cancelLoad := context.WithTimeout(bctx, 30*time.Second)
+	err := chromedp.Do(lctx, chromedp.Navigate(opsBase+"/monitor"), chromedp.WaitVisible(chromedp.CSS("#c-rps")))
+	cancelLoad()
+	if err != nil {
+		t.Fatalf("loading %s/monitor: %v", opsBase, err)
 	}
 
 	// Every chart gets points as samples arrive (one a second).

@@ -9,8 +9,12 @@
 # cache when present. Grafana is not started (no local binary): import
 # deploy/grafana/dashboards/portcullis.json into yours, or use docker-compose.
 #
+# The gateway's ops listener (OPS_ADDR: /metrics, /stats, /monitor, the
+# admin API, the detailed /health) is on loopback like everything here;
+# Prometheus scrapes it, nginx never proxies to it.
+#
 # Ports (override any): STACK_HTTPS_PORT=8443 STACK_HTTP_PORT=8080
-# STACK_GATEWAY_PORT=9777 STACK_REDIS_PORT=6380 STACK_PROMETHEUS_PORT=9090
+# STACK_GATEWAY_PORT=9777 STACK_OPS_PORT=9778 STACK_REDIS_PORT=6380 STACK_PROMETHEUS_PORT=9090
 # STACK_JAEGER_UI_PORT=16686 STACK_OTLP_PORT=4318 STACK_ECHO_PORTS="8081 8082"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +23,7 @@ repo=$(pwd)
 https_port=${STACK_HTTPS_PORT:-8443}
 http_port=${STACK_HTTP_PORT:-8080}
 gw_port=${STACK_GATEWAY_PORT:-9777}
+ops_port=${STACK_OPS_PORT:-9778}
 redis_port=${STACK_REDIS_PORT:-6380}
 prom_port=${STACK_PROMETHEUS_PORT:-9090}
 jaeger_ui_port=${STACK_JAEGER_UI_PORT:-16686}
@@ -148,18 +153,21 @@ YAML
   otel_endpoint="http://127.0.0.1:$otlp_port"
 fi
 
-# The gateway: .env.development plus the stack's addresses. nginx on
-# loopback is its trusted proxy.
+# The gateway: .env.development plus the stack's addresses. nginx connects
+# from 127.0.0.1, so that (and only that) is its trusted proxy: the gateway
+# trusts nobody by default and would otherwise see every client as nginx.
 routes=$(IFS=,; echo "[{\"prefix\":\"/api/echo\",\"target_url\":\"${targets[*]}\"},{\"prefix\":\"/api/private\",\"target_url\":\"${targets[0]}\",\"require_auth\":true}]")
 (
   cd "$dir"
-  export GATEWAY_PORT="127.0.0.1:$gw_port" REDIS_ADDR="127.0.0.1:$redis_port" CACHE_BACKEND=redis \
+  export GATEWAY_PORT="127.0.0.1:$gw_port" OPS_ADDR="127.0.0.1:$ops_port" \
+    REDIS_ADDR="127.0.0.1:$redis_port" CACHE_BACKEND=redis \
     TRUSTED_PROXIES=127.0.0.1/32 DASHBOARD=off SERVICE_ROUTES="$routes" HEALTH_CHECK_INTERVAL=5s
   [ -n "$otel_endpoint" ] && export OTEL_EXPORTER_OTLP_ENDPOINT="$otel_endpoint"
   exec "$bin"
 ) >"$dir/gateway.log" 2>&1 &
 pids+=($!)
 wait_port gateway "$gw_port"
+wait_port gateway "$ops_port"
 
 # nginx: the shipped config with loopback ports, this stack's certificate
 # and paths (the same substitutions e2e/deploy_nginx_test.go makes).
@@ -186,10 +194,14 @@ nginx "${nginx_args[@]}" -t -q
 start nginx nginx "${nginx_args[@]}" -g "daemon off;"
 wait_port nginx "$https_port"
 
-# Prometheus scraping the gateway, with the shipped alert rules.
+# Prometheus scraping the gateway's ops listener, with the shipped alert rules.
+# The substitution below must find its target, or Prometheus would scrape
+# a "gateway" host that does not exist here.
+grep -q "targets: \['gateway:9778'\]" deploy/prometheus/prometheus.yml ||
+  { echo "stack: deploy/prometheus/prometheus.yml no longer scrapes gateway:9778; update this script" >&2; exit 1; }
 mkdir -p "$dir/prometheus"
 cp deploy/prometheus/alerts.yml "$dir/prometheus/"
-sed -e "s|targets: \['gateway:9777'\]|targets: ['127.0.0.1:$gw_port']|" \
+sed -e "s|targets: \['gateway:9778'\]|targets: ['127.0.0.1:$ops_port']|" \
     -e "s|targets: \['localhost:9090'\]|targets: ['127.0.0.1:$prom_port']|" \
     deploy/prometheus/prometheus.yml >"$dir/prometheus/prometheus.yml"
 start prometheus prometheus --config.file="$dir/prometheus/prometheus.yml" \
@@ -201,7 +213,8 @@ cat <<TXT
 stack: up (logs in $dir)
   nginx edge     https://localhost:$https_port/          (self-signed; curl -k)
                  https://localhost:$https_port/api/echo/ → echo upstreams ${echo_ports[*]}
-  gateway        http://127.0.0.1:$gw_port/health   /metrics   /stats   /monitor
+  gateway        http://127.0.0.1:$gw_port/health            (public listener: the status only)
+  gateway ops    http://127.0.0.1:$ops_port/health   /metrics   /stats   /monitor   /admin/*
   prometheus     http://127.0.0.1:$prom_port/
   redis          127.0.0.1:$redis_port (password from .env.development)
 TXT
