@@ -26,15 +26,16 @@ import (
 // directly and does not need this.
 //
 // The address is the one the gateway itself binds, read from the same
-// environment and .env: OPS_ADDR when set (that listener has no connection
-// caps, so a saturated public side still answers), else GATEWAY_PORT; a
-// wildcard host is probed on loopback. --addr overrides it.
+// environment and .env: OPS_ADDR (that listener has no connection caps, so
+// a saturated public side still answers), or GATEWAY_PORT with
+// OPS_ADDR=public; a wildcard host is probed on loopback. --addr overrides
+// it.
 //
 // Exit status is 0 or 1 only: Docker reserves 2 for HEALTHCHECK commands.
 func healthcheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "", "host:port to probe (default: OPS_ADDR if set, else GATEWAY_PORT)")
+	addr := fs.String("addr", "", "host:port to probe (default: OPS_ADDR; GATEWAY_PORT with OPS_ADDR=public)")
 	path := fs.String("path", "/health", "path to GET")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {

@@ -38,9 +38,10 @@ Usage:
   gateway token --sub NAME [--ttl 1h]
                       mint a development HS256 token signed with JWT_SECRET
   gateway healthcheck [--addr HOST:PORT] [--path /health] [--timeout 3s]
-                      GET /health of a running gateway (OPS_ADDR if set, else
-                      GATEWAY_PORT); exit 0 when it answers 200, else 1 (for
-                      container HEALTHCHECKs: the image has no curl)
+                      GET /health of a running gateway (on OPS_ADDR; on
+                      GATEWAY_PORT with OPS_ADDR=public); exit 0 when it
+                      answers 200, else 1 (for container HEALTHCHECKs: the
+                      image has no curl)
   gateway version     print the version
   gateway help        print this help (also -h, --help)
 
