@@ -176,10 +176,10 @@ func TestDribbledBodyHoldsNoBackendConnection(t *testing.T) {
 			io.WriteString(c, tc.head)
 			for range 8 { // 0.8 s: well past the route timeout
 				time.Sleep(100 * time.Millisecond)
-				io.WriteString(c, tc.chunk)
 				if n := requests.Load(); n != 0 {
 					t.Fatalf("the backend got the request while the body was still coming (%d)", n)
 				}
+				io.WriteString(c, tc.chunk)
 			}
 			io.WriteString(c, tc.last)
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
