@@ -31,14 +31,14 @@ func TestAPIKeysFromEverySource(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	defer rdb.Close()
 	ctx := context.Background()
-	if err := rdb.HSet(ctx, "portcullis:apikeys", digestOf("redis-key"), "from-redis").Err(); err != nil {
+	if err := rdb.HSet(ctx, "portcullis:apikeys", digestOf("redis-key"), "from-redis", digestOf("leaked-redis-key"), "leaked").Err(); err != nil {
 		t.Fatal(err)
 	}
 	file := filepath.Join(t.TempDir(), "keys")
-	os.WriteFile(file, []byte("# operators\nfrom-file:"+digestOf("file-key")+"\n"), 0o600)
+	os.WriteFile(file, []byte("# operators\nfrom-file:"+digestOf("file-key")+"\nleaked:"+digestOf("leaked-file-key")+"\n"), 0o600)
 
 	gw := start(t, map[string]string{
-		"API_KEYS":              "env-key",
+		"API_KEYS":              "env-key,leaked-env-key",
 		"API_KEYS_FILE":         file,
 		"API_KEYS_REDIS":        "true",
 		"REDIS_ADDR":            redisAddr,
@@ -57,6 +57,13 @@ func TestAPIKeysFromEverySource(t *testing.T) {
 	if _, err := conn.Exec(ctx, `UPDATE api_keys SET revoked_at = now() - interval '1 minute' WHERE name = 'old'`); err != nil {
 		t.Fatal(err)
 	}
+	// Leaked keys revoked in PostgreSQL, while an old copy lingers in
+	// API_KEYS, the key file and Redis: the revocation wins.
+	for _, k := range []string{"leaked-env-key", "leaked-file-key", "leaked-redis-key"} {
+		if _, err := conn.Exec(ctx, `INSERT INTO api_keys (name, key_sha256, revoked_at) VALUES ('leaked', $1, now() - interval '1 minute')`, digestOf(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	tests := []struct {
 		key, user string
@@ -67,6 +74,9 @@ func TestAPIKeysFromEverySource(t *testing.T) {
 		{key: "redis-key", user: "from-redis", status: 200},
 		{key: "pg-key", user: "from-pg", status: 200},
 		{key: "revoked-key", status: 401},
+		{key: "leaked-env-key", status: 401},
+		{key: "leaked-file-key", status: 401},
+		{key: "leaked-redis-key", status: 401},
 		{key: "guess", status: 401},
 	}
 	for _, tc := range tests {
@@ -98,7 +108,7 @@ func TestAPIKeysFromEverySource(t *testing.T) {
 		t.Errorf("env key with Redis down: %d", resp.StatusCode)
 	}
 	_, m := get(t, gw.OpsURL+"/metrics")
-	if !strings.Contains(string(m), `auth_failures_total{reason="store_error"} 1`) || !strings.Contains(string(m), `auth_failures_total{reason="revoked"} 1`) {
+	if !strings.Contains(string(m), `auth_failures_total{reason="store_error"} 1`) || !strings.Contains(string(m), `auth_failures_total{reason="revoked"} 4`) {
 		t.Errorf("auth_failures_total does not count store_error and revoked")
 	}
 	if strings.Contains(gw.Logs.String(), "redis-key") || strings.Contains(gw.Logs.String(), digestOf("pg-key")) {
