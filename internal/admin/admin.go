@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/gwerror"
+	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
-	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
@@ -65,7 +65,7 @@ type Options struct {
 	// whoever asks (a loopback peer may be an edge proxy relaying anyone).
 	Token string
 	// Lists are the gateway's allow/deny lists (required).
-	Lists *ipfilter.Lists
+	Lists *iplist.Lists
 	// Blocker is the DDoS guard; nil lists no blocks and lifts none.
 	Blocker Blocker
 	// Trusted is TRUSTED_PROXIES: no deny entry may overlap it.
@@ -86,7 +86,7 @@ type Options struct {
 type API struct {
 	enabled bool
 	digest  [sha256.Size]byte // SHA-256 of the token: compared in constant time, whatever the length
-	lists   *ipfilter.Lists
+	lists   *iplist.Lists
 	blocker Blocker
 	trusted []netip.Prefix
 	log     *slog.Logger
@@ -170,7 +170,7 @@ func New(o Options) (*API, error) {
 		return nil, fmt.Errorf("admin: registering admin_auth_failures_total: %w", err)
 	}
 	// Start every series at 0, so rate() and alerts see the first event.
-	for _, l := range []string{ipfilter.Allow.String(), ipfilter.Deny.String()} {
+	for _, l := range []string{iplist.Allow.String(), iplist.Deny.String()} {
 		for _, act := range []string{actionAdd, actionRemove, actionRefused} {
 			a.changes.WithLabelValues(l, act)
 		}
@@ -189,10 +189,10 @@ func New(o Options) (*API, error) {
 func (a *API) Routes() map[string]http.Handler {
 	return map[string]http.Handler{
 		"/admin/whitelist": a.guard("GET, POST, DELETE", func(w http.ResponseWriter, r *http.Request, c caller) {
-			a.serveList(w, r, c, ipfilter.Allow)
+			a.serveList(w, r, c, iplist.Allow)
 		}),
 		"/admin/blacklist": a.guard("GET, POST, DELETE", func(w http.ResponseWriter, r *http.Request, c caller) {
-			a.serveList(w, r, c, ipfilter.Deny)
+			a.serveList(w, r, c, iplist.Deny)
 		}),
 		"/admin/blocked": a.guard("GET, DELETE", a.serveBlocked),
 	}
@@ -396,7 +396,7 @@ type changeAnswer struct {
 	Changed bool   `json:"changed"`
 }
 
-func (a *API) serveList(w http.ResponseWriter, r *http.Request, c caller, k ipfilter.Kind) {
+func (a *API) serveList(w http.ResponseWriter, r *http.Request, c caller, k iplist.Kind) {
 	list := k.String()
 	if r.Method == http.MethodGet {
 		if noIPOnGet(w, r) {
@@ -418,7 +418,7 @@ func (a *API) serveList(w http.ResponseWriter, r *http.Request, c caller, k ipfi
 			why = err.Error()
 		}
 	}
-	if why == "" && r.Method == http.MethodPost && k == ipfilter.Deny {
+	if why == "" && r.Method == http.MethodPost && k == iplist.Deny {
 		why = a.denySafety(p, c)
 	}
 	if why == "" && r.Method == http.MethodPost && a.lists.Len(k) >= a.max && !slices.Contains(a.lists.Entries(k), p) {

@@ -17,8 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
-	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/request"
 )
 
@@ -57,7 +57,7 @@ func (f *fakeBlocker) Unblock(ip netip.Addr) bool {
 
 type env struct {
 	api     *API
-	lists   *ipfilter.Lists
+	lists   *iplist.Lists
 	blocker *fakeBlocker
 	reg     *prometheus.Registry
 	logs    *bytes.Buffer
@@ -78,7 +78,7 @@ type envOpts struct {
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
 	e := &env{
-		lists: ipfilter.NewLists(o.allow, o.deny),
+		lists: iplist.NewLists(o.allow, o.deny),
 		reg:   prometheus.NewRegistry(),
 		logs:  &bytes.Buffer{},
 		now:   t0,
@@ -262,8 +262,8 @@ func TestAccess(t *testing.T) {
 					t.Errorf("error body %+v, want error containing %q and a request_id", b, tc.wantErr)
 				}
 			}
-			if len(e.lists.Entries(ipfilter.Allow)) != 0 {
-				t.Errorf("refused call changed the whitelist: %v", e.lists.Entries(ipfilter.Allow))
+			if len(e.lists.Entries(iplist.Allow)) != 0 {
+				t.Errorf("refused call changed the whitelist: %v", e.lists.Entries(iplist.Allow))
 			}
 			if strings.Contains(e.logs.String(), token) {
 				t.Errorf("log contains the token: %s", e.logs)
@@ -329,7 +329,7 @@ func TestBadIP(t *testing.T) {
 			if b := decode[errorBody](t, rec); !strings.Contains(b.Error, tc.wantErr) {
 				t.Errorf("error %q, want it to contain %q", b.Error, tc.wantErr)
 			}
-			for _, k := range []ipfilter.Kind{ipfilter.Allow, ipfilter.Deny} {
+			for _, k := range []iplist.Kind{iplist.Allow, iplist.Deny} {
 				if n := e.lists.Len(k); n != 0 {
 					t.Errorf("%v changed: %v", k, e.lists.Entries(k))
 				}
@@ -587,7 +587,7 @@ func TestAuthFailureLogSampling(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	lists := ipfilter.NewLists(nil, nil)
+	lists := iplist.NewLists(nil, nil)
 	reg := prometheus.NewRegistry()
 	tests := []struct {
 		name    string
@@ -626,7 +626,7 @@ func TestNew(t *testing.T) {
 // Outside the gateway's chain (no request.Info) the handlers still work,
 // taking the caller from RemoteAddr.
 func TestWithoutRequestInfo(t *testing.T) {
-	lists := ipfilter.NewLists(nil, nil)
+	lists := iplist.NewLists(nil, nil)
 	a, err := New(Options{Token: token, Lists: lists})
 	if err != nil {
 		t.Fatal(err)
@@ -671,7 +671,7 @@ func TestConcurrentChanges(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := e.lists.Len(ipfilter.Deny); n != 8*50 {
+	if n := e.lists.Len(iplist.Deny); n != 8*50 {
 		t.Errorf("%d entries, want %d", n, 8*50)
 	}
 }

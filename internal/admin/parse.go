@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
+	"github.com/portcullis/portcullis/internal/iplist"
 )
 
 // maxIPParam bounds the ip parameter: the longest IPv6 CIDR is 43 bytes
@@ -15,7 +15,7 @@ import (
 const maxIPParam = 64
 
 // parseIPOrCIDR parses the ip parameter of a list change: one IP or CIDR,
-// IPv4 or IPv6, returned in the form the lists store (ipfilter.Canonical:
+// IPv4 or IPv6, returned in the form the lists store (iplist.Canonical:
 // host bits masked, IPv4-mapped IPv6 unmapped; a single IP is a /32 or
 // /128). The error names the problem for the 400 answer. Refused: empty or
 // overlong input, anything net/netip does not parse strictly (leading
@@ -45,7 +45,7 @@ func parseIPOrCIDR(s string) (netip.Prefix, error) {
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	c, ok := ipfilter.Canonical(p)
+	c, ok := iplist.Canonical(p)
 	if !ok {
 		return netip.Prefix{}, fmt.Errorf("%s is an IPv4-mapped prefix shorter than /96", strconv.Quote(s))
 	}

@@ -49,8 +49,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
-	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
@@ -140,7 +140,7 @@ type Node struct {
 	flushDDoS  *redis.Script
 	unblockLua *redis.Script
 
-	lists *ipfilter.Lists
+	lists *iplist.Lists
 	guard *ddos.Guard
 
 	counts [countShards]countShard
@@ -177,12 +177,12 @@ type Node struct {
 var (
 	_ ratelimit.Remote = (*Node)(nil)
 	_ ddos.Sharer      = (*Node)(nil)
-	_ ipfilter.Sync    = (*Node)(nil)
+	_ iplist.Sync      = (*Node)(nil)
 )
 
 type keys struct {
 	rl, rlRoute, dd, blocks, channel, version, marker string
-	list                                              [2]string // by ipfilter.Kind
+	list                                              [2]string // by iplist.Kind
 }
 
 func newKeys(p string) keys {
@@ -194,13 +194,13 @@ func newKeys(p string) keys {
 		channel: p + ":events",
 		version: p + ":lists:version",
 		marker:  p + ":lists:init",
-		list:    [2]string{ipfilter.Allow: p + ":list:whitelist", ipfilter.Deny: p + ":list:blacklist"},
+		list:    [2]string{iplist.Allow: p + ":list:whitelist", iplist.Deny: p + ":list:blacklist"},
 	}
 }
 
 // change is one change kept for replay after an outage.
 type change struct {
-	kind  ipfilter.Kind
+	kind  iplist.Kind
 	p     netip.Prefix
 	add   bool
 	block bool // an unblock of p.Addr() (kind/add unused)
@@ -300,9 +300,9 @@ func (n *Node) Degraded() bool { return n.down.Load() }
 // Attach gives the node the lists and the guard remote changes apply to.
 // The lists' current entries (IP_WHITELIST / IP_BLACKLIST) are added to the
 // shared lists at Start.
-func (n *Node) Attach(lists *ipfilter.Lists, guard *ddos.Guard) {
+func (n *Node) Attach(lists *iplist.Lists, guard *ddos.Guard) {
 	n.lists, n.guard = lists, guard
-	for _, k := range []ipfilter.Kind{ipfilter.Allow, ipfilter.Deny} {
+	for _, k := range []iplist.Kind{iplist.Allow, iplist.Deny} {
 		for _, p := range lists.Entries(k) {
 			n.pending = append(n.pending, change{kind: k, p: p, add: true})
 		}
@@ -492,9 +492,9 @@ func (n *Node) unblockRemote(ctx context.Context, key netip.Addr) error {
 }
 
 // ListChanged writes a list change made through the admin API to Redis and
-// publishes it (ipfilter.Sync). During an outage it is kept and replayed
+// publishes it (iplist.Sync). During an outage it is kept and replayed
 // when Redis is back.
-func (n *Node) ListChanged(k ipfilter.Kind, p netip.Prefix, added bool) {
+func (n *Node) ListChanged(k iplist.Kind, p netip.Prefix, added bool) {
 	n.share(change{kind: k, p: p, add: added})
 }
 
@@ -637,7 +637,7 @@ func (n *Node) reseed(ctx context.Context) error {
 		return err
 	}
 	_, err = n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range []ipfilter.Kind{ipfilter.Allow, ipfilter.Deny} {
+		for _, k := range []iplist.Kind{iplist.Allow, iplist.Deny} {
 			es := n.lists.Entries(k)
 			if len(es) == 0 {
 				continue
@@ -654,7 +654,7 @@ func (n *Node) reseed(ctx context.Context) error {
 	if err == nil {
 		n.holdsLists = true
 		n.log.Info("shared lists were empty in Redis: seeded them from this replica",
-			"whitelist", n.lists.Len(ipfilter.Allow), "blacklist", n.lists.Len(ipfilter.Deny))
+			"whitelist", n.lists.Len(iplist.Allow), "blacklist", n.lists.Len(iplist.Deny))
 	}
 	return err
 }
@@ -676,7 +676,7 @@ func (n *Node) resync(ctx context.Context) error {
 		var v *redis.StringCmd
 		// MULTI: both sets and their version read at one instant.
 		if _, err := n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range []ipfilter.Kind{ipfilter.Allow, ipfilter.Deny} {
+			for _, k := range []iplist.Kind{iplist.Allow, iplist.Deny} {
 				members[k] = p.SMembers(ctx, n.keys.list[k])
 			}
 			v = p.Get(ctx, n.keys.version)
@@ -684,7 +684,7 @@ func (n *Node) resync(ctx context.Context) error {
 		}); err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
-		for _, k := range []ipfilter.Kind{ipfilter.Allow, ipfilter.Deny} {
+		for _, k := range []iplist.Kind{iplist.Allow, iplist.Deny} {
 			ps := make([]netip.Prefix, 0, len(members[k].Val()))
 			for _, s := range members[k].Val() {
 				if p, err := netip.ParsePrefix(s); err == nil {
@@ -863,12 +863,12 @@ func (n *Node) apply(ev string) {
 	f := strings.Fields(ev)
 	switch {
 	case len(f) == 4 && f[0] == "list":
-		var k ipfilter.Kind
+		var k iplist.Kind
 		switch f[2] {
-		case ipfilter.Allow.String():
-			k = ipfilter.Allow
-		case ipfilter.Deny.String():
-			k = ipfilter.Deny
+		case iplist.Allow.String():
+			k = iplist.Allow
+		case iplist.Deny.String():
+			k = iplist.Deny
 		default:
 			return
 		}

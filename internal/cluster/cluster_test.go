@@ -14,8 +14,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
-	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/testsvc"
 	tu "github.com/portcullis/portcullis/internal/testutil"
@@ -24,7 +24,7 @@ import (
 // replica is one node with its own lists and guard, as a gateway has.
 type replica struct {
 	n     *Node
-	lists *ipfilter.Lists
+	lists *iplist.Lists
 	guard *ddos.Guard
 	logs  *tu.SyncBuffer
 	reg   *prometheus.Registry
@@ -63,7 +63,7 @@ func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.lists = ipfilter.NewLists(nil, ro.boot)
+	r.lists = iplist.NewLists(nil, ro.boot)
 	r.lists.SetSync(r.n)
 	r.guard, err = ddos.New(ddos.Config{Threshold: ro.threshold, BlockDuration: time.Minute, Share: r.n, Log: log, Registerer: r.reg}, nil)
 	if err != nil {
@@ -199,22 +199,22 @@ func TestListChangesReachEveryReplicaWithinASecond(t *testing.T) {
 	a, b := newReplica(t, addr, replicaOpts{}), newReplica(t, addr, replicaOpts{})
 	bad := netip.MustParsePrefix("192.0.2.0/24")
 	ip := netip.MustParseAddr("192.0.2.55")
-	if !a.lists.Add(ipfilter.Deny, bad) {
+	if !a.lists.Add(iplist.Deny, bad) {
 		t.Fatal("Add reported no change")
 	}
 	took := eventually(t, time.Second, "deny entry on the other replica", func() bool { return b.lists.Denied(ip) })
 	t.Logf("deny entry propagated in %v", took)
-	b.lists.Add(ipfilter.Allow, netip.MustParsePrefix("198.51.100.9/32"))
+	b.lists.Add(iplist.Allow, netip.MustParsePrefix("198.51.100.9/32"))
 	eventually(t, time.Second, "allow entry back on the first replica", func() bool {
 		return a.lists.Allowed(netip.MustParseAddr("198.51.100.9"))
 	})
-	b.lists.Remove(ipfilter.Deny, bad)
+	b.lists.Remove(iplist.Deny, bad)
 	eventually(t, time.Second, "removal on the first replica", func() bool { return !a.lists.Denied(ip) })
 
 	// A replica started later gets the lists from Redis.
 	c := newReplica(t, addr, replicaOpts{})
-	if !c.lists.Allowed(netip.MustParseAddr("198.51.100.9")) || c.lists.Len(ipfilter.Deny) != 0 {
-		t.Fatalf("new replica: allow %v deny %v", c.lists.Entries(ipfilter.Allow), c.lists.Entries(ipfilter.Deny))
+	if !c.lists.Allowed(netip.MustParseAddr("198.51.100.9")) || c.lists.Len(iplist.Deny) != 0 {
+		t.Fatalf("new replica: allow %v deny %v", c.lists.Entries(iplist.Allow), c.lists.Entries(iplist.Deny))
 	}
 }
 
@@ -291,7 +291,7 @@ func TestOutageFallsBackAndRecovers(t *testing.T) {
 	t.Parallel()
 	srv := testsvc.RestartableRedis(t)
 	a, b := newReplica(t, srv.Addr, replicaOpts{}), newReplica(t, srv.Addr, replicaOpts{})
-	a.lists.Add(ipfilter.Deny, netip.MustParsePrefix("192.0.2.10/32"))
+	a.lists.Add(iplist.Deny, netip.MustParsePrefix("192.0.2.10/32"))
 	eventually(t, time.Second, "deny entry on b", func() bool { return b.lists.Denied(netip.MustParseAddr("192.0.2.10")) })
 	// The first replica of a new cluster seeds Redis after one resync
 	// period; from then on every replica holds the cluster's lists and may
@@ -329,7 +329,7 @@ func TestOutageFallsBackAndRecovers(t *testing.T) {
 	eventually(t, 2*time.Second, "b notices the outage", b.n.Degraded)
 	// A change made during the outage applies locally at once and reaches
 	// the others after recovery.
-	b.lists.Add(ipfilter.Allow, netip.MustParsePrefix("198.51.100.0/24"))
+	b.lists.Add(iplist.Allow, netip.MustParsePrefix("198.51.100.0/24"))
 	if !b.lists.Allowed(netip.MustParseAddr("198.51.100.3")) {
 		t.Fatal("change during the outage not applied locally")
 	}
@@ -348,7 +348,7 @@ func TestOutageFallsBackAndRecovers(t *testing.T) {
 	// entry survives the restart of Redis and a new replica gets both.
 	c := newReplica(t, srv.Addr, replicaOpts{})
 	if !c.lists.Denied(netip.MustParseAddr("192.0.2.10")) || !c.lists.Allowed(netip.MustParseAddr("198.51.100.3")) {
-		t.Fatalf("new replica after Redis restart: allow %v deny %v", c.lists.Entries(ipfilter.Allow), c.lists.Entries(ipfilter.Deny))
+		t.Fatalf("new replica after Redis restart: allow %v deny %v", c.lists.Entries(iplist.Allow), c.lists.Entries(iplist.Deny))
 	}
 	if d, ok := a.n.Allow(ctx, "", key, time.Second, time.Second); !ok || !d.Allowed {
 		t.Fatalf("after recovery: %+v ok=%v", d, ok)
@@ -428,7 +428,7 @@ func TestChangeRacingRecoveryIsNotLost(t *testing.T) {
 	}
 	late := netip.MustParsePrefix("192.0.2.66/32")
 	var once sync.Once
-	r.n.afterReplay = func() { once.Do(func() { r.lists.Add(ipfilter.Deny, late) }) }
+	r.n.afterReplay = func() { once.Do(func() { r.lists.Add(iplist.Deny, late) }) }
 	srv.Start()
 	eventually(t, 2*time.Second, "recovery", func() bool { return !r.n.Degraded() })
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
@@ -452,7 +452,7 @@ func TestFreshReplicaDoesNotSeedOverTheListsOthersHold(t *testing.T) {
 	srv := testsvc.RestartableRedis(t)
 	old := newReplica(t, srv.Addr, replicaOpts{probe: 400 * time.Millisecond})
 	added := netip.MustParsePrefix("192.0.2.80/32")
-	old.lists.Add(ipfilter.Deny, added)
+	old.lists.Add(iplist.Deny, added)
 
 	srv.Stop()
 	eventually(t, 2*time.Second, "outage noticed", old.n.Degraded)
@@ -494,14 +494,14 @@ func TestSilentlyDeadSubscriptionIsReplaced(t *testing.T) {
 			a := newReplica(t, hole.Addr, replicaOpts{resync: time.Hour})
 			b := newReplica(t, addr, replicaOpts{resync: time.Hour})
 			first := netip.MustParsePrefix("192.0.2.1/32")
-			b.lists.Add(ipfilter.Deny, first)
+			b.lists.Add(iplist.Deny, first)
 			eventually(t, time.Second, "change before the cut", func() bool { return a.lists.Denied(first.Addr()) })
 			subscribed := hole.subscribes.Load()
 
 			tc.cut(hole)
 			cut := time.Now()
 			late := netip.MustParsePrefix("192.0.2.2/32")
-			b.lists.Add(ipfilter.Deny, late)
+			b.lists.Add(iplist.Deny, late)
 			took := eventually(t, 5*time.Second, "dead subscription noticed", func() bool {
 				return a.logs.CountMsg("redis subscription silent: resubscribing on a new connection") == 1
 			})
@@ -521,7 +521,7 @@ func TestSilentlyDeadSubscriptionIsReplaced(t *testing.T) {
 			}
 			// And the new subscription carries changes as they happen.
 			again := netip.MustParsePrefix("192.0.2.3/32")
-			b.lists.Add(ipfilter.Deny, again)
+			b.lists.Add(iplist.Deny, again)
 			eventually(t, 2*time.Second, "change after the new subscription", func() bool { return a.lists.Denied(again.Addr()) })
 		})
 	}
@@ -544,7 +544,7 @@ func TestPanicInBackgroundLoopIsRecoveredAndLoopRestarted(t *testing.T) {
 	b := newReplica(t, addr, replicaOpts{threshold: threshold})
 	// The receive loop turns once per message or quiet second; send three.
 	for i := range 3 {
-		b.lists.Add(ipfilter.Deny, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}), 32))
+		b.lists.Add(iplist.Deny, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}), 32))
 	}
 	eventually(t, 5*time.Second, "both loops panicked and were logged", func() bool {
 		return a.logs.CountMsg("cluster background loop panicked: restarting it") == 2
@@ -561,7 +561,7 @@ func TestPanicInBackgroundLoopIsRecoveredAndLoopRestarted(t *testing.T) {
 	}
 	// The restarted receive loop still brings changes.
 	p := netip.MustParsePrefix("192.0.2.99/32")
-	b.lists.Add(ipfilter.Deny, p)
+	b.lists.Add(iplist.Deny, p)
 	eventually(t, 2*time.Second, "change after the restart", func() bool { return a.lists.Denied(p.Addr()) })
 	// The restarted flush loop still shares DDoS counts.
 	key := netip.MustParseAddr("203.0.113.9")
@@ -582,7 +582,7 @@ func TestChangeAfterCloseIsQuiet(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		r.lists.Add(ipfilter.Deny, p)
+		r.lists.Add(iplist.Deny, p)
 		r.guard.Unblock(netip.MustParseAddr("192.0.2.6"))
 		r.n.Unblocked(netip.MustParseAddr("192.0.2.6"))
 		r.n.Allow(ctx, "", p.Addr(), time.Second, time.Second)
@@ -613,16 +613,16 @@ func TestOutageChangeIsReplayedOverALaterConnectedOne(t *testing.T) {
 	a := newReplica(t, hole.Addr, replicaOpts{})
 	b := newReplica(t, addr, replicaOpts{})
 	x := netip.MustParsePrefix("192.0.2.1/32")
-	b.lists.Add(ipfilter.Deny, x)
+	b.lists.Add(iplist.Deny, x)
 	eventually(t, time.Second, "entry on a", func() bool { return a.lists.Denied(x.Addr()) })
 
 	hole.CutAll()
-	a.lists.Remove(ipfilter.Deny, x) // fails to reach Redis: queued
+	a.lists.Remove(iplist.Deny, x) // fails to reach Redis: queued
 	if !a.n.Degraded() {
 		t.Fatal("a not degraded after a change it could not share")
 	}
-	b.lists.Remove(ipfilter.Deny, x)
-	b.lists.Add(ipfilter.Deny, x) // later than a's removal, and opposite
+	b.lists.Remove(iplist.Deny, x)
+	b.lists.Add(iplist.Deny, x) // later than a's removal, and opposite
 	hole.Heal()
 	eventually(t, 10*time.Second, "a recovers", func() bool { return !a.n.Degraded() })
 	for _, r := range []*replica{a, b} {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/gwerror"
-	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
+	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
@@ -191,7 +191,7 @@ func (g *Gateway) stats(w http.ResponseWriter, _ *http.Request) {
 		"draining":           g.draining.Load(),
 		"blocked_ips":        g.guard.BlockedCount(),
 		"tracked_ips":        map[string]int{"ratelimit": g.limits.Tracked(), "ddos": g.guard.Tracked()},
-		"ip_lists":           map[string]int{"whitelist": g.lists.Len(ipfilter.Allow), "blacklist": g.lists.Len(ipfilter.Deny)},
+		"ip_lists":           map[string]int{"whitelist": g.lists.Len(iplist.Allow), "blacklist": g.lists.Len(iplist.Deny)},
 		"cache":              g.cacheStats(),
 		"cache_hit_ratio":    g.cacheHitRatio(),
 		// Rates over the last sample (about a second; latency over 10 s),

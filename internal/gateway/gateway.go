@@ -21,12 +21,12 @@ import (
 	"github.com/portcullis/portcullis/internal/framing"
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/health"
+	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/middleware"
 	"github.com/portcullis/portcullis/internal/middleware/accesslog"
 	"github.com/portcullis/portcullis/internal/middleware/auth"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
-	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
 	"github.com/portcullis/portcullis/internal/middleware/respcache"
@@ -75,7 +75,7 @@ type Gateway struct {
 	routes   http.Handler // route dispatch behind the in-flight cap
 	handler  http.Handler // the public listener's whole chain
 
-	lists  *ipfilter.Lists   // allow/deny, shared with the admin API
+	lists  *iplist.Lists     // allow/deny, shared with the admin API
 	guard  *ddos.Guard       // DDoS blocks, shared with the admin API and /stats
 	limits *ratelimit.Shared // per-IP and per-route token buckets
 	admin  *admin.API
@@ -237,7 +237,7 @@ func (g *Gateway) buildAuth() error {
 // API and /stats.
 func (g *Gateway) buildEdge() error {
 	cfg := g.cfg
-	g.lists = ipfilter.NewLists(cfg.IPWhitelist, cfg.IPBlacklist)
+	g.lists = iplist.NewLists(cfg.IPWhitelist, cfg.IPBlacklist)
 	var err error
 	if g.cluster, err = g.buildCluster(); err != nil {
 		return err

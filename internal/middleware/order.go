@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/middleware/accesslog"
 	"github.com/portcullis/portcullis/internal/middleware/auth"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
@@ -49,7 +50,7 @@ type Deps struct {
 	// listener).
 	Tracing *telemetry.Tracing // OpenTelemetry; Tracer nil = off
 
-	Lists  *ipfilter.Lists
+	Lists  *iplist.Lists
 	Guard  *ddos.Guard
 	Limits *ratelimit.Shared
 	RPS    float64 // MAX_REQUESTS_PER_SECOND

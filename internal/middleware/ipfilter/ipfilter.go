@@ -1,3 +1,6 @@
+// Package ipfilter is the allow/deny step: an allow-listed client skips
+// every later IP check, a deny-listed one gets 403 (the lists are
+// internal/iplist's).
 package ipfilter
 
 import (
@@ -9,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/gwerror"
+	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
@@ -26,7 +30,7 @@ var ErrDenied = errors.New("client IP is on the deny list")
 // at debug (an attack must not flood the log). The counter is registered on
 // reg (nil: not registered); building the step twice on one registry reuses
 // the first counter.
-func New(l *Lists, log *slog.Logger, reg prometheus.Registerer, next http.Handler) http.Handler {
+func New(l *iplist.Lists, log *slog.Logger, reg prometheus.Registerer, next http.Handler) http.Handler {
 	denied := telemetry.MustRegister(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "denied_requests_total",
 		Help: "Requests refused with 403 because the client IP is on the deny list (IP_BLACKLIST or /admin/blacklist).",
@@ -60,7 +64,7 @@ func New(l *Lists, log *slog.Logger, reg prometheus.Registerer, next http.Handle
 			if log.Enabled(r.Context(), slog.LevelDebug) {
 				log.LogAttrs(r.Context(), slog.LevelDebug, "request denied",
 					slog.String("client_ip", client.String()), slog.String("request_id", id),
-					slog.String("list", Deny.String()))
+					slog.String("list", iplist.Deny.String()))
 			}
 			gwerror.Write(w, r, http.StatusForbidden, "forbidden")
 			return

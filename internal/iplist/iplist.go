@@ -1,6 +1,8 @@
-// Package ipfilter holds the allow and deny lists of client IPs and CIDRs
-// (IP_WHITELIST, IP_BLACKLIST) and applies them to every request.
-package ipfilter
+// Package iplist holds the allow and deny lists of client IPs and CIDRs
+// (IP_WHITELIST, IP_BLACKLIST and the admin API's changes) in prefix tries,
+// swapped whole on every change, so a lookup takes no lock and its cost
+// does not grow with the lists.
+package iplist
 
 import (
 	"net/netip"

@@ -1,4 +1,4 @@
-package ipfilter
+package iplist
 
 import (
 	"net/netip"
