@@ -23,7 +23,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/iplist"
-	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
@@ -222,7 +222,7 @@ func callerOf(r *http.Request) caller {
 		}
 		return c
 	}
-	peer := clientip.PeerAddr(r.RemoteAddr)
+	peer := realip.PeerAddr(r.RemoteAddr)
 	return caller{ip: peer, ipText: peer.String(), peer: peer}
 }
 
@@ -522,7 +522,7 @@ func (a *API) serveBlocked(w http.ResponseWriter, r *http.Request, c caller) {
 		lifted = a.blocker.Unblock(ip)
 		// The guard counts IPv6 clients per /64, so its block
 		// may be held under the /64's key rather than this address.
-		if k := clientip.Key(ip); !lifted && k != ip {
+		if k := realip.Key(ip); !lifted && k != ip {
 			lifted = a.blocker.Unblock(k)
 		}
 	}

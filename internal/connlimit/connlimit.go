@@ -16,7 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
@@ -30,7 +30,7 @@ const (
 // Options configure a Listener.
 type Options struct {
 	// MaxConnsPerIP caps concurrent connections per peer IP, IPv6 peers
-	// keyed per /64 (clientip.Key). 0 = off. It counts TCP peers: behind an
+	// keyed per /64 (realip.Key). 0 = off. It counts TCP peers: behind an
 	// edge proxy that is not in TRUSTED_PROXIES every client shares one.
 	MaxConnsPerIP int
 	// MaxConnections caps open connections in total. <= 0 = no cap.
@@ -138,7 +138,7 @@ func (l *Listener) admit(c net.Conn) (key netip.Addr, reason int) {
 	if !peer.IsValid() || (l.o.Trusted != nil && l.o.Trusted(peer)) {
 		return netip.Addr{}, -1
 	}
-	key = clientip.Key(peer)
+	key = realip.Key(peer)
 	s := l.shardOf(key)
 	s.mu.Lock()
 	n, ok := s.m[key]

@@ -25,13 +25,13 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware"
 	"github.com/portcullis/portcullis/internal/middleware/accesslog"
 	"github.com/portcullis/portcullis/internal/middleware/auth"
-	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
 	"github.com/portcullis/portcullis/internal/middleware/respcache"
 	"github.com/portcullis/portcullis/internal/middleware/shed"
 	"github.com/portcullis/portcullis/internal/proxy"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/router"
 	"github.com/portcullis/portcullis/internal/runtime"
@@ -71,7 +71,7 @@ type Gateway struct {
 	draining atomic.Bool
 	conns    atomic.Int64
 
-	resolver *clientip.Resolver
+	resolver *realip.Resolver
 	routes   http.Handler // route dispatch behind the in-flight cap
 	handler  http.Handler // the public listener's whole chain
 
@@ -146,7 +146,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		Metrics:         g.metrics,
 		Log:             telemetry.Component(log, "proxy"),
 	}
-	g.resolver = clientip.NewResolver(cfg.TrustedProxies)
+	g.resolver = realip.NewResolver(cfg.TrustedProxies)
 	g.life, g.stopLife = context.WithCancel(context.Background())
 	ok := false
 	defer func() {

@@ -26,6 +26,7 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/sanitize"
 	"github.com/portcullis/portcullis/internal/middleware/secheaders"
 	"github.com/portcullis/portcullis/internal/middleware/tracing"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
@@ -35,7 +36,7 @@ type Deps struct {
 	Log      *slog.Logger // base logger; steps add their component
 	Metrics  *telemetry.Metrics
 	IDs      *requestid.Generator
-	Resolver *clientip.Resolver
+	Resolver *realip.Resolver
 	// BodyReadTimeout bounds how long an unread request body may hold the
 	// connection after the handler is done (BODY_READ_TIMEOUT).
 	BodyReadTimeout time.Duration

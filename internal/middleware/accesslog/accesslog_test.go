@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/testutil"
@@ -37,7 +38,7 @@ func newHarness(inner http.HandlerFunc) *harness {
 func newHarnessWith(level slog.Level, s *Sampler, inner http.HandlerFunc) *harness {
 	hs := &harness{metrics: telemetry.NewMetrics("test")}
 	// The client IP step runs inside the access log, as in order.go.
-	hs.h = New(telemetry.NewLogger(&hs.buf, level), hs.metrics, s, clientip.New(clientip.NewResolver(nil), inner))
+	hs.h = New(telemetry.NewLogger(&hs.buf, level), hs.metrics, s, clientip.New(realip.NewResolver(nil), inner))
 	return hs
 }
 
@@ -322,7 +323,7 @@ func TestRejectionLinesSampledRequestsAllCounted(t *testing.T) {
 			}
 			var status int
 			hs := &harness{metrics: metrics}
-			hs.h = New(telemetry.NewLogger(&hs.buf, tc.level), metrics, s, clientip.New(clientip.NewResolver(nil),
+			hs.h = New(telemetry.NewLogger(&hs.buf, tc.level), metrics, s, clientip.New(realip.NewResolver(nil),
 				http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) })))
 			sent := 0
 			for _, b := range tc.bursts {

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/iptrack"
-	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
@@ -74,7 +74,7 @@ type SamplerConfig struct {
 
 // Sampler decides which access lines of 403 and 429 answers are written: at
 // most Rate a second for each client key (the client IP, IPv6 per /64, as
-// clientip.Key). The others are counted, and once every SummaryEvery one
+// realip.Key). The others are counted, and once every SummaryEvery one
 // line per client that had lines suppressed reports how many. Safe for
 // concurrent use. A nil *Sampler writes every line.
 type Sampler struct {
@@ -212,7 +212,7 @@ func (s *Sampler) admit(client netip.Addr, status int) bool {
 		return true
 	}
 	sec := int64(s.clock.Now().Sub(s.epoch) / time.Second)
-	k := key(clientip.Key(client.Unmap()).As16())
+	k := key(realip.Key(client.Unmap()).As16())
 	sh := s.shardOf(k)
 	sh.mu.Lock()
 	if i, ok := sh.lookup(k); ok {

@@ -2,80 +2,44 @@ package clientip
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/realip"
+	"github.com/portcullis/portcullis/internal/request"
 )
 
-func TestResolve(t *testing.T) {
-	trusted := []netip.Prefix{
-		netip.MustParsePrefix("127.0.0.1/32"),
-		netip.MustParsePrefix("10.0.0.0/24"),
-		netip.MustParsePrefix("::1/128"),
-	}
-	r := NewResolver(trusted)
+func TestStepFillsInfoAndScrubsUntrustedHeaders(t *testing.T) {
+	res := realip.NewResolver([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
 	tests := []struct {
-		name    string
-		peer    string
-		xff     []string
-		realIP  string
-		client  string
-		fwdFor  string
-		trusted bool
+		name, remote string
+		wantClient   string
+		wantTrusted  bool
+		wantXFF      string // the client's X-Forwarded-For as the next step sees it
 	}{
-		{name: "direct untrusted client, no headers", peer: "203.0.113.7", client: "203.0.113.7", fwdFor: "203.0.113.7"},
-		{name: "untrusted client cannot choose its IP by XFF", peer: "203.0.113.7", xff: []string{"1.1.1.1"}, client: "203.0.113.7", fwdFor: "203.0.113.7"},
-		{name: "untrusted client cannot choose its IP by X-Real-IP", peer: "203.0.113.7", realIP: "1.1.1.1", client: "203.0.113.7", fwdFor: "203.0.113.7"},
-		{name: "trusted proxy: rightmost untrusted is the client", peer: "10.0.0.1", xff: []string{"6.6.6.6, 198.51.100.9"}, client: "198.51.100.9", fwdFor: "198.51.100.9, 10.0.0.1", trusted: true},
-		{name: "trusted hops are skipped and kept in order", peer: "10.0.0.1", xff: []string{"6.6.6.6, 198.51.100.9, 10.0.0.5", "10.0.0.6"}, client: "198.51.100.9", fwdFor: "198.51.100.9, 10.0.0.5, 10.0.0.6, 10.0.0.1", trusted: true},
-		{name: "trusted proxy without XFF uses X-Real-IP", peer: "127.0.0.1", realIP: "198.51.100.9", client: "198.51.100.9", fwdFor: "198.51.100.9, 127.0.0.1", trusted: true},
-		{name: "XFF wins over X-Real-IP", peer: "127.0.0.1", xff: []string{"198.51.100.1"}, realIP: "198.51.100.9", client: "198.51.100.1", fwdFor: "198.51.100.1, 127.0.0.1", trusted: true},
-		{name: "trusted proxy without headers is the client", peer: "127.0.0.1", client: "127.0.0.1", fwdFor: "127.0.0.1", trusted: true},
-		{name: "all entries trusted: leftmost is the client", peer: "10.0.0.1", xff: []string{"10.0.0.7, 10.0.0.8"}, client: "10.0.0.7", fwdFor: "10.0.0.7, 10.0.0.8, 10.0.0.1", trusted: true},
-		{name: "junk stops the walk at the nearest trusted hop", peer: "10.0.0.1", xff: []string{"1.2.3.4, junk, 10.0.0.9"}, client: "10.0.0.9", fwdFor: "10.0.0.9, 10.0.0.1", trusted: true},
-		{name: "entries with ports and brackets", peer: "10.0.0.1", xff: []string{"[2001:db8::1]:443"}, client: "2001:db8::1", fwdFor: "2001:db8::1, 10.0.0.1", trusted: true},
-		{name: "IPv4-mapped IPv6 entries are unmapped", peer: "10.0.0.1", xff: []string{"::ffff:198.51.100.4"}, client: "198.51.100.4", fwdFor: "198.51.100.4, 10.0.0.1", trusted: true},
-		{name: "IPv6 loopback trusted", peer: "::1", xff: []string{"2001:db8::5"}, client: "2001:db8::5", fwdFor: "2001:db8::5, ::1", trusted: true},
-		{name: "zoned IPv6 entry is junk, not a fresh key per zone", peer: "10.0.0.1", xff: []string{"fe80::1%eth0"}, client: "10.0.0.1", fwdFor: "10.0.0.1", trusted: true},
-		{name: "zoned X-Real-IP ignored", peer: "127.0.0.1", realIP: "fe80::1%x", client: "127.0.0.1", fwdFor: "127.0.0.1", trusted: true},
-		{name: "empty elements ignored", peer: "10.0.0.1", xff: []string{" , 198.51.100.2 ,"}, client: "198.51.100.2", fwdFor: "198.51.100.2, 10.0.0.1", trusted: true},
+		{name: "untrusted peer: its forwarding headers go", remote: "198.51.100.7:1234", wantClient: "198.51.100.7"},
+		{name: "trusted proxy: believed and kept", remote: "10.0.0.2:1234", wantClient: "203.0.113.9", wantTrusted: true, wantXFF: "203.0.113.9"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := http.Header{}
-			for _, v := range tc.xff {
-				h.Add("X-Forwarded-For", v)
-			}
-			if tc.realIP != "" {
-				h.Set("X-Real-IP", tc.realIP)
-			}
-			got := r.Resolve(netip.MustParseAddr(tc.peer), h)
-			if got.Client.String() != tc.client || got.ForwardedFor != tc.fwdFor || got.PeerTrusted != tc.trusted {
-				t.Fatalf("got client=%s fwd=%q trusted=%v; want client=%s fwd=%q trusted=%v",
-					got.Client, got.ForwardedFor, got.PeerTrusted, tc.client, tc.fwdFor, tc.trusted)
+			var seen *request.Info
+			var xff, proto string
+			h := New(res, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen = request.From(r.Context())
+				xff, proto = r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto")
+			}))
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.RemoteAddr = tc.remote
+			r.Header.Set("X-Forwarded-For", "203.0.113.9")
+			r.Header.Set("X-Forwarded-Proto", "https")
+			_, r = request.New(httptest.NewRecorder(), r, time.Now(), 0)
+			h.ServeHTTP(httptest.NewRecorder(), r)
+			if seen.ClientIPText != tc.wantClient || seen.PeerTrusted != tc.wantTrusted || xff != tc.wantXFF || (proto != "") != tc.wantTrusted {
+				t.Errorf("client %q trusted %v; next step saw X-Forwarded-For %q, X-Forwarded-Proto %q",
+					seen.ClientIPText, seen.PeerTrusted, xff, proto)
 			}
 		})
-	}
-}
-
-func TestPeerAddr(t *testing.T) {
-	for in, want := range map[string]string{
-		"1.2.3.4:5":          "1.2.3.4",
-		"[::1]:80":           "::1",
-		"[::ffff:1.2.3.4]:1": "1.2.3.4",
-		"junk":               "invalid IP",
-	} {
-		if got := PeerAddr(in).String(); got != want {
-			t.Errorf("PeerAddr(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
-func BenchmarkResolve(b *testing.B) {
-	r := NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")})
-	peer := netip.MustParseAddr("203.0.113.7")
-	h := http.Header{}
-	b.ReportAllocs()
-	for b.Loop() {
-		r.Resolve(peer, h)
 	}
 }

@@ -2,7 +2,6 @@ package ddos_test
 
 import (
 	"encoding/binary"
-	"github.com/portcullis/portcullis/internal/testutil"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -11,11 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 )
 
@@ -48,7 +50,7 @@ func newEdge(tb testing.TB, now func() time.Time, maxTracked, threshold int, rps
 	if err != nil {
 		tb.Fatal(err)
 	}
-	inner := clientip.New(clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}), guard)
+	inner := clientip.New(realip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}), guard)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)

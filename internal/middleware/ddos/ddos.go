@@ -30,7 +30,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/iptrack"
-	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
@@ -230,14 +230,14 @@ func (g *Guard) serve(next http.Handler, w http.ResponseWriter, r *http.Request)
 			next.ServeHTTP(w, r)
 			return
 		}
-		if clientip.Exempt(in.ClientIP, in.PeerIP, in.PeerTrusted) {
+		if realip.Exempt(in.ClientIP, in.PeerIP, in.PeerTrusted) {
 			g.logExempt(r, in)
 			next.ServeHTTP(w, r)
 			return
 		}
 		client = in.ClientIP
 	} else {
-		client = clientip.PeerAddr(r.RemoteAddr) // outside the gateway's chain
+		client = realip.PeerAddr(r.RemoteAddr) // outside the gateway's chain
 	}
 	if !client.IsValid() {
 		// Only a listener without IP peers (a unix socket) gets here.
@@ -251,7 +251,7 @@ func (g *Guard) serve(next http.Handler, w http.ResponseWriter, r *http.Request)
 		now = g.now()
 	}
 	t := int64(now.Sub(g.epoch))
-	key := clientip.Key(client)
+	key := realip.Key(client)
 	var (
 		state   int // passed, refused or newBlock
 		left    int64
@@ -391,7 +391,7 @@ func (g *Guard) BlockedCount() int {
 // IPv6 per /64) and resets its counter. It reports whether a block was in
 // force.
 func (g *Guard) Unblock(ip netip.Addr) bool {
-	key := clientip.Key(ip.Unmap())
+	key := realip.Key(ip.Unmap())
 	lifted := g.Lift(key)
 	if g.share != nil {
 		g.share.Unblocked(key)
@@ -400,7 +400,7 @@ func (g *Guard) Unblock(ip netip.Addr) bool {
 }
 
 // Lift is Unblock without telling the Sharer: it applies an unblock made
-// on another replica. key is a client key (clientip.Key).
+// on another replica. key is a client key (realip.Key).
 func (g *Guard) Lift(key netip.Addr) bool {
 	t := int64(g.now().Sub(g.epoch))
 	until, ok := g.blocks.Peek(key)
@@ -409,7 +409,7 @@ func (g *Guard) Lift(key netip.Addr) bool {
 	return ok && until > t
 }
 
-// Block blocks key (a client key, clientip.Key) until until, unless it is
+// Block blocks key (a client key, realip.Key) until until, unless it is
 // already blocked at least that long: it applies a block made on another
 // replica, so it neither counts in blocked_ips_total nor logs. It reports
 // whether it changed anything.

@@ -3,7 +3,6 @@ package ddos
 import (
 	"encoding/binary"
 	"encoding/json"
-	"github.com/portcullis/portcullis/internal/testutil"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -13,15 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 )
 
 var start = time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC)
 
-var resolver = clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")})
+var resolver = realip.NewResolver([]netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")})
 
 type fixture struct {
 	clock *testutil.Clock

@@ -13,7 +13,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/iplist"
-	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
@@ -45,7 +45,7 @@ func New(l *iplist.Lists, log *slog.Logger, reg prometheus.Registerer, next http
 			client = in.ClientIP
 		} else {
 			// Outside the gateway's chain (tests, misuse): the TCP peer.
-			client = clientip.PeerAddr(r.RemoteAddr)
+			client = realip.PeerAddr(r.RemoteAddr)
 		}
 		if l.Allowed(client) {
 			if in != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 )
 
@@ -42,7 +43,7 @@ func chain(l *iplist.Lists, trusted []netip.Prefix, log *slog.Logger, reg promet
 		w.WriteHeader(http.StatusNoContent)
 	})
 	filter := New(l, log, reg, final)
-	ip := clientip.New(clientip.NewResolver(trusted), filter)
+	ip := clientip.New(realip.NewResolver(trusted), filter)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached = nil
 		in, r := request.New(w, r, time.Now(), 0)

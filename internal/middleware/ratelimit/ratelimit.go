@@ -6,7 +6,7 @@
 // cousin from ATM): one int64 per client, the theoretical arrival time of
 // the next request, which is exactly a token bucket of size burst refilled
 // at rps. Buckets live in a bounded iptrack.Table keyed by the client's
-// clientip.Key (IPv6 per /64).
+// realip.Key (IPv6 per /64).
 package ratelimit
 
 import (
@@ -28,7 +28,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/iptrack"
-	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
@@ -346,7 +346,7 @@ func (l *Limiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		client = in.ClientIP
 	} else {
-		client = clientip.PeerAddr(r.RemoteAddr) // outside the gateway's chain
+		client = realip.PeerAddr(r.RemoteAddr) // outside the gateway's chain
 	}
 	if !client.IsValid() {
 		// Only a listener without IP peers (a unix socket) gets here; there
@@ -355,7 +355,7 @@ func (l *Limiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := l.s.timeOf(in)
-	key := clientip.Key(client)
+	key := realip.Key(client)
 	var d Decision
 	if !l.allowRemote(r, in, key, &d) {
 		d = l.Allow(key, now)

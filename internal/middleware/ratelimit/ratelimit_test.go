@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/portcullis/portcullis/internal/testutil"
 	"log/slog"
 	"math"
 	"net/http"
@@ -15,13 +14,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
+	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
 )
 
-var resolver = clientip.NewResolver([]netip.Prefix{
+var resolver = realip.NewResolver([]netip.Prefix{
 	netip.MustParsePrefix("127.0.0.1/32"),
 	netip.MustParsePrefix("10.9.0.0/16"),
 })

@@ -1,4 +1,4 @@
-package clientip
+package realip
 
 import (
 	"net/http"
