@@ -110,7 +110,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		}
 		h.ServeHTTP(w, r)
 	})
-	resolved := clientip.New(realip.NewResolver(opts.Trusted), dispatch)
+	resolved := clientip.New(realip.NewResolver(opts.Trusted))(dispatch)
 	e.h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
 		e.seq++

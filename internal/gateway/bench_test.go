@@ -88,7 +88,7 @@ func BenchmarkEdgeChain(b *testing.B) {
 		b.Fatal(err)
 	}
 	final := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	edge, err := middlewareGlobal(g, final)
+	edge, err := middlewarePublicServing(g, "/api/x", final)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/connlimit"
 	"github.com/portcullis/portcullis/internal/framing"
-	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/health"
 	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/middleware"
@@ -29,12 +28,10 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
 	"github.com/portcullis/portcullis/internal/middleware/respcache"
-	"github.com/portcullis/portcullis/internal/middleware/shed"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
-	"github.com/portcullis/portcullis/internal/router"
-	"github.com/portcullis/portcullis/internal/runtime"
+	"github.com/portcullis/portcullis/internal/routetable"
 	"github.com/portcullis/portcullis/internal/sysmetrics"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/upstream"
@@ -57,7 +54,7 @@ type Gateway struct {
 	metrics  *telemetry.Metrics
 	registry *upstream.Registry
 	shared   *proxy.Shared
-	snap     runtime.Holder
+	snap     routetable.Holder
 	reload   *reloader // CONFIG_FILE reloads; the configuration in force
 	checker  *health.Checker
 	upgrades *upgradeTracker
@@ -72,7 +69,6 @@ type Gateway struct {
 	conns    atomic.Int64
 
 	resolver *realip.Resolver
-	routes   http.Handler // route dispatch behind the in-flight cap
 	handler  http.Handler // the public listener's whole chain
 
 	lists  *iplist.Lists     // allow/deny, shared with the admin API
@@ -169,7 +165,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	if g.reload, err = newReloader(cfg, log, g.metrics.Registry); err != nil {
 		return nil, err
 	}
-	snap, err := runtime.Build(cfg.Routes, g.registry, g.shared, g.routeDeps(cfg).PerRoute)
+	snap, err := routetable.Build(cfg.Routes, g.registry, g.shared, g.routeDeps(cfg).PerRoute)
 	if err != nil {
 		return nil, fmt.Errorf("building routes: %w", err)
 	}
@@ -186,9 +182,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		Logger:   log,
 		OnProbe:  g.onProbe,
 	})
-	// The in-flight cap guards the routes only: the gateway's own /health,
-	// /livez and /readyz stay answerable under load.
-	g.routes = shed.New(cfg.MaxInflight, g.metrics.Registry, http.HandlerFunc(g.route))
 	g.buildEndpoints()
 	g.metrics.GateEndpoints(g.liveEndpoint)
 	if g.accessLog, err = accesslog.NewSampler(accesslog.SamplerConfig{
@@ -199,7 +192,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	}); err != nil {
 		return nil, err
 	}
-	g.handler, err = middleware.Global(g.deps(), http.HandlerFunc(g.dispatch))
+	g.handler, err = middleware.Public(g.deps())
 	if err != nil {
 		return nil, err
 	}
@@ -299,54 +292,22 @@ func (g *Gateway) deps() middleware.Deps {
 		Limits:          g.limits,
 		RPS:             g.cfg.MaxRequestsPerSecond,
 		Burst:           g.cfg.MaxBurstSize,
+		Own:             g.own,
+		MaxInflight:     g.cfg.MaxInflight,
+		Routes:          &g.snap,
+		Tunnel:          g.tunnel,
 	}
 }
 
-// Handler returns the public listener's handler: the global chain ending in
-// the dispatcher.
+// Handler returns the public listener's handler: the whole request path
+// (middleware.Public).
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
-// dispatch serves the gateway's own endpoints (exact paths, before any
-// route), then routes by the longest prefix of the cleaned path.
-func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request) {
-	in := request.From(r.Context())
-	if h, ok := g.own[r.URL.Path]; ok {
-		in.Endpoint = r.URL.Path
-		h.ServeHTTP(w, r)
-		return
-	}
-	g.routes.ServeHTTP(w, r)
-}
-
-// route matches the cleaned path to a route and hands over to its chain.
-func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
-	in := request.From(r.Context())
-	clean, err := router.CleanPath(r.URL.EscapedPath())
-	if err != nil {
-		in.Err = err
-		gwerror.Write(w, r, http.StatusBadRequest, "bad request path")
-		return
-	}
-	in.Path = clean
-	e, ok := g.snap.Load().Table.Match(clean)
-	if !ok {
-		gwerror.Write(w, r, http.StatusNotFound, "no route")
-		return
-	}
-	rt := e.Value
-	in.Endpoint, in.Route = rt.Config.Prefix, rt
-	if len(r.Header["Upgrade"]) > 0 {
-		// An upgraded tunnel idle for TUNNEL_IDLE_TIMEOUT is closed, on
-		// both sides: cancelling the request makes ReverseProxy close the
-		// backend's end too.
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		r = r.WithContext(ctx)
-		in.OnHijack(func(c net.Conn) net.Conn {
-			return g.upgrades.track(g.idleBound(c, cancel))
-		})
-	}
-	rt.Handler.ServeHTTP(w, r)
+// tunnel wraps the client side of an upgraded connection: closed, with its
+// backend side (cancel), after TUNNEL_IDLE_TIMEOUT without a byte, and told
+// goodbye (1001) at shutdown.
+func (g *Gateway) tunnel(c net.Conn, cancel func()) net.Conn {
+	return g.upgrades.track(g.idleBound(c, cancel))
 }
 
 // Run listens and serves until ctx is cancelled (SIGTERM/SIGINT), then shuts

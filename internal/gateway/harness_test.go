@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"github.com/portcullis/portcullis/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/telemetry"
@@ -85,7 +86,7 @@ func startWith(t *testing.T, env map[string]string, adjust func(*Gateway)) *runn
 	}
 	if adjust != nil {
 		adjust(g)
-		if g.handler, err = middlewareGlobal(g, http.HandlerFunc(g.dispatch)); err != nil {
+		if g.handler, err = middlewarePublic(g); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/middleware"
 	"github.com/portcullis/portcullis/internal/request"
-	"github.com/portcullis/portcullis/internal/runtime"
+	"github.com/portcullis/portcullis/internal/routetable"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
@@ -160,7 +160,7 @@ func (g *Gateway) reloadFile(trigger string, onlyIfChanged bool) (ReloadResult, 
 		}
 		rl.lastSum = [sha256.Size]byte{} // the same content coming back is a change
 	}
-	var snap *runtime.Snapshot
+	var snap *routetable.Snapshot
 	if err == nil {
 		snap, err = g.buildSnapshot(next, g.snap.Load(), cur)
 	}
@@ -231,11 +231,11 @@ func (g *Gateway) routeDeps(cfg *config.Config) middleware.RouteDeps {
 // buildSnapshot builds the route table of next; routes of prev whose
 // configuration is unchanged are taken over with their state, unless a
 // setting every chain depends on (the CORS origins) changed.
-func (g *Gateway) buildSnapshot(next *config.Config, prev *runtime.Snapshot, prevCfg *config.Config) (*runtime.Snapshot, error) {
+func (g *Gateway) buildSnapshot(next *config.Config, prev *routetable.Snapshot, prevCfg *config.Config) (*routetable.Snapshot, error) {
 	if prevCfg == nil || !slices.Equal(prevCfg.CORSAllowedOrigins, next.CORSAllowedOrigins) {
 		prev = nil
 	}
-	snap, err := runtime.BuildFrom(prev, next.Routes, g.registry, g.shared, g.routeDeps(next).PerRoute)
+	snap, err := routetable.BuildFrom(prev, next.Routes, g.registry, g.shared, g.routeDeps(next).PerRoute)
 	if err != nil {
 		// Backends the failed build created serve nothing.
 		if cur := g.snap.Load(); cur != nil {
@@ -250,7 +250,7 @@ func (g *Gateway) buildSnapshot(next *config.Config, prev *runtime.Snapshot, pre
 // route finish on the old table (they hold its *Route); backends no route
 // uses any more are dropped from the registry and their health series
 // deleted; new ones get a series and are probed from the next round.
-func (g *Gateway) swap(cur, next *config.Config, snap *runtime.Snapshot) ReloadResult {
+func (g *Gateway) swap(cur, next *config.Config, snap *routetable.Snapshot) ReloadResult {
 	rl := g.reload
 	rl.healthMu.Lock()
 	old := g.snap.Load()

@@ -1,12 +1,17 @@
 // Package middleware fixes the order of the request path. Reading this file
-// tells the whole story of a request (README "How a request is handled"); each
-// step lives in its own package below this one.
+// tells the whole story of a request, from the connection's envelope to
+// the proxy; README "How a request is handled" numbers the same steps
+// (Path), and a test holds the two equal. Each step lives in its own
+// package below this one, and every one has the same shape: New compiles
+// its settings once and returns the wrapper of the rest of the chain.
 package middleware
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
@@ -17,21 +22,51 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/compress"
 	"github.com/portcullis/portcullis/internal/middleware/cors"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
+	"github.com/portcullis/portcullis/internal/middleware/endpoints"
 	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/middleware/methods"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/middleware/recovery"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
 	"github.com/portcullis/portcullis/internal/middleware/respcache"
+	"github.com/portcullis/portcullis/internal/middleware/route"
 	"github.com/portcullis/portcullis/internal/middleware/sanitize"
 	"github.com/portcullis/portcullis/internal/middleware/secheaders"
+	"github.com/portcullis/portcullis/internal/middleware/shed"
 	"github.com/portcullis/portcullis/internal/middleware/tracing"
 	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/routetable"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
-// Deps is what the global steps need.
+// Path names the steps of a request on the public listener, in order, as
+// README "How a request is handled" numbers them. The last three are the
+// proxy's own (package proxy): the body is read, a backend chosen, the
+// request sent.
+var Path = []string{
+	"Envelope",
+	"Client IP",
+	"Hostile input",
+	"Trace",
+	"Allow/deny lists",
+	"DDoS guard",
+	"Rate limit",
+	"Own endpoints",
+	"Load shedding",
+	"Route",
+	"Route rate limit",
+	"CORS",
+	"Methods",
+	"Auth",
+	"Compression",
+	"Cache",
+	"Body limit and buffering",
+	"Balance",
+	"Proxy",
+}
+
+// Deps is what the public listener's steps need.
 type Deps struct {
 	Log      *slog.Logger // base logger; steps add their component
 	Metrics  *telemetry.Metrics
@@ -45,87 +80,85 @@ type Deps struct {
 	// AccessLog samples the access lines of 403/429 answers per client
 	// (ACCESS_LOG_REJECT_RATE); nil writes them all.
 	AccessLog *accesslog.Sampler
+	Tracing   *telemetry.Tracing // OpenTelemetry; Tracer nil = off
 
-	// Edge protection: allow/deny, DDoS guard, rate limit. Lists and Guard are
-	// shared with the admin API; a nil one leaves its step out (the ops
-	// listener).
-	Tracing *telemetry.Tracing // OpenTelemetry; Tracer nil = off
-
+	// Edge protection, shared with the admin API, cluster mode and /stats.
 	Lists  *iplist.Lists
 	Guard  *ddos.Guard
 	Limits *ratelimit.Shared
 	RPS    float64 // MAX_REQUESTS_PER_SECOND
 	Burst  int     // MAX_BURST_SIZE
+
+	// Own are the gateway's own endpoints on the public listener, by exact
+	// path.
+	Own map[string]http.Handler
+	// MaxInflight is MAX_INFLIGHT.
+	MaxInflight int
+	// Routes is the route table in force; each route carries its own chain
+	// (PerRoute).
+	Routes *routetable.Holder
+	// Tunnel wraps upgraded connections (idle timeout, goodbye at shutdown).
+	Tunnel route.Tunnel
 }
 
-// step wraps the rest of the chain.
-type step func(next http.Handler) (http.Handler, error)
-
-// plain adapts a constructor that cannot fail.
-func plain(f func(http.Handler) http.Handler) step {
-	return func(h http.Handler) (http.Handler, error) { return f(h), nil }
+// step is one step of the path: its name (one of Path) and its wrapper.
+type step struct {
+	name string
+	wrap func(http.Handler) http.Handler
 }
 
-// Global returns the steps every request on the public listener passes,
-// outermost first, ending in next (the dispatcher: the gateway's own
-// endpoints, then the routes).
-func Global(d Deps, next http.Handler) (http.Handler, error) {
+// Public returns the public listener's handler: every step a request
+// passes, outermost first, ending in the route table.
+func Public(d Deps) (http.Handler, error) {
+	limit, err := ratelimit.New(d.RPS, d.Burst, d.Limits)
+	if err != nil {
+		return nil, err
+	}
 	steps := append(envelope(d),
 		// The gateway.request span starts here, so rejections are traced too.
-		plain(func(h http.Handler) http.Handler { return tracing.New(d.Tracing.Tracer, d.Tracing.Propagator, h) }),
-		// 3. Allow/deny lists: an allow-listed client skips every later IP
-		// check; a deny-listed one gets 403.
-		plain(func(h http.Handler) http.Handler {
-			return ipfilter.New(d.Lists, telemetry.Component(d.Log, "gateway"), d.Metrics.Registry, h)
-		}),
-		// 4. DDoS guard: too many requests in a sliding minute → blocked.
-		plain(d.Guard.Wrap),
-		// 5. Per-IP token bucket.
-		func(h http.Handler) (http.Handler, error) { return ratelimit.New(d.RPS, d.Burst, d.Limits, h) },
+		step{"Trace", tracing.New(d.Tracing.Tracer, d.Tracing.Propagator)},
+		// An allow-listed client skips every later IP check; a deny-listed
+		// one gets 403.
+		step{"Allow/deny lists", ipfilter.New(d.Lists, telemetry.Component(d.Log, "gateway"), d.Metrics.Registry)},
+		// Too many requests in a sliding minute: blocked for a while.
+		step{"DDoS guard", d.Guard.Wrap},
+		// A token bucket per client.
+		step{"Rate limit", limit},
+		// The gateway's own endpoints win over routes, and are never shed.
+		step{"Own endpoints", endpoints.New(d.Own)},
+		// Beyond MAX_INFLIGHT, 503 at once rather than a queue.
+		step{"Load shedding", shed.New(d.MaxInflight, d.Metrics.Registry)},
 	)
-	return build(steps, next)
+	return chain(steps, step{"Route", func(http.Handler) http.Handler { return route.New(d.Routes, d.Tunnel) }})
 }
 
-// Ops returns the chain of the ops listener (OPS_ADDR): the envelope only.
-// It is a private listener, so no client limits apply; request IDs, client
-// IPs and the access log still do.
-func Ops(d Deps, next http.Handler) http.Handler {
-	h, _ := build(envelope(d), next) // envelope steps cannot fail
+// Ops returns the chain of the ops listener (OPS_ADDR) in front of mux: the
+// envelope only. It is a private listener, so no client limits apply;
+// request IDs, client IPs and the access log still do.
+func Ops(d Deps, mux http.Handler) http.Handler {
+	h, _ := chain(envelope(d), step{"Own endpoints", func(http.Handler) http.Handler { return mux }})
 	return h
 }
 
-// envelope: request ID, security headers, access log, recovery, client IP
-// and the hostile-input checks.
+// envelope is what every request on either listener gets first.
 func envelope(d Deps) []step {
+	log := telemetry.Component(d.Log, "gateway")
 	return []step{
-		// 1. Envelope. begin allocates the request's shared state once.
-		plain(func(h http.Handler) http.Handler { return begin(d.BodyReadTimeout, d.SendTimeout, h) }),
-		plain(func(h http.Handler) http.Handler { return requestid.New(d.IDs, h) }),
-		plain(secheaders.New),
-		// Access log and metrics sit outside every rejection, so rejected
-		// requests are logged and counted too.
-		plain(func(h http.Handler) http.Handler {
-			return accesslog.New(telemetry.Component(d.Log, "gateway"), d.Metrics, d.AccessLog, h)
-		}),
-		// Recovery sits just inside the access log, so a panic becomes a 500
-		// that is logged and counted like any other answer.
-		plain(func(h http.Handler) http.Handler { return recovery.New(telemetry.Component(d.Log, "gateway"), h) }),
-		// 2. Client IP, computed once; everyone after reads request.Info.
-		plain(func(h http.Handler) http.Handler { return clientip.New(d.Resolver, h) }),
-		// Hostile input that net/http lets through (README "Hostile input").
-		plain(sanitize.New),
+		// begin allocates the request's shared state once; the request ID,
+		// the security headers, the access line and metrics (outside every
+		// rejection, so rejections are logged and counted too), and
+		// recovery (inside the access log, so a panic is a 500 that is
+		// logged and counted like any other answer).
+		{"Envelope", begin(d.BodyReadTimeout, d.SendTimeout)},
+		{"Envelope", requestid.New(d.IDs)},
+		{"Envelope", secheaders.New()},
+		{"Envelope", accesslog.New(log, d.Metrics, d.AccessLog)},
+		{"Envelope", recovery.New(log)},
+		// Computed once; every later step reads request.Info.
+		{"Client IP", clientip.New(d.Resolver)},
+		// Request shapes net/http lets through but a gateway must not.
+		{"Hostile input", sanitize.New()},
 	}
-}
-
-func build(steps []step, next http.Handler) (http.Handler, error) {
-	h := next
-	for i := len(steps) - 1; i >= 0; i-- {
-		var err error
-		if h, err = steps[i](h); err != nil {
-			return nil, err
-		}
-	}
-	return h, nil
 }
 
 // RouteDeps is what the per-route steps need.
@@ -140,42 +173,64 @@ type RouteDeps struct {
 	CompressMinBytes int
 }
 
-// PerRoute returns the steps of one route after it matched (route limit to proxy,
-// 6–13), outermost first, ending in the route's proxy. The body limit and
-// the balancing/proxy steps are the proxy's own.
+// PerRoute returns one route's chain, from the step after Route to the
+// route's proxy (which reads the body, balances and proxies).
 func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler, error) {
-	steps := []step{}
+	var steps []step
+	var errs []error
+	add := func(name string, wrap func(http.Handler) http.Handler, err error) {
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		steps = append(steps, step{name, wrap})
+	}
 	if rc.RateLimitRPS > 0 {
-		// 6. The route's own limit, on top of the per-IP default.
-		steps = append(steps, func(h http.Handler) (http.Handler, error) {
-			return ratelimit.NewRoute(rc.RateLimitRPS, rc.RateLimitBurst, rd.Limits, h)
-		})
+		// The route's own limit, on top of the per-client default.
+		limit, err := ratelimit.NewRoute(rc.RateLimitRPS, rc.RateLimitBurst, rd.Limits)
+		add("Route rate limit", limit, err)
 	}
-	// 7. CORS: preflights answered here, never forwarded.
-	steps = append(steps, func(h http.Handler) (http.Handler, error) { return cors.New(rd.CORSOrigins, h) })
-	// The route's methods (405 with Allow otherwise), after CORS: a
-	// preflight asks about a method, it is not one.
-	steps = append(steps, plain(func(h http.Handler) http.Handler { return methods.New(rc.Methods, h) }))
-	// 8. Auth, when the route requires it and the path is not public. It
-	// sits before the cache, so a private answer never reaches an
-	// anonymous caller.
-	steps = append(steps, plain(func(h http.Handler) http.Handler { return auth.New(rd.Auth, rc.RequireAuth, h) }))
-	// 11. Compression wraps the cache: it encodes the answer on its way
-	// out, so the cache stores one unencoded answer and every client,
-	// hit or miss, gets the encoding it accepts.
+	// Preflights answered here, never forwarded.
+	c, err := cors.New(rd.CORSOrigins)
+	add("CORS", c, err)
+	// 405 with Allow for a method the route does not serve; after CORS,
+	// since a preflight asks about a method rather than being one.
+	add("Methods", methods.New(rc.Methods), nil)
+	// Before the cache, so a private answer never reaches an anonymous
+	// caller.
+	add("Auth", auth.New(rd.Auth, rc.RequireAuth), nil)
 	if rd.CompressMinBytes >= 0 {
-		steps = append(steps, func(h http.Handler) (http.Handler, error) { return compress.New(rd.CompressMinBytes, h) })
+		// Outside the cache: the cache stores one unencoded answer and
+		// every client, hit or miss, gets the encoding it accepts.
+		gz, err := compress.New(rd.CompressMinBytes)
+		add("Compression", gz, err)
 	}
-	// 10. Cache (GET/HEAD, unless the route sets cache_ttl_secs: 0),
-	// after auth.
 	if rd.Cache != nil && !rc.NoCache {
-		steps = append(steps, plain(func(h http.Handler) http.Handler {
-			return respcache.New(rd.Cache, rc.CacheTTL, rc.CacheAuthenticated, h)
-		}))
+		add("Cache", respcache.New(rd.Cache, rc.CacheTTL, rc.CacheAuthenticated), nil)
 	}
-	h, err := build(steps, proxy)
-	if err != nil {
-		return nil, fmt.Errorf("route %s: %w", rc.Prefix, err)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("route %s: %w", rc.Prefix, errors.Join(errs...))
+	}
+	return chain(steps, step{"Body limit and buffering", func(http.Handler) http.Handler { return proxy }})
+}
+
+// chain wraps last in steps, outermost first, checking that the steps come
+// in Path's order: the order in this file is the order of the README.
+func chain(steps []step, last step) (http.Handler, error) {
+	at := -1
+	for _, s := range append(steps, last) {
+		i := slices.Index(Path, s.name)
+		if i < 0 {
+			return nil, fmt.Errorf("middleware: step %q is not in Path", s.name)
+		}
+		if i < at {
+			return nil, fmt.Errorf("middleware: step %q is out of order (see Path)", s.name)
+		}
+		at = i
+	}
+	h := last.wrap(nil)
+	for i := len(steps) - 1; i >= 0; i-- {
+		h = steps[i].wrap(h)
 	}
 	return h, nil
 }
@@ -185,23 +240,25 @@ func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler,
 // request body: the server drains up to 256 KiB of it to reuse the
 // connection, with no deadline of its own, so a client that declared a body
 // and never sends it would hold the connection forever.
-func begin(bodyTimeout, sendTimeout time.Duration, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, r := request.New(w, r, time.Now(), sendTimeout)
-		if f := in.Framing(); f != nil {
-			// What the handler reads is a body: the connection scans only
-			// the bytes read between requests (see package framing).
-			f.Serving(true)
-			defer f.Serving(false)
-		}
-		next.ServeHTTP(in.Writer(), r)
-		if r.ContentLength == 0 || in.Status() == http.StatusSwitchingProtocols {
-			return
-		}
-		deadline := time.Now().Add(bodyTimeout)
-		if w.Header().Get("Connection") == "close" {
-			deadline = time.Now() // closing anyway: do not wait for the rest
-		}
-		_ = http.NewResponseController(w).SetReadDeadline(deadline)
-	})
+func begin(bodyTimeout, sendTimeout time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			in, r := request.New(w, r, time.Now(), sendTimeout)
+			if f := in.Framing(); f != nil {
+				// What the handler reads is a body: the connection scans only
+				// the bytes read between requests (see package framing).
+				f.Serving(true)
+				defer f.Serving(false)
+			}
+			next.ServeHTTP(in.Writer(), r)
+			if r.ContentLength == 0 || in.Status() == http.StatusSwitchingProtocols {
+				return
+			}
+			deadline := time.Now().Add(bodyTimeout)
+			if w.Header().Get("Connection") == "close" {
+				deadline = time.Now() // closing anyway: do not wait for the rest
+			}
+			_ = http.NewResponseController(w).SetReadDeadline(deadline)
+		})
+	}
 }

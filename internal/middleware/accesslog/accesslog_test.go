@@ -38,7 +38,7 @@ func newHarness(inner http.HandlerFunc) *harness {
 func newHarnessWith(level slog.Level, s *Sampler, inner http.HandlerFunc) *harness {
 	hs := &harness{metrics: telemetry.NewMetrics("test")}
 	// The client IP step runs inside the access log, as in order.go.
-	hs.h = New(telemetry.NewLogger(&hs.buf, level), hs.metrics, s, clientip.New(realip.NewResolver(nil), inner))
+	hs.h = New(telemetry.NewLogger(&hs.buf, level), hs.metrics, s)(clientip.New(realip.NewResolver(nil))(inner))
 	return hs
 }
 
@@ -323,8 +323,7 @@ func TestRejectionLinesSampledRequestsAllCounted(t *testing.T) {
 			}
 			var status int
 			hs := &harness{metrics: metrics}
-			hs.h = New(telemetry.NewLogger(&hs.buf, tc.level), metrics, s, clientip.New(realip.NewResolver(nil),
-				http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) })))
+			hs.h = New(telemetry.NewLogger(&hs.buf, tc.level), metrics, s)(clientip.New(realip.NewResolver(nil))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) })))
 			sent := 0
 			for _, b := range tc.bursts {
 				status = b.status

@@ -42,7 +42,7 @@ func benchAccessLog(b *testing.B, lvl slog.Level, status, rate int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := New(telemetry.NewLogger(io.Discard, lvl), m, s, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := New(telemetry.NewLogger(io.Discard, lvl), m, s)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		request.From(r.Context()).Endpoint = "/api"
 		w.WriteHeader(status)
 	}))

@@ -93,23 +93,25 @@ func (s *Shared) Public(path string) bool {
 
 // New returns the step for one route: a pass-through when the route does not
 // require auth.
-func New(s *Shared, requireAuth bool, next http.Handler) http.Handler {
-	if !requireAuth {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in := request.From(r.Context())
-		if s.Public(in.Path) {
+func New(s *Shared, requireAuth bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if !requireAuth {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			in := request.From(r.Context())
+			if s.Public(in.Path) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			if reason, status := s.authenticate(r, in); reason != "" {
+				s.failures.WithLabelValues(reason).Inc()
+				s.refuse(w, r, in, reason, status)
+				return
+			}
 			next.ServeHTTP(w, r)
-			return
-		}
-		if reason, status := s.authenticate(r, in); reason != "" {
-			s.failures.WithLabelValues(reason).Inc()
-			s.refuse(w, r, in, reason, status)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+		})
+	}
 }
 
 // authenticate fills in.UserID and in.AuthMethod, or returns why not.

@@ -87,7 +87,7 @@ func TestAuth(t *testing.T) {
 				keyKept = r.Header.Get("X-Api-Key") != ""
 				w.WriteHeader(200)
 			})
-			h := New(s, tc.requireAuth, next)
+			h := New(s, tc.requireAuth)(next)
 			before := counterValue(s.failures.WithLabelValues(tc.reason))
 			r := httptest.NewRequest("GET", tc.path, nil)
 			for k, v := range tc.hdr {

@@ -16,17 +16,19 @@ var untrustedHeaders = []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwar
 
 // New returns the middleware: it fills request.Info and removes forwarding
 // headers that an untrusted client sent.
-func New(res *realip.Resolver, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in := request.From(r.Context())
-		out := res.Resolve(realip.PeerAddr(r.RemoteAddr), r.Header)
-		in.ClientIP, in.PeerIP, in.PeerTrusted, in.ForwardedFor = out.Client, out.Peer, out.PeerTrusted, out.ForwardedFor
-		in.ClientIPText = out.ClientText
-		if !out.PeerTrusted {
-			for _, k := range untrustedHeaders {
-				delete(r.Header, k)
+func New(res *realip.Resolver) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			in := request.From(r.Context())
+			out := res.Resolve(realip.PeerAddr(r.RemoteAddr), r.Header)
+			in.ClientIP, in.PeerIP, in.PeerTrusted, in.ForwardedFor = out.Client, out.Peer, out.PeerTrusted, out.ForwardedFor
+			in.ClientIPText = out.ClientText
+			if !out.PeerTrusted {
+				for _, k := range untrustedHeaders {
+					delete(r.Header, k)
+				}
 			}
-		}
-		next.ServeHTTP(w, r)
-	})
+			next.ServeHTTP(w, r)
+		})
+	}
 }

@@ -26,7 +26,7 @@ func TestStepFillsInfoAndScrubsUntrustedHeaders(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var seen *request.Info
 			var xff, proto string
-			h := New(res, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := New(res)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				seen = request.From(r.Context())
 				xff, proto = r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto")
 			}))

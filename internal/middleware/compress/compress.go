@@ -18,7 +18,7 @@ import (
 )
 
 // New returns the step. minBytes is COMPRESSION_MIN_BYTES.
-func New(minBytes int, next http.Handler) (http.Handler, error) {
+func New(minBytes int) (func(http.Handler) http.Handler, error) {
 	wrap, err := gzhttp.NewWrapper(
 		gzhttp.MinSize(minBytes),
 		gzhttp.ContentTypeFilter(Compressible),
@@ -29,9 +29,11 @@ func New(minBytes int, next http.Handler) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &step{plain: next}
-	s.gz = wrap(http.HandlerFunc(s.inner))
-	return s, nil
+	return func(next http.Handler) http.Handler {
+		s := &step{plain: next}
+		s.gz = wrap(http.HandlerFunc(s.inner))
+		return s
+	}, nil
 }
 
 type step struct {

@@ -69,10 +69,11 @@ func do(t *testing.T, srv *httptest.Server, method, path, ae string) (*http.Resp
 }
 
 func TestCompression(t *testing.T) {
-	h, err := New(1024, http.HandlerFunc(upstream))
+	mw, err := New(1024)
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := mw(http.HandlerFunc(upstream))
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
@@ -178,7 +179,8 @@ func TestCompressible(t *testing.T) {
 }
 
 func BenchmarkCompressGzip(b *testing.B) {
-	h, _ := New(1024, http.HandlerFunc(upstream))
+	mw, _ := New(1024)
+	h := mw(http.HandlerFunc(upstream))
 	req := httptest.NewRequest("GET", "/text", nil)
 	req.Header.Set("Accept-Encoding", "gzip")
 	b.ReportAllocs()

@@ -68,7 +68,7 @@ var varyOrigin = []string{hdrOrigin}
 // "*" or lower-cased scheme://host[:port]). See the package doc for the
 // policy. An origin holding "*" other than "*" itself is refused, since
 // rs/cors would read it as a pattern.
-func New(origins []string, next http.Handler) (http.Handler, error) {
+func New(origins []string) (func(http.Handler) http.Handler, error) {
 	opts := cors.Options{
 		AllowedMethods:       Methods,
 		AllowedHeaders:       []string{"*"}, // reflected, and only for allowed origins
@@ -105,29 +105,31 @@ func New(origins []string, next http.Handler) (http.Handler, error) {
 		opts.AllowCredentials = true
 	}
 	c := cors.New(opts)
-	inner := c.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(r.Header[hdrOrigin]) == 0 {
-			// Not a cross-origin request (rs/cors has added Vary: Origin):
-			// nothing to correct on the way back, no wrapper to allocate.
-			next.ServeHTTP(w, r)
-			return
-		}
-		// rs/cors has set its headers on w: remember them, so the upstream's
-		// copies can be replaced when the response header goes out.
-		h := w.Header()
-		cw := &writer{rw: w, origin: h[hdrAllowOrigin], creds: h[hdrAllowCreds], expose: h[hdrExpose]}
-		next.ServeHTTP(cw, r)
-		if !cw.sent {
-			// Nothing written: net/http sends an implicit 200 from w's header.
-			cw.fix()
-		}
-	}))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if v := r.Header[hdrOrigin]; len(v) > 1 {
-			delete(r.Header, hdrOrigin)
-		}
-		inner.ServeHTTP(w, r)
-	}), nil
+	return func(next http.Handler) http.Handler {
+		inner := c.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if len(r.Header[hdrOrigin]) == 0 {
+				// Not a cross-origin request (rs/cors has added Vary: Origin):
+				// nothing to correct on the way back, no wrapper to allocate.
+				next.ServeHTTP(w, r)
+				return
+			}
+			// rs/cors has set its headers on w: remember them, so the upstream's
+			// copies can be replaced when the response header goes out.
+			h := w.Header()
+			cw := &writer{rw: w, origin: h[hdrAllowOrigin], creds: h[hdrAllowCreds], expose: h[hdrExpose]}
+			next.ServeHTTP(cw, r)
+			if !cw.sent {
+				// Nothing written: net/http sends an implicit 200 from w's header.
+				cw.fix()
+			}
+		}))
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if v := r.Header[hdrOrigin]; len(v) > 1 {
+				delete(r.Header, hdrOrigin)
+			}
+			inner.ServeHTTP(w, r)
+		})
+	}, nil
 }
 
 // writer fixes the CORS headers of an actual (non-preflight) response right

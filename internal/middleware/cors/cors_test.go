@@ -26,12 +26,13 @@ const (
 // state, request ID, security headers, as order.go does) on a real socket.
 func serve(t *testing.T, origins []string, next http.Handler) string {
 	t.Helper()
-	h, err := New(origins, next)
+	mw, err := New(origins)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h = secheaders.New(h)
-	h = requestid.New(requestid.NewGenerator(), h)
+	h := mw(next)
+	h = secheaders.New()(h)
+	h = requestid.New(requestid.NewGenerator())(h)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
 		h.ServeHTTP(in.Writer(), r)
@@ -322,7 +323,7 @@ func TestNewRefusesPatterns(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := New(tc.origins, http.NotFoundHandler())
+			_, err := New(tc.origins)
 			if (err == nil) != tc.ok {
 				t.Errorf("New(%q) error = %v, want ok=%v", tc.origins, err, tc.ok)
 			}
@@ -331,12 +332,13 @@ func TestNewRefusesPatterns(t *testing.T) {
 }
 
 func BenchmarkActualRequest(b *testing.B) {
-	h, err := New([]string{allowed}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusOK)
-	}))
+	mw, err := New([]string{allowed})
 	if err != nil {
 		b.Fatal(err)
 	}
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	}))
 	r := httptest.NewRequest("GET", "/x", nil)
 	r.Header.Set("Origin", allowed)
 	w := &discard{h: make(http.Header, 8)}

@@ -37,12 +37,13 @@ func newEdge(tb testing.TB, now func() time.Time, maxTracked, threshold int, rps
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rl, err := ratelimit.New(rps, burst, shared, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusOK)
-	}))
+	limit, err := ratelimit.New(rps, burst, shared)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	rl := limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	})).(*ratelimit.Limiter)
 	guard, err := ddos.New(ddos.Config{
 		Threshold: threshold, BlockDuration: 10 * time.Minute, MaxTrackedIPs: maxTracked,
 		Registerer: reg, Now: now,
@@ -50,7 +51,7 @@ func newEdge(tb testing.TB, now func() time.Time, maxTracked, threshold int, rps
 	if err != nil {
 		tb.Fatal(err)
 	}
-	inner := clientip.New(realip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}), guard)
+	inner := clientip.New(realip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}))(guard)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)

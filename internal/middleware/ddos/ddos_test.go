@@ -50,7 +50,7 @@ func newFixture(t testing.TB, c Config, allow ...string) *fixture {
 	for _, a := range allow {
 		allowed[netip.MustParseAddr(a)] = true
 	}
-	inner := clientip.New(resolver, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	inner := clientip.New(resolver)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in := request.From(r.Context())
 		in.Allowlisted = allowed[in.ClientIP]
 		f.guard.ServeHTTP(w, r)

@@ -42,8 +42,8 @@ func chain(l *iplist.Lists, trusted []netip.Prefix, log *slog.Logger, reg promet
 		reached = request.From(r.Context())
 		w.WriteHeader(http.StatusNoContent)
 	})
-	filter := New(l, log, reg, final)
-	ip := clientip.New(realip.NewResolver(trusted), filter)
+	filter := New(l, log, reg)(final)
+	ip := clientip.New(realip.NewResolver(trusted))(filter)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached = nil
 		in, r := request.New(w, r, time.Now(), 0)
@@ -227,7 +227,7 @@ func (w *nopWriter) WriteHeader(int)             {}
 // The step adds no allocation for an allowed or neutral client.
 func TestMiddlewareAllocs(t *testing.T) {
 	l := iplist.NewLists(prefixes("203.0.113.0/24"), prefixes("192.0.2.0/24"))
-	h := New(l, nil, prometheus.NewRegistry(), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	h := New(l, nil, prometheus.NewRegistry())(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	for _, client := range []string{"203.0.113.5", "198.51.100.1", "2001:db8::1"} {
 		w := &nopWriter{h: http.Header{}}
 		in, r := request.New(w, httptest.NewRequest(http.MethodGet, "/", nil), time.Now(), 0)
@@ -242,7 +242,7 @@ func TestMiddlewareAllocs(t *testing.T) {
 // flat in the size of the lists, is iplist's BenchmarkLookup.
 func BenchmarkMiddleware(b *testing.B) {
 	l := iplist.NewLists(prefixes("203.0.113.0/24", "2001:db8::/32"), prefixes("192.0.2.0/24"))
-	h := New(l, nil, prometheus.NewRegistry(), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	h := New(l, nil, prometheus.NewRegistry())(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	w := &nopWriter{h: http.Header{}}
 	in, req := request.New(w, httptest.NewRequest(http.MethodGet, "/", nil), time.Now(), 0)
 	in.ClientIP = mustAddr("198.51.100.1")

@@ -23,7 +23,7 @@ func TestMethods(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			w := httptest.NewRecorder()
-			New(tc.allowed, ok).ServeHTTP(w, httptest.NewRequest(tc.method, "/x", nil))
+			New(tc.allowed)(ok).ServeHTTP(w, httptest.NewRequest(tc.method, "/x", nil))
 			if w.Code != tc.want || w.Header().Get("Allow") != tc.wantAllow {
 				t.Errorf("%d Allow %q, want %d %q", w.Code, w.Header().Get("Allow"), tc.want, tc.wantAllow)
 			}

@@ -229,41 +229,66 @@ type Limiter struct {
 	table         *iptrack.Table[int64] // client key -> theoretical arrival time (ns since epoch)
 }
 
-// New returns the per-IP default limiter: rps tokens per
-// second (MAX_REQUESTS_PER_SECOND, > 0), bursts of up to burst requests
+// New returns the per-client default limit step: rps tokens per second
+// (MAX_REQUESTS_PER_SECOND, > 0), bursts of up to burst requests
 // (MAX_BURST_SIZE, ≥ 1), one bucket per client key. Over the limit a
 // request gets 429 with Retry-After; every limited response carries
 // RateLimit-Limit, -Remaining and -Reset. Allow-listed clients are not
 // limited. A trusted proxy that sent no usable X-Forwarded-For is its own
 // client here and is limited like any other: exempting it would exempt
 // every local process, and every client of a proxy that forgot the header.
-func New(rps float64, burst int, s *Shared, next http.Handler) (*Limiter, error) {
-	return newLimiter(rps, burst, s, next, false)
+func New(rps float64, burst int, s *Shared) (func(http.Handler) http.Handler, error) {
+	return step(rps, burst, s, false)
 }
 
-// NewRoute returns a per-route limiter (rate_limit_rps, rate_limit_burst),
-// run after routing on top of the per-IP default, with its own buckets. It
-// counts in the same rate_limited_requests_total. When both limits answer,
-// the RateLimit-* headers describe the one closer to running out.
-func NewRoute(rps float64, burst int, s *Shared, next http.Handler) (*Limiter, error) {
-	return newLimiter(rps, burst, s, next, true)
+// NewRoute returns a per-route limit step (rate_limit_rps,
+// rate_limit_burst), run after routing on top of the per-client default,
+// with its own buckets. It counts in the same rate_limited_requests_total.
+// When both limits answer, the RateLimit-* headers describe the one closer
+// to running out.
+func NewRoute(rps float64, burst int, s *Shared) (func(http.Handler) http.Handler, error) {
+	return step(rps, burst, s, true)
+}
+
+// step checks the settings now; each chain the step wraps gets its own
+// buckets.
+func step(rps float64, burst int, s *Shared, route bool) (func(http.Handler) http.Handler, error) {
+	if s == nil {
+		return nil, errors.New("ratelimit: nil Shared")
+	}
+	if _, _, err := bucket(rps, burst); err != nil {
+		return nil, err
+	}
+	return func(next http.Handler) http.Handler {
+		l, _ := newLimiter(rps, burst, s, next, route)
+		return l
+	}, nil
+}
+
+// bucket checks a limit and returns its GCRA parameters in nanoseconds: the
+// time one token takes to refill and the whole bucket's worth.
+func bucket(rps float64, burst int) (interval, tau int64, err error) {
+	if !(rps > 0) || math.IsInf(rps, 0) {
+		return 0, 0, fmt.Errorf("ratelimit: rate %v: expected a number > 0", rps)
+	}
+	if burst < 1 {
+		return 0, 0, fmt.Errorf("ratelimit: burst %d: expected an integer >= 1", burst)
+	}
+	interval = max(int64(math.Round(float64(time.Second)/rps)), 1)
+	if int64(burst) > math.MaxInt64/4/interval {
+		return 0, 0, fmt.Errorf("ratelimit: burst %d at %v/s: bucket too large", burst, rps)
+	}
+	return interval, int64(burst) * interval, nil
 }
 
 func newLimiter(rps float64, burst int, s *Shared, next http.Handler, route bool) (*Limiter, error) {
 	if s == nil || next == nil {
 		return nil, errors.New("ratelimit: nil Shared or next handler")
 	}
-	if !(rps > 0) || math.IsInf(rps, 0) {
-		return nil, fmt.Errorf("ratelimit: rate %v: expected a number > 0", rps)
+	interval, tau, err := bucket(rps, burst)
+	if err != nil {
+		return nil, err
 	}
-	if burst < 1 {
-		return nil, fmt.Errorf("ratelimit: burst %d: expected an integer >= 1", burst)
-	}
-	interval := max(int64(math.Round(float64(time.Second)/rps)), 1)
-	if int64(burst) > math.MaxInt64/4/interval {
-		return nil, fmt.Errorf("ratelimit: burst %d at %v/s: bucket too large", burst, rps)
-	}
-	tau := int64(burst) * interval
 	capacity := s.maxTracked
 	if route {
 		capacity = s.routeMaxTracked

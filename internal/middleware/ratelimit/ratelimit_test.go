@@ -41,7 +41,7 @@ func envelope(h http.Handler, allow ...string) http.Handler {
 		in.Allowlisted = allowed[in.ClientIP]
 		h.ServeHTTP(w, r)
 	})
-	inner := clientip.New(resolver, mark)
+	inner := clientip.New(resolver)(mark)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)
@@ -75,7 +75,7 @@ func newFixture(t testing.TB) *fixture {
 
 func (f *fixture) limiter(t testing.TB, rps float64, burst int, next http.Handler) *Limiter {
 	t.Helper()
-	l, err := New(rps, burst, f.shared, next)
+	l, err := newLimiter(rps, burst, f.shared, next, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestKeys(t *testing.T) {
 
 func TestRouteLimiter(t *testing.T) {
 	f := newFixture(t)
-	route, err := NewRoute(1, 2, f.shared, ok)
+	route, err := newLimiter(1, 2, f.shared, ok, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestRouteLimiter(t *testing.T) {
 	}
 
 	// A route limit looser than the default leaves the default's headers.
-	loose, err := NewRoute(1000, 500, f.shared, ok)
+	loose, err := newLimiter(1000, 500, f.shared, ok, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,15 +306,15 @@ func TestConstructorValidates(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := New(tc.rps, tc.burst, f.shared, ok); err == nil {
+			if _, err := New(tc.rps, tc.burst, f.shared); err == nil {
 				t.Fatal("accepted")
 			}
-			if _, err := NewRoute(tc.rps, tc.burst, f.shared, ok); err == nil {
+			if _, err := NewRoute(tc.rps, tc.burst, f.shared); err == nil {
 				t.Fatal("route limiter accepted")
 			}
 		})
 	}
-	if _, err := New(1, 1, nil, ok); err == nil {
+	if _, err := New(1, 1, nil); err == nil {
 		t.Fatal("nil Shared accepted")
 	}
 	if _, err := NewShared(Config{MaxTrackedIPs: -1}); err == nil {
@@ -352,7 +352,7 @@ func TestReplacedRouteLimitersAreForgotten(t *testing.T) {
 	keep := f.limiter(t, 1, 1, ok)
 	func() {
 		for range 10 {
-			l, err := NewRoute(1, 1, f.shared, ok)
+			l, err := newLimiter(1, 1, f.shared, ok, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -441,7 +441,7 @@ func TestDefaultClockIsArrivalTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := New(1, 1, shared, ok)
+	l, err := newLimiter(1, 1, shared, ok, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,7 +66,7 @@ func TestRemoteRouteLimiterScopesByRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl, err := NewRoute(1, 5, f.shared, ok)
+	rl, err := newLimiter(1, 5, f.shared, ok, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func serve(t *testing.T, mux http.Handler) (*httptest.Server, *testutil.SyncBuff
 	t.Helper()
 	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	inner := requestid.New(requestid.NewGenerator(), New(log, mux))
+	inner := requestid.New(requestid.NewGenerator())(New(log)(mux))
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)

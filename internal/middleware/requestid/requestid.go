@@ -56,21 +56,23 @@ func Valid(id string) bool {
 }
 
 // New returns the middleware.
-func New(g *Generator, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in := request.From(r.Context())
-		vals := r.Header[Header]
-		if len(vals) == 1 && Valid(vals[0]) {
-			in.ID = vals[0]
-		} else {
-			in.ID = g.Next()
-			vals = []string{in.ID}
-			r.Header[Header] = vals
-		}
-		// The same one-element slice serves every header map; nobody
-		// modifies header values in place.
-		in.IDValues = vals
-		w.Header()[Header] = vals
-		next.ServeHTTP(w, r)
-	})
+func New(g *Generator) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			in := request.From(r.Context())
+			vals := r.Header[Header]
+			if len(vals) == 1 && Valid(vals[0]) {
+				in.ID = vals[0]
+			} else {
+				in.ID = g.Next()
+				vals = []string{in.ID}
+				r.Header[Header] = vals
+			}
+			// The same one-element slice serves every header map; nobody
+			// modifies header values in place.
+			in.IDValues = vals
+			w.Header()[Header] = vals
+			next.ServeHTTP(w, r)
+		})
+	}
 }

@@ -119,7 +119,7 @@ func TestMiddleware(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var seenInfo, seenHeader []string
-			h := New(g, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := New(g)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				seenInfo = []string{request.From(r.Context()).ID}
 				seenHeader = r.Header[Header]
 			}))

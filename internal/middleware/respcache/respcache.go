@@ -135,8 +135,10 @@ type step struct {
 }
 
 // New returns the cache step of one route.
-func New(s *Shared, ttl time.Duration, authenticated bool, next http.Handler) http.Handler {
-	return &step{s: s, ttl: ttl, authenticated: authenticated, next: next}
+func New(s *Shared, ttl time.Duration, authenticated bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return &step{s: s, ttl: ttl, authenticated: authenticated, next: next}
+	}
 }
 
 func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -19,7 +19,7 @@ import (
 // context) on a real server.
 func serveStep(t *testing.T, s *Shared, next http.HandlerFunc) *httptest.Server {
 	t.Helper()
-	step := New(s, time.Minute, false, next)
+	step := New(s, time.Minute, false)(next)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
 		step.ServeHTTP(in.Writer(), r)
@@ -190,7 +190,7 @@ func TestWaitersDoNotWaitOutALongLeader(t *testing.T) {
 
 func TestEarlyHintsLeaveTheGatewaysHeaders(t *testing.T) {
 	s := newShared(t)
-	step := New(s, time.Minute, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	step := New(s, time.Minute, false)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</style.css>; rel=preload")
 		w.Header().Set("X-Request-Id", "upstream-echo")
 		w.WriteHeader(http.StatusEarlyHints)

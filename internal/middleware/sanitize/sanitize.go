@@ -27,63 +27,65 @@ var identityHeaders = []string{"X-User-Id", "X-Auth-Method"}
 var allowAll = []string{"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"}
 
 // New returns the middleware.
-func New(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodConnect || r.Method == http.MethodTrace {
-			// CONNECT asks for a tunnel past routing and auth; TRACE echoes
-			// the request, credentials included, back to a script.
-			w.Header()["Allow"] = allowAll
-			w.Header().Set("Connection", "close")
-			gwerror.Write(w, r, http.StatusMethodNotAllowed, "method not allowed")
-			return
-		}
-		if len(r.RequestURI) > MaxRequestTarget {
-			w.Header().Set("Connection", "close")
-			gwerror.Write(w, r, http.StatusRequestURITooLong, "request target too long")
-			return
-		}
-		h := r.Header
-		if len(h["Authorization"]) > 1 || len(h["X-Api-Key"]) > 1 {
-			gwerror.Write(w, r, http.StatusBadRequest, "duplicate credential header")
-			return
-		}
-		for k := range h {
-			// nginx's underscores_in_headers off: an underscore twin such as
-			// X_Real_IP must never reach an upstream that folds it.
-			if strings.IndexByte(k, '_') >= 0 {
-				delete(h, k)
-			}
-		}
-		for _, k := range identityHeaders {
-			delete(h, k)
-		}
-		if up := h["Upgrade"]; len(up) > 0 && !(len(up) == 1 && strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
-			// Only WebSocket is proxied; an h2c (or any other) upgrade would
-			// tunnel a second protocol past routing and auth.
-			delete(h, "Upgrade")
-			delete(h, "Http2-Settings")
-		}
-		if !r.ProtoAtLeast(1, 1) {
-			if f := request.From(r.Context()).Framing(); f != nil && f.SawTransferEncoding() {
-				// net/http ignored the header and framed the body some
-				// other way: what follows on the connection would be
-				// read as requests (RFC 9112 §6.1: faulty, close).
+func New() func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodConnect || r.Method == http.MethodTrace {
+				// CONNECT asks for a tunnel past routing and auth; TRACE echoes
+				// the request, credentials included, back to a script.
+				w.Header()["Allow"] = allowAll
 				w.Header().Set("Connection", "close")
-				gwerror.Write(w, r, http.StatusBadRequest, "Transfer-Encoding in an HTTP/1.0 request")
+				gwerror.Write(w, r, http.StatusMethodNotAllowed, "method not allowed")
 				return
 			}
-		}
-		if len(r.TransferEncoding) > 0 || (!r.ProtoAtLeast(1, 1) && r.ContentLength != 0) {
-			// net/http drops a Content-Length that came with
-			// Transfer-Encoding and reads the body as chunked, but keeps the
-			// connection open. We cannot tell whether a Content-Length was
-			// there, so no request may follow a chunked one on the same
-			// connection: nothing can ride on a framing disagreement. The
-			// same for HTTP/1.0 with a body: net/http ignores a 1.0
-			// Transfer-Encoding and frames by Content-Length, which the
-			// sender may not have meant.
-			w.Header().Set("Connection", "close")
-		}
-		next.ServeHTTP(w, r)
-	})
+			if len(r.RequestURI) > MaxRequestTarget {
+				w.Header().Set("Connection", "close")
+				gwerror.Write(w, r, http.StatusRequestURITooLong, "request target too long")
+				return
+			}
+			h := r.Header
+			if len(h["Authorization"]) > 1 || len(h["X-Api-Key"]) > 1 {
+				gwerror.Write(w, r, http.StatusBadRequest, "duplicate credential header")
+				return
+			}
+			for k := range h {
+				// nginx's underscores_in_headers off: an underscore twin such as
+				// X_Real_IP must never reach an upstream that folds it.
+				if strings.IndexByte(k, '_') >= 0 {
+					delete(h, k)
+				}
+			}
+			for _, k := range identityHeaders {
+				delete(h, k)
+			}
+			if up := h["Upgrade"]; len(up) > 0 && !(len(up) == 1 && strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
+				// Only WebSocket is proxied; an h2c (or any other) upgrade would
+				// tunnel a second protocol past routing and auth.
+				delete(h, "Upgrade")
+				delete(h, "Http2-Settings")
+			}
+			if !r.ProtoAtLeast(1, 1) {
+				if f := request.From(r.Context()).Framing(); f != nil && f.SawTransferEncoding() {
+					// net/http ignored the header and framed the body some
+					// other way: what follows on the connection would be
+					// read as requests (RFC 9112 §6.1: faulty, close).
+					w.Header().Set("Connection", "close")
+					gwerror.Write(w, r, http.StatusBadRequest, "Transfer-Encoding in an HTTP/1.0 request")
+					return
+				}
+			}
+			if len(r.TransferEncoding) > 0 || (!r.ProtoAtLeast(1, 1) && r.ContentLength != 0) {
+				// net/http drops a Content-Length that came with
+				// Transfer-Encoding and reads the body as chunked, but keeps the
+				// connection open. We cannot tell whether a Content-Length was
+				// there, so no request may follow a chunked one on the same
+				// connection: nothing can ride on a framing disagreement. The
+				// same for HTTP/1.0 with a body: net/http ignores a 1.0
+				// Transfer-Encoding and frames by Content-Length, which the
+				// sender may not have meant.
+				w.Header().Set("Connection", "close")
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }

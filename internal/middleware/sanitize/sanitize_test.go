@@ -18,7 +18,7 @@ import (
 // it received as JSON.
 func serve(t *testing.T) *httptest.Server {
 	t.Helper()
-	inner := New(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	inner := New()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(r.Header)

@@ -39,15 +39,17 @@ func apply(h http.Header) {
 
 // New returns the middleware. The headers are added when the response header
 // is sent, after the upstream's headers are known.
-func New(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in := request.From(r.Context())
-		in.OnHeader(apply)
-		next.ServeHTTP(w, r)
-		if !in.HeaderSent() {
-			// The handler wrote nothing: net/http will send an implicit 200
-			// without calling WriteHeader, so the headers go on here.
-			apply(w.Header())
-		}
-	})
+func New() func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			in := request.From(r.Context())
+			in.OnHeader(apply)
+			next.ServeHTTP(w, r)
+			if !in.HeaderSent() {
+				// The handler wrote nothing: net/http will send an implicit 200
+				// without calling WriteHeader, so the headers go on here.
+				apply(w.Header())
+			}
+		})
+	}
 }

@@ -17,7 +17,7 @@ import (
 // begin does, then this middleware) on a real server.
 func serve(t *testing.T, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
-	inner := New(h)
+	inner := New()(h)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)

@@ -27,44 +27,46 @@ var ErrShed = errors.New("load shed: too many requests in flight")
 // (metric not registered); registering twice on one registry shares the
 // counter. Place it so the gateway's own /health, /livez and /readyz
 // bypass it.
-func New(max int, reg prometheus.Registerer, next http.Handler) http.Handler {
-	if max <= 0 {
-		return next
-	}
-	shed := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "load_shed_requests_total",
-		Help: "Requests answered 503 at once because MAX_INFLIGHT requests were in flight.",
-	})
-	shed = telemetry.MustRegister(reg, shed)
-	var inflight atomic.Int64
-	limit := int64(max)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if inflight.Add(1) > limit {
-			inflight.Add(-1)
-			shed.Inc()
-			if in := request.From(r.Context()); in != nil {
-				in.Err = ErrShed
-			}
-			w.Header().Set("Retry-After", "1")
-			gwerror.Write(w, r, http.StatusServiceUnavailable, "overloaded, retry later")
-			return
+func New(max int, reg prometheus.Registerer) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if max <= 0 {
+			return next
 		}
-		in := request.From(r.Context())
-		if len(r.Header["Upgrade"]) == 0 || in == nil {
-			defer inflight.Add(-1)
-			next.ServeHTTP(w, r)
-			return
-		}
-		// Hijack runs on this goroutine, so a plain flag will do.
-		held := true
-		release := func() {
-			if held {
-				held = false
+		shed := prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "load_shed_requests_total",
+			Help: "Requests answered 503 at once because MAX_INFLIGHT requests were in flight.",
+		})
+		shed = telemetry.MustRegister(reg, shed)
+		var inflight atomic.Int64
+		limit := int64(max)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if inflight.Add(1) > limit {
 				inflight.Add(-1)
+				shed.Inc()
+				if in := request.From(r.Context()); in != nil {
+					in.Err = ErrShed
+				}
+				w.Header().Set("Retry-After", "1")
+				gwerror.Write(w, r, http.StatusServiceUnavailable, "overloaded, retry later")
+				return
 			}
-		}
-		in.OnHijack(func(c net.Conn) net.Conn { release(); return c })
-		defer release()
-		next.ServeHTTP(w, r)
-	})
+			in := request.From(r.Context())
+			if len(r.Header["Upgrade"]) == 0 || in == nil {
+				defer inflight.Add(-1)
+				next.ServeHTTP(w, r)
+				return
+			}
+			// Hijack runs on this goroutine, so a plain flag will do.
+			held := true
+			release := func() {
+				if held {
+					held = false
+					inflight.Add(-1)
+				}
+			}
+			in.OnHijack(func(c net.Conn) net.Conn { release(); return c })
+			defer release()
+			next.ServeHTTP(w, r)
+		})
+	}
 }

@@ -43,7 +43,7 @@ func TestShedsBeyondMax(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			release := make(chan struct{})
 			entered := make(chan struct{}, tc.max)
-			h := New(tc.max, reg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := New(tc.max, reg)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/block" {
 					entered <- struct{}{}
 					<-release
@@ -124,13 +124,13 @@ func TestDisabledAndNilRegistry(t *testing.T) {
 		{name: "nil registry", max: 3},
 		{name: "registered twice on one registry", max: 3, reg: func() prometheus.Registerer {
 			r := prometheus.NewRegistry()
-			New(1, r, next)
+			New(1, r)(next)
 			return r
 		}()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := New(tc.max, tc.reg, next)
+			h := New(tc.max, tc.reg)(next)
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 			if rec.Code != http.StatusOK {

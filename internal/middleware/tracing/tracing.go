@@ -17,54 +17,56 @@ import (
 )
 
 // New returns the step; with a nil tracer (tracing off) it is next itself.
-func New(tracer trace.Tracer, prop propagation.TextMapPropagator, next http.Handler) http.Handler {
-	if tracer == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in := request.From(r.Context())
-		ctx := prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := tracer.Start(ctx, "gateway.request", trace.WithSpanKind(trace.SpanKindServer))
-		if !span.IsRecording() {
-			// Not sampled: carry the context (so the upstream still gets a
-			// traceparent) but build no attributes.
-			next.ServeHTTP(w, r.WithContext(ctx))
-			span.End()
-			return
+func New(tracer trace.Tracer, prop propagation.TextMapPropagator) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if tracer == nil {
+			return next
 		}
-		span.SetAttributes(
-			attribute.String("http.request.method", r.Method),
-			attribute.String("url.path", r.URL.Path),
-			attribute.String("client.address", in.ClientIPText),
-			attribute.String("request.id", in.ID),
-		)
-		defer func() {
-			status := in.Status()
-			if in.LogStatus != 0 {
-				status = in.LogStatus
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			in := request.From(r.Context())
+			ctx := prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+			ctx, span := tracer.Start(ctx, "gateway.request", trace.WithSpanKind(trace.SpanKindServer))
+			if !span.IsRecording() {
+				// Not sampled: carry the context (so the upstream still gets a
+				// traceparent) but build no attributes.
+				next.ServeHTTP(w, r.WithContext(ctx))
+				span.End()
+				return
 			}
-			attrs := []attribute.KeyValue{
-				attribute.String("http.route", in.Endpoint),
-				attribute.Int("http.response.status_code", status),
-			}
-			if in.UserID != "" {
-				attrs = append(attrs, attribute.String("user.id", in.UserID))
-			}
-			if in.Backend != "" {
-				attrs = append(attrs, attribute.String("backend", in.Backend))
-			}
-			if in.Attempts > 1 {
-				attrs = append(attrs, attribute.Int("retries", in.Attempts-1))
-			}
-			span.SetAttributes(attrs...)
-			if in.Err != nil {
-				span.SetAttributes(attribute.String("error", in.Err.Error()))
-			}
-			if status >= 500 {
-				span.SetStatus(codes.Error, strconv.Itoa(status))
-			}
-			span.End()
-		}()
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
+			span.SetAttributes(
+				attribute.String("http.request.method", r.Method),
+				attribute.String("url.path", r.URL.Path),
+				attribute.String("client.address", in.ClientIPText),
+				attribute.String("request.id", in.ID),
+			)
+			defer func() {
+				status := in.Status()
+				if in.LogStatus != 0 {
+					status = in.LogStatus
+				}
+				attrs := []attribute.KeyValue{
+					attribute.String("http.route", in.Endpoint),
+					attribute.Int("http.response.status_code", status),
+				}
+				if in.UserID != "" {
+					attrs = append(attrs, attribute.String("user.id", in.UserID))
+				}
+				if in.Backend != "" {
+					attrs = append(attrs, attribute.String("backend", in.Backend))
+				}
+				if in.Attempts > 1 {
+					attrs = append(attrs, attribute.Int("retries", in.Attempts-1))
+				}
+				span.SetAttributes(attrs...)
+				if in.Err != nil {
+					span.SetAttributes(attribute.String("error", in.Err.Error()))
+				}
+				if status >= 500 {
+					span.SetStatus(codes.Error, strconv.Itoa(status))
+				}
+				span.End()
+			}()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
 }

@@ -30,7 +30,7 @@ func BenchmarkServerSpan(b *testing.B) {
 			h := http.Handler(final)
 			if bc.sampler != nil {
 				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(bc.sampler))
-				h = New(tp.Tracer("bench"), prop, final)
+				h = New(tp.Tracer("bench"), prop)(final)
 			}
 			req := httptest.NewRequest(http.MethodGet, "/api/x", nil)
 			w := httptest.NewRecorder()

@@ -1,8 +1,8 @@
-// Package runtime builds the immutable route table the gateway serves from
+// Package routetable builds the immutable route table the gateway serves from
 // (a Snapshot) and holds the current one behind an atomic pointer, so a
 // configuration swap is a single store and in-flight requests finish on the
 // snapshot they started with.
-package runtime
+package routetable
 
 import (
 	"fmt"
