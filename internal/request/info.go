@@ -44,8 +44,6 @@ type Info struct {
 	// Path is the cleaned request path that was routed and authorised; it
 	// is what goes upstream (minus the prefix when the route strips it).
 	Path string
-	// Route is the matched route (the runtime package's type), nil before routing.
-	Route any
 	// Proxy is the proxy package's per-request state.
 	Proxy any
 	// Backend is the URL of the last backend tried.

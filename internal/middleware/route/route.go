@@ -11,8 +11,8 @@ import (
 
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/request"
-	"github.com/portcullis/portcullis/internal/routetable"
 	"github.com/portcullis/portcullis/internal/router"
+	"github.com/portcullis/portcullis/internal/routetable"
 )
 
 // Tunnel wraps the client side of an upgraded connection; cancel ends the
