@@ -159,8 +159,15 @@ func From(ctx context.Context) *Info {
 // Writer returns the ResponseWriter that records status and size.
 func (in *Info) Writer() http.ResponseWriter { return (*writer)(in) }
 
-// OnHeader registers fn to run once right before the response header goes out.
-func (in *Info) OnHeader(fn func(http.Header)) { in.onHdr = fn }
+// OnHeader registers fn to run once right before the response header goes
+// out. Several may be registered: they run in the order they were.
+func (in *Info) OnHeader(fn func(http.Header)) {
+	if prev := in.onHdr; prev != nil {
+		in.onHdr = func(h http.Header) { prev(h); fn(h) }
+		return
+	}
+	in.onHdr = fn
+}
 
 // OnHijack registers fn to wrap a hijacked (upgraded) connection. Several
 // may be registered: they run in order, each wrapping what the one before
