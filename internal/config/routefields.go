@@ -12,8 +12,8 @@ import (
 )
 
 // routeFields declares every member of a route object (SERVICE_ROUTES,
-// CONFIG_FILE's routes), in the order GET /admin/config shows them.
-// Anything else in a route object is an error. Each entry says once what
+// CONFIG_FILE's routes), in the order GET /admin/config shows them and
+// their problems are listed. Anything else in a route object is an error. Each entry says once what
 // the member's JSON must look like, how its value is checked, which Route
 // field it sets, its default and how the view shows it. A new route option
 // is therefore a Route field plus one entry here; the README's "Routes"
