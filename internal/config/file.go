@@ -139,18 +139,18 @@ type rawFile struct {
 
 var fileFields = func() map[string]field[rawFile] {
 	m := map[string]field[rawFile]{
-		"routes": {func(f *rawFile) any { return &f.Routes }, "an array of route objects (as in SERVICE_ROUTES)"},
+		"routes": into("an array of route objects (as in SERVICE_ROUTES)", func(f *rawFile) **[]json.RawMessage { return &f.Routes }),
 	}
 	for _, k := range FileKeys {
 		if k == "routes" {
 			continue
 		}
-		m[k] = field[rawFile]{func(f *rawFile) any {
+		m[k] = into("a value", func(f *rawFile) *tunableSink {
 			if f.Tunable == nil {
 				f.Tunable = map[string]json.RawMessage{}
 			}
 			return &tunableSink{f: f, key: k}
-		}, "a value"}
+		})
 	}
 	return m
 }()
@@ -176,8 +176,8 @@ func (c *Config) applyFile(p *parser, data []byte) {
 		p.failf(fileName, "%s: %v", c.ConfigFile, err)
 		return
 	}
-	raw, _, ok := decodeObject(p, fileName, doc, fileFields)
-	if !ok {
+	var raw rawFile
+	if _, ok := decodeObject(p, fileName, doc, fileFields, &raw); !ok {
 		return
 	}
 	// The tunables go through the variables' own parsers, with the file's

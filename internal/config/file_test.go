@@ -240,7 +240,23 @@ func TestViewRedactsSecrets(t *testing.T) {
 	if v.RoutesSource != "CONFIG_FILE" || v.ConfigFile != path || len(v.Routes) != 1 {
 		t.Fatalf("view: %+v", v)
 	}
-	r := v.Routes[0]
+	var r struct {
+		Prefix  string `json:"prefix"`
+		Targets []struct {
+			URL    string `json:"url"`
+			Weight int    `json:"weight"`
+		} `json:"targets"`
+		TimeoutSecs    float64 `json:"timeout_secs"`
+		RateLimitBurst int     `json:"rate_limit_burst"`
+		Algo           string  `json:"algo"`
+	}
+	js, err := json.Marshal(v.Routes[0])
+	if err == nil {
+		err = json.Unmarshal(js, &r)
+	}
+	if err != nil {
+		t.Fatalf("route object %s: %v", js, err)
+	}
 	if r.Prefix != "/a" || r.Targets[0].URL != "http://a:81" || r.Targets[0].Weight != 1 || r.TimeoutSecs != 30 || r.RateLimitBurst != 5 || r.Algo != "least-conn" {
 		t.Errorf("route object %+v", r)
 	}

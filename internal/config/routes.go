@@ -7,15 +7,11 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"net/url"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // Target is one backend of a route's pool.
@@ -97,68 +93,14 @@ var defaultRoutes = []struct{ prefix, url string }{
 	{"/api/agent", "http://localhost:8788"},
 }
 
-// rawRoute is one SERVICE_ROUTES object; nil = absent or null.
-type rawRoute struct {
-	Prefix             *string
-	TargetURL          *string
-	Targets            *[]json.RawMessage
-	StripPrefix        *bool
-	RequireAuth        *bool
-	Weight             *int
-	TimeoutSecs        *float64
-	CacheTTLSecs       *float64
-	CacheAuthenticated *bool
-	Algo               *string
-	MaxBodyBytes       *int64
-	RateLimitRPS       *float64
-	RateLimitBurst     *int
-	Methods            *[]string
-	BreakerOn5xx       *bool
-	UpstreamKeepalive  *bool
-}
-
 type rawTarget struct {
 	URL    *string
 	Weight *int
 }
 
-// field says where a JSON member is decoded to and what it must look like.
-type field[T any] struct {
-	dest func(*T) any
-	want string
-}
-
-const (
-	wantString = "a string"
-	wantBool   = "true or false"
-	wantInt    = "an integer"
-	wantNumber = "a number"
-)
-
-// routeFields is the complete list of route members (README "Routes");
-// anything else is an error.
-var routeFields = map[string]field[rawRoute]{
-	"prefix":              {func(r *rawRoute) any { return &r.Prefix }, wantString},
-	"target_url":          {func(r *rawRoute) any { return &r.TargetURL }, wantString},
-	"targets":             {func(r *rawRoute) any { return &r.Targets }, `an array such as [{"url":"http://a:8080","weight":2}]`},
-	"strip_prefix":        {func(r *rawRoute) any { return &r.StripPrefix }, wantBool},
-	"require_auth":        {func(r *rawRoute) any { return &r.RequireAuth }, wantBool},
-	"weight":              {func(r *rawRoute) any { return &r.Weight }, wantInt},
-	"timeout_secs":        {func(r *rawRoute) any { return &r.TimeoutSecs }, wantNumber},
-	"cache_ttl_secs":      {func(r *rawRoute) any { return &r.CacheTTLSecs }, wantNumber},
-	"cache_authenticated": {func(r *rawRoute) any { return &r.CacheAuthenticated }, wantBool},
-	"algo":                {func(r *rawRoute) any { return &r.Algo }, wantString},
-	"max_body_bytes":      {func(r *rawRoute) any { return &r.MaxBodyBytes }, wantInt},
-	"rate_limit_rps":      {func(r *rawRoute) any { return &r.RateLimitRPS }, wantNumber},
-	"rate_limit_burst":    {func(r *rawRoute) any { return &r.RateLimitBurst }, wantInt},
-	"methods":             {func(r *rawRoute) any { return &r.Methods }, `an array of methods such as ["GET","POST"]`},
-	"breaker_on_5xx":      {func(r *rawRoute) any { return &r.BreakerOn5xx }, wantBool},
-	"upstream_keepalive":  {func(r *rawRoute) any { return &r.UpstreamKeepalive }, wantBool},
-}
-
 var targetFields = map[string]field[rawTarget]{
-	"url":    {func(t *rawTarget) any { return &t.URL }, wantString},
-	"weight": {func(t *rawTarget) any { return &t.Weight }, wantInt},
+	"url":    into(wantString, func(t *rawTarget) **string { return &t.URL }),
+	"weight": into(wantInt, func(t *rawTarget) **int { return &t.Weight }),
 }
 
 // routeBuilder collects routes from every source, checking prefixes are unique.
@@ -209,20 +151,16 @@ func (c *Config) loadRoutes(p *parser, environ []string) {
 	c.RoutesSource = strings.Join(sources, ",")
 }
 
-// newRoute returns a route with the global defaults applied.
+// newRoute returns a route with every member's default (see routeFields):
+// a constant, or the global variable the member overrides.
 func (b *routeBuilder) newRoute(name, prefix string, targets []Target) Route {
-	return Route{
-		Name:         name,
-		Prefix:       prefix,
-		Targets:      targets,
-		StripPrefix:  true,
-		Timeout:      b.c.ConnectionTimeout,
-		CacheTTL:     b.c.CacheTTL,
-		Algo:         b.c.LoadBalancingAlgo,
-		MaxBodyBytes: b.c.MaxBodyBytes,
-
-		UpstreamKeepalive: true,
+	r := Route{Name: name, Prefix: prefix, Targets: targets}
+	for _, f := range routeFields {
+		if f.def != nil {
+			f.def(&r, b.c)
+		}
 	}
+	return r
 }
 
 // claim records prefix for label, or reports that another route has it.
@@ -272,199 +210,115 @@ func (b *routeBuilder) routeArray(name string, items []json.RawMessage) {
 		b.count++
 		label := fmt.Sprintf("%s[%d]", name, i)
 		before := len(b.p.errs)
-		raw, bad, ok := decodeObject(b.p, label, item, routeFields)
+		given := map[string]any{}
+		bad, ok := decodeObject(b.p, label, item, routeDecoders, &given)
 		if !ok {
 			continue
 		}
-		if r, ok := b.serviceRoute(label, raw, bad); ok && len(b.p.errs) == before {
+		if r, ok := b.routeObject(label, given, bad); ok && len(b.p.errs) == before {
 			b.routes = append(b.routes, r)
 		}
 	}
 }
 
-// serviceRoute validates one SERVICE_ROUTES object; bad names the members
-// already reported (so a missing one is not reported twice).
-func (b *routeBuilder) serviceRoute(label string, raw rawRoute, bad map[string]bool) (Route, bool) {
-	p := b.p
-	before := len(p.errs)
-	fname := func(f string) string { return label + "." + f }
-
-	var prefix string
-	switch {
-	case bad["prefix"]:
-	case raw.Prefix == nil:
-		p.failf(fname("prefix"), `required (a path such as "/api")`)
-	default:
-		clean, why := cleanPrefix(*raw.Prefix)
-		if why != "" {
-			p.failf(fname("prefix"), "invalid value %s: expected a clean path prefix (%s)", quote(*raw.Prefix), why)
-		}
-		prefix = clean
-	}
-
-	pool := targetPool{p: p, bad: bad["target_url"] || bad["targets"]}
-	weight := 1
-	if raw.Weight != nil {
-		switch {
-		case raw.TargetURL == nil && !bad["target_url"]:
-			p.failf(fname("weight"), "set without target_url: it is the weight of each target_url target (use targets[].weight with targets)")
-		case *raw.Weight < 1 || *raw.Weight > maxWeight:
-			p.failf(fname("weight"), "invalid value %d: expected an integer from 1 to %d", *raw.Weight, maxWeight)
-		default:
-			weight = *raw.Weight
+// routeObject builds the route of one route object from its members as
+// decoded (given, by name): first each member's own check, in routeFields
+// order, then the rules between members. bad names the members whose JSON
+// was already reported, so a rule does not report them again as missing.
+// Only a route with no problem found here claims its prefix; problems with
+// its JSON alone do not stop the claim, so a later route with the same
+// prefix is still reported.
+func (b *routeBuilder) routeObject(label string, given map[string]any, bad map[string]bool) (Route, bool) {
+	before := len(b.p.errs)
+	r := b.newRoute("", "", nil)
+	for _, f := range routeFields {
+		if v, ok := given[f.name]; ok && f.check != nil {
+			f.check(&r, v, func(format string, args ...any) { b.p.failf(label+"."+f.name, format, args...) })
 		}
 	}
-	if raw.TargetURL != nil {
-		for _, s := range list(*raw.TargetURL) {
-			pool.add(fname("target_url"), s, weight)
-		}
-	}
-	if raw.Targets != nil {
-		for j, item := range *raw.Targets {
-			tl := fmt.Sprintf("%s.targets[%d]", label, j)
-			t, tbad, ok := decodeObject(p, tl, item, targetFields)
-			if !ok || len(tbad) > 0 {
-				pool.bad = true
-			}
-			if !ok {
-				continue
-			}
-			w := 1
-			if t.Weight != nil {
-				if *t.Weight < 1 || *t.Weight > maxWeight {
-					p.failf(tl+".weight", "invalid value %d: expected an integer from 1 to %d", *t.Weight, maxWeight)
-					pool.bad = true
-				} else {
-					w = *t.Weight
-				}
-			}
-			if t.URL == nil {
-				if tbad["url"] {
-					continue
-				}
-				p.failf(tl+".url", `required (an absolute URL such as "http://10.0.0.5:8080")`)
-				pool.bad = true
-				continue
-			}
-			pool.add(tl+".url", *t.URL, w)
-		}
-	}
-	if len(pool.targets) == 0 && !pool.bad {
-		p.failf(label, "no target: expected target_url or a non-empty targets array")
-	}
-
-	r := b.newRoute("", prefix, pool.targets)
-	if raw.StripPrefix != nil {
-		r.StripPrefix = *raw.StripPrefix
-	}
-	if raw.RequireAuth != nil {
-		r.RequireAuth = *raw.RequireAuth
-	}
-	if raw.CacheAuthenticated != nil {
-		r.CacheAuthenticated = *raw.CacheAuthenticated
-	}
-	if raw.BreakerOn5xx != nil {
-		r.BreakerOn5xx = *raw.BreakerOn5xx
-	}
-	if raw.UpstreamKeepalive != nil {
-		r.UpstreamKeepalive = *raw.UpstreamKeepalive
-	}
-	if raw.Methods != nil {
-		r.Methods = b.methods(fname("methods"), *raw.Methods)
-	}
-	if s := raw.TimeoutSecs; s != nil {
-		d := secs(*s)
-		if !(*s > 0 && *s <= maxTimeoutSecs) || d <= 0 {
-			p.failf(fname("timeout_secs"), "invalid value %s: expected seconds > 0 and at most %d", fmtNum(*s), maxTimeoutSecs)
-		} else {
-			r.Timeout = d
-		}
-	}
-	if s := raw.CacheTTLSecs; s != nil {
-		if !(*s >= 0 && *s <= maxTTLSecs) {
-			p.failf(fname("cache_ttl_secs"), "invalid value %s: expected seconds >= 0 (0 = never cache this route) and at most %d", fmtNum(*s), maxTTLSecs)
-		} else {
-			r.CacheTTL, r.NoCache = secs(*s), *s == 0
-		}
-	}
-	if raw.Algo != nil {
-		a := strings.ToLower(strings.TrimSpace(*raw.Algo))
-		if !slices.Contains(algos, a) {
-			p.failf(fname("algo"), "invalid value %s: expected one of %s", quote(*raw.Algo), strings.Join(algos, ", "))
-		} else {
-			r.Algo = a
-		}
-	}
-	if n := raw.MaxBodyBytes; n != nil {
-		if *n < 1 || *n > maxSize {
-			p.failf(fname("max_body_bytes"), "invalid value %d: expected an integer >= 1", *n)
-		} else {
-			r.MaxBodyBytes = *n
-		}
-	}
-	if f := raw.RateLimitRPS; f != nil {
-		if !(*f >= 0 && *f <= maxRouteRPS) {
-			p.failf(fname("rate_limit_rps"), "invalid value %s: expected a number >= 0 (0 = no limit)", fmtNum(*f))
-		} else {
-			r.RateLimitRPS = *f
-		}
-	}
-	if n := raw.RateLimitBurst; n != nil {
-		switch {
-		case *n < 0 || *n > math.MaxInt32:
-			p.failf(fname("rate_limit_burst"), "invalid value %d: expected an integer >= 0", *n)
-		case *n > 0 && (raw.RateLimitRPS == nil || *raw.RateLimitRPS == 0):
-			p.failf(fname("rate_limit_burst"), "set without rate_limit_rps: expected rate_limit_rps > 0 too")
-		default:
-			r.RateLimitBurst = *n
-		}
-	}
-	if r.RateLimitRPS > 0 && r.RateLimitBurst == 0 {
-		r.RateLimitBurst = int(math.Ceil(r.RateLimitRPS))
-	}
-
-	if len(p.errs) > before || prefix == "" || !b.claim(prefix, label, fname("prefix")) {
+	b.crossCheck(&r, label, given, bad)
+	if len(b.p.errs) > before || r.Prefix == "" || !b.claim(r.Prefix, label, label+".prefix") {
 		return Route{}, false
 	}
 	return r, true
 }
 
-// refusedMethods are answered 405 by the gateway on every route: CONNECT
-// would open a tunnel past routing, TRACE reflects the request (with its
-// credentials) back to a script.
-var refusedMethods = []string{http.MethodConnect, http.MethodTrace}
+// crossCheck applies the rules that tie a route object's members together,
+// reading them as given and as their own checks left them in r.
+func (b *routeBuilder) crossCheck(r *Route, label string, given map[string]any, bad map[string]bool) {
+	p := b.p
 
-// methods checks a route's methods list: method tokens, none twice, never
-// CONNECT or TRACE. GET brings HEAD along, as every server answers HEAD
-// where it answers GET.
-func (b *routeBuilder) methods(name string, in []string) []string {
-	if len(in) == 0 {
-		b.p.failf(name, `empty: expected at least one method such as ["GET"] (leave methods out for any method)`)
-		return nil
-	}
-	out := make([]string, 0, len(in)+1)
-	for _, m := range in {
-		switch {
-		case m == "" || strings.IndexFunc(m, func(r rune) bool { return !httpguts.IsTokenRune(r) }) >= 0:
-			b.p.failf(name, "invalid method %s: expected a method name such as GET", quote(m))
-			continue
-		case m != strings.ToUpper(m):
-			b.p.failf(name, "invalid method %s: methods are case-sensitive, expected %q", quote(m), strings.ToUpper(m))
-			continue
-		case slices.Contains(refusedMethods, m):
-			b.p.failf(name, "method %s is refused by the gateway on every route", m)
-			continue
-		case slices.Contains(out, m):
-			b.p.failf(name, "method %s given twice", m)
-			continue
+	// prefix: required and clean (unique is claim's, once the route is valid).
+	switch prefix, ok := givenAs[string](given, "prefix"); {
+	case bad["prefix"]:
+	case !ok:
+		p.failf(label+".prefix", `required (a path such as "/api")`)
+	default:
+		clean, why := cleanPrefix(prefix)
+		if why != "" {
+			p.failf(label+".prefix", "invalid value %s: expected a clean path prefix (%s)", quote(prefix), why)
 		}
-		out = append(out, m)
+		r.Prefix = clean
 	}
-	if slices.Contains(out, http.MethodGet) && !slices.Contains(out, http.MethodHead) {
-		out = append(out, http.MethodHead)
+
+	r.Targets = b.pool(label, given, bad)
+
+	// A burst sizes the bucket rate_limit_rps fills: alone it limits
+	// nothing. The rate counts as given when it is a number other than 0,
+	// even out of range (that problem is reported already).
+	if rps, _ := givenAs[float64](given, "rate_limit_rps"); r.RateLimitBurst > 0 && rps == 0 {
+		p.failf(label+".rate_limit_burst", "set without rate_limit_rps: expected rate_limit_rps > 0 too")
 	}
-	slices.Sort(out)
-	return out
+	if r.RateLimitRPS > 0 && r.RateLimitBurst == 0 {
+		r.RateLimitBurst = int(math.Ceil(r.RateLimitRPS))
+	}
+}
+
+// pool gathers a route object's targets: target_url's, each with weight,
+// then the targets array's, no URL twice across both. A route needs one.
+func (b *routeBuilder) pool(label string, given map[string]any, bad map[string]bool) []Target {
+	pool := targetPool{p: b.p, bad: bad["target_url"] || bad["targets"]}
+	targetURL, hasURL := givenAs[string](given, "target_url")
+	weight := 1
+	if w, ok := givenAs[int](given, "weight"); ok {
+		switch {
+		case !hasURL && !bad["target_url"]:
+			b.p.failf(label+".weight", "set without target_url: it is the weight of each target_url target (use targets[].weight with targets)")
+		case w < 1 || w > maxWeight:
+			b.p.failf(label+".weight", "invalid value %d: expected an integer from 1 to %d", w, maxWeight)
+		default:
+			weight = w
+		}
+	}
+	for _, s := range list(targetURL) {
+		pool.add(label+".target_url", s, weight)
+	}
+	items, _ := givenAs[[]json.RawMessage](given, "targets")
+	for j, item := range items {
+		pool.addObject(fmt.Sprintf("%s.targets[%d]", label, j), item)
+	}
+	if len(pool.targets) == 0 && !pool.bad {
+		b.p.failf(label, "no target: expected target_url or a non-empty targets array")
+	}
+	return pool.targets
+}
+
+// givenAs returns a route object's member as decoded; ok is false when the
+// member is absent, null or of another JSON type. A name routeFields does
+// not declare, or declares with another Go type, panics: read quietly as
+// "never given", it would switch a rule off.
+func givenAs[T any](given map[string]any, name string) (v T, ok bool) {
+	if _, declared := routeDecoders[name]; !declared {
+		panic("config: route member " + name + " is not in routeFields")
+	}
+	x, there := given[name]
+	if !there {
+		return v, false
+	}
+	if v, ok = x.(T); !ok {
+		panic(fmt.Sprintf("config: route member %s is a %T, read as a %T", name, x, v))
+	}
+	return v, true
 }
 
 // envRoutes parses the ROUTE_<NAME>_PREFIX / ROUTE_<NAME>_URL pairs named in
@@ -563,6 +417,35 @@ func (tp *targetPool) add(name, s string, weight int) {
 	tp.targets = append(tp.targets, Target{URL: u, Weight: weight})
 }
 
+// addObject adds an element of a targets array: {"url": …, "weight": …}.
+func (tp *targetPool) addObject(label string, raw json.RawMessage) {
+	var t rawTarget
+	tbad, ok := decodeObject(tp.p, label, raw, targetFields, &t)
+	if !ok || len(tbad) > 0 {
+		tp.bad = true
+	}
+	if !ok {
+		return
+	}
+	w := 1
+	if t.Weight != nil {
+		if *t.Weight < 1 || *t.Weight > maxWeight {
+			tp.p.failf(label+".weight", "invalid value %d: expected an integer from 1 to %d", *t.Weight, maxWeight)
+			tp.bad = true
+		} else {
+			w = *t.Weight
+		}
+	}
+	if t.URL == nil {
+		if !tbad["url"] {
+			tp.p.failf(label+".url", `required (an absolute URL such as "http://10.0.0.5:8080")`)
+			tp.bad = true
+		}
+		return
+	}
+	tp.add(label+".url", *t.URL, w)
+}
+
 // parseTarget checks a backend URL and normalises it; it returns why it is
 // refused, or "".
 func parseTarget(s string) (*url.URL, string) {
@@ -599,16 +482,47 @@ func parseTarget(s string) (*url.URL, string) {
 	return u, ""
 }
 
-// decodeObject decodes a JSON object member by member through fields: exact
-// member names only (encoding/json would accept any case), no member twice,
-// every type problem reported with its member's name. It returns the members
-// it could decode, the names of those it reported, and false when raw is not
+// field says how decodeObject reads one member into a T, and what the
+// member's JSON must look like.
+type field[T any] struct {
+	// decode reads the member's JSON into out. An error means the JSON has
+	// another type; out must then hold nothing of the member.
+	decode func(out *T, raw json.RawMessage) error
+	want   string
+}
+
+// into is a field decoded as is into the member of T that dest points to
+// (a pointer, nil for an absent or null member).
+func into[T, V any](want string, dest func(*T) *V) field[T] {
+	return field[T]{want: want, decode: func(out *T, raw json.RawMessage) error {
+		p := dest(out)
+		err := decodeStrict(raw, p)
+		if err != nil {
+			// A failed Decode may leave a zero value behind; absent is more honest.
+			var zero V
+			*p = zero
+		}
+		return err
+	}}
+}
+
+// decodeStrict decodes one JSON value into v, refusing unknown object members.
+func decodeStrict(raw json.RawMessage, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+// decodeObject decodes a JSON object member by member into out through
+// fields: exact member names only (encoding/json would accept any case), no
+// member twice, every type problem reported with its member's name. It
+// returns the names of the members it reported, and false when raw is not
 // an object at all.
-func decodeObject[T any](p *parser, label string, raw json.RawMessage, fields map[string]field[T]) (out T, bad map[string]bool, ok bool) {
+func decodeObject[T any](p *parser, label string, raw json.RawMessage, fields map[string]field[T], out *T) (bad map[string]bool, ok bool) {
 	members, err := objectMembers(raw)
 	if err != nil {
 		p.failf(label, "invalid value %s: expected a JSON object", compact(raw))
-		return out, nil, false
+		return nil, false
 	}
 	bad = map[string]bool{}
 	seen := map[string]bool{}
@@ -630,26 +544,23 @@ func decodeObject[T any](p *parser, label string, raw json.RawMessage, fields ma
 			bad[m.name] = true
 		default:
 			seen[m.name] = true
-			dec := json.NewDecoder(bytes.NewReader(m.value))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(f.dest(&out)); err != nil {
-				// A failed Decode may leave a zero value behind; absent is more honest.
-				reflect.ValueOf(f.dest(&out)).Elem().SetZero()
+			if err := f.decode(out, m.value); err != nil {
 				p.failf(label+"."+m.name, "invalid value %s: expected %s", compact(m.value), f.want)
 				bad[m.name] = true
 			}
 		}
 	}
-	return out, bad, true
+	return bad, true
 }
 
-type member struct {
+// rawMember is one member of a JSON object, its value still raw.
+type rawMember struct {
 	name  string
 	value json.RawMessage
 }
 
 // objectMembers lists the members of the JSON object raw, in order, duplicates kept.
-func objectMembers(raw json.RawMessage) ([]member, error) {
+func objectMembers(raw json.RawMessage) ([]rawMember, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	tok, err := dec.Token()
 	if err != nil {
@@ -658,7 +569,7 @@ func objectMembers(raw json.RawMessage) ([]member, error) {
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return nil, fmt.Errorf("not an object")
 	}
-	var out []member
+	var out []rawMember
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -669,7 +580,7 @@ func objectMembers(raw json.RawMessage) ([]member, error) {
 		if err := dec.Decode(&v); err != nil {
 			return nil, err
 		}
-		out = append(out, member{name, v})
+		out = append(out, rawMember{name, v})
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"cmp"
+	"encoding/json"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -26,26 +27,19 @@ type View struct {
 	Settings map[string]any `json:"settings"`
 }
 
-// RouteObject is a route as a SERVICE_ROUTES object with every effective
-// value filled in (plus the ROUTE_<NAME> name, when it has one).
+// RouteObject is a route as a route object (what SERVICE_ROUTES and
+// CONFIG_FILE's routes hold) with every effective value filled in, plus
+// the ROUTE_<NAME> name when it has one. Its members are those of
+// routeFields, in their order, each as the field's show gives it: a new
+// route field appears here with no code of its own. target_url and weight
+// are shown within targets.
 type RouteObject struct {
-	Name        string         `json:"name,omitempty"`
-	Prefix      string         `json:"prefix"`
-	Targets     []TargetObject `json:"targets"`
-	StripPrefix bool           `json:"strip_prefix"`
-	RequireAuth bool           `json:"require_auth"`
-	TimeoutSecs float64        `json:"timeout_secs"`
-	// CacheTTLSecs is 0 for a route the cache never touches, absent when
-	// only answers with explicit freshness are stored.
-	CacheTTLSecs       *float64 `json:"cache_ttl_secs,omitempty"`
-	CacheAuthenticated bool     `json:"cache_authenticated"`
-	Algo               string   `json:"algo"`
-	MaxBodyBytes       int64    `json:"max_body_bytes"`
-	RateLimitRPS       float64  `json:"rate_limit_rps"`
-	RateLimitBurst     int      `json:"rate_limit_burst"`
-	Methods            []string `json:"methods,omitempty"`
-	BreakerOn5xx       bool     `json:"breaker_on_5xx"`
-	UpstreamKeepalive  bool     `json:"upstream_keepalive"`
+	members []objectMember
+}
+
+type objectMember struct {
+	name  string
+	value any
 }
 
 // TargetObject is one backend of a RouteObject.
@@ -56,24 +50,39 @@ type TargetObject struct {
 
 // Object returns r as a route object.
 func (r Route) Object() RouteObject {
-	o := RouteObject{
-		Name: r.Name, Prefix: r.Prefix, StripPrefix: r.StripPrefix, RequireAuth: r.RequireAuth,
-		TimeoutSecs: r.Timeout.Seconds(), CacheAuthenticated: r.CacheAuthenticated,
-		Algo: r.Algo, MaxBodyBytes: r.MaxBodyBytes, RateLimitRPS: r.RateLimitRPS, RateLimitBurst: r.RateLimitBurst,
-		Methods: r.Methods, BreakerOn5xx: r.BreakerOn5xx, UpstreamKeepalive: r.UpstreamKeepalive,
-		Targets: make([]TargetObject, len(r.Targets)),
+	var o RouteObject
+	if r.Name != "" {
+		o.members = append(o.members, objectMember{"name", r.Name})
 	}
-	switch {
-	case r.NoCache:
-		o.CacheTTLSecs = new(float64)
-	case r.CacheTTL > 0:
-		ttl := r.CacheTTL.Seconds()
-		o.CacheTTLSecs = &ttl
-	}
-	for i, t := range r.Targets {
-		o.Targets[i] = TargetObject{URL: t.URL.String(), Weight: t.Weight}
+	for _, f := range routeFields {
+		if f.show == nil {
+			continue
+		}
+		if v := f.show(&r); v != nil {
+			o.members = append(o.members, objectMember{f.name, v})
+		}
 	}
 	return o
+}
+
+// MarshalJSON writes the members in their order (a map would sort them).
+func (o RouteObject) MarshalJSON() ([]byte, error) {
+	buf := []byte{'{'}
+	for i, m := range o.members {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		name, err := json.Marshal(m.name)
+		if err != nil {
+			return nil, err
+		}
+		value, err := json.Marshal(m.value)
+		if err != nil {
+			return nil, err
+		}
+		buf = append(append(append(buf, name...), ':'), value...)
+	}
+	return append(buf, '}'), nil
 }
 
 // View returns the configuration with its secrets redacted.
