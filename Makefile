@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/portcullis/portcullis/internal/gateway.Version=
 TEST_BIN  := $(CURDIR)/bin/gateway-test
 GOFLAGS_TEST ?= -race -timeout 20m -p 2
 
-.PHONY: build run test test-deps unit e2e bench fuzz lint fmt vet health metrics clean
+.PHONY: build run test test-deps unit e2e bench fuzz lint vulncheck fmt vet health metrics clean
 .PHONY: docker-build docker-up docker-down docker-logs k8s-deploy k8s-status k8s-logs k8s-delete load-test stack
 
 build: ## static binary ./gateway
@@ -37,8 +37,15 @@ fuzz: ## run every fuzz target for FUZZTIME each (make test runs only their seed
 	  done; \
 	done
 
-lint: vet ## gofmt + go vet
+LINT_TOOLS := $(GO) tool -modfile=$(CURDIR)/tools/lint/go.mod
+
+lint: vet ## gofmt, go vet and staticcheck on both modules
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(LINT_TOOLS) staticcheck ./...
+	cd e2e && $(GO) vet ./... && $(LINT_TOOLS) staticcheck ./...
+
+vulncheck: ## govulncheck against the Go vulnerability database (needs https://vuln.go.dev, or GOVULNDB=file:///path)
+	$(LINT_TOOLS) govulncheck ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

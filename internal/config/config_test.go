@@ -180,7 +180,7 @@ func TestSetButEmptyMeansDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{}
-	for _, name := range specVariables {
+	for _, name := range documentedVariables {
 		if name != "HIDE_UPSTREAM_HEADERS" { // empty means "hide nothing"; tested apart
 			env[name] = ""
 		}
@@ -195,9 +195,9 @@ func TestSetButEmptyMeansDefault(t *testing.T) {
 	}
 }
 
-// specVariables is the README's configuration table (ROUTE_<NAME>_* are
+// documentedVariables is the README's configuration table (ROUTE_<NAME>_* are
 // discovered, not looked up).
-var specVariables = []string{
+var documentedVariables = []string{
 	"GATEWAY_PORT", "OPS_ADDR", "GATEWAY_ENV", "LOG_LEVEL", "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",
 	"JWT_JWKS_URL", "API_KEYS", "API_KEY_HASHES", "API_KEYS_FILE", "API_KEYS_REDIS", "API_KEYS_DATABASE_URL",
 	"ADMIN_TOKEN", "TRUSTED_PROXIES", "IP_WHITELIST", "IP_BLACKLIST", "PUBLIC_PATHS", "LOAD_BALANCING_ALGO",
@@ -211,13 +211,12 @@ var specVariables = []string{
 	"ACCESS_LOG_REJECT_RATE", "CACHE_PRIVATE_HEADERS", "CACHE_CLIENT_REVALIDATE",
 	"DASHBOARD", "LOG_FILE", "CONFIG_FILE", "ENABLE_COMPRESSION", "COMPRESSION_MIN_BYTES",
 	"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "SERVICE_ROUTES",
-	// Beyond the configuration table: the standard OpenTelemetry variable the
-	// telemetry issue asks for ("chosen by the standard OTEL_EXPORTER_OTLP_*
-	// variables").
+	// The standard OpenTelemetry variable that picks the exporter's
+	// protocol, read like the other OTEL_EXPORTER_OTLP_* ones.
 	"OTEL_EXPORTER_OTLP_PROTOCOL",
 }
 
-func TestReadsExactlyTheSpecVariables(t *testing.T) {
+func TestReadsExactlyTheDocumentedVariables(t *testing.T) {
 	var read []string
 	_, err := Load(func(k string) (string, bool) {
 		read = append(read, k)
@@ -228,7 +227,7 @@ func TestReadsExactlyTheSpecVariables(t *testing.T) {
 	}
 	slices.Sort(read)
 	read = slices.Compact(read)
-	want := slices.Sorted(slices.Values(specVariables))
+	want := slices.Sorted(slices.Values(documentedVariables))
 	if !slices.Equal(read, want) {
 		t.Errorf("variables read:\n got %q\nwant %q", read, want)
 	}

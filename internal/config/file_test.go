@@ -261,7 +261,7 @@ func TestViewRedactsSecrets(t *testing.T) {
 		t.Errorf("route object %+v", r)
 	}
 	// Every configuration variable is shown.
-	for _, name := range specVariables {
+	for _, name := range documentedVariables {
 		if name == "SERVICE_ROUTES" {
 			continue
 		}

@@ -52,8 +52,6 @@ type pair struct {
 
 var pairs = sync.Pool{New: func() any { return new(pair) }}
 
-type ctxPair struct{}
-
 func (s *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(r.Header["Accept-Encoding"]) == 0 || r.Method == http.MethodHead ||
 		len(r.Header["Upgrade"]) > 0 || strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
