@@ -14,7 +14,7 @@ import (
 // exercises the metrics, then checks the exposition with promtool (installed
 // by scripts/test-deps.sh), that label cardinality stays bounded whatever
 // paths clients send, and that every metric the gateway exposes is listed in
-// the README (the list is tested, not hoped).
+// docs/operations.md, the metrics reference (the list is tested, not hoped).
 func TestMetricsExpositionIsValidBoundedAndDocumented(t *testing.T) {
 	up, _ := serve(t, echoHandler("a"))
 	gw := start(t, map[string]string{
@@ -48,7 +48,7 @@ func TestMetricsExpositionIsValidBoundedAndDocumented(t *testing.T) {
 		t.Error("a raw client path became a label value")
 	}
 
-	readme, err := os.ReadFile("../../README.md")
+	doc, err := os.ReadFile("../../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +69,8 @@ func TestMetricsExpositionIsValidBoundedAndDocumented(t *testing.T) {
 		}
 	}
 	for name := range names {
-		if !bytes.Contains(readme, []byte("`"+name)) {
-			t.Errorf("metric %s is not documented in the README", name)
+		if !bytes.Contains(doc, []byte("`"+name)) {
+			t.Errorf("metric %s is not documented in docs/operations.md", name)
 		}
 	}
 }

@@ -9,18 +9,18 @@ import (
 	"testing"
 )
 
-// TestPathIsTheREADMEs: the steps the README numbers under "How a request
-// is handled" are Path, in Path's order, so the documentation and the code
-// cannot drift apart.
-func TestPathIsTheREADMEs(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+// TestPathIsTheDocumentedOne: the steps docs/request-path.md numbers under
+// "How a request is handled" are Path, in Path's order, so the documentation
+// and the code cannot drift apart.
+func TestPathIsTheDocumentedOne(t *testing.T) {
+	b, err := os.ReadFile("../../docs/request-path.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	doc := string(b)
 	start := strings.Index(doc, "## How a request is handled")
 	if start < 0 {
-		t.Fatal(`README has no "How a request is handled" section`)
+		t.Fatal(`docs/request-path.md has no "How a request is handled" section`)
 	}
 	section := doc[start:]
 	if end := strings.Index(section[3:], "\n## "); end >= 0 {
@@ -31,7 +31,7 @@ func TestPathIsTheREADMEs(t *testing.T) {
 		got = append(got, m[2])
 	}
 	if !slices.Equal(got, Path) {
-		t.Errorf("README steps:\n %q\nPath:\n %q", got, Path)
+		t.Errorf("docs/request-path.md steps:\n %q\nPath:\n %q", got, Path)
 	}
 }
 
