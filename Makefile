@@ -63,7 +63,7 @@ health: ## ask a running gateway for its detailed /health (routes, backends) on 
 metrics: ## ask a running gateway for /metrics on OPS_URL
 	curl -s $(OPS_URL)/metrics
 
-# Deployment (README "Deployment"). No Docker here? `make stack`.
+# Deployment (docs/deployment.md). No Docker here? `make stack`.
 IMAGE   ?= portcullis/gateway
 COMPOSE ?= docker-compose
 KUBECTL ?= kubectl

@@ -309,7 +309,7 @@ var deployVarLiteral = regexp.MustCompile(`"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)"`)
 func deployConfigVars(t testing.TB) map[string]bool {
 	t.Helper()
 	vars := map[string]bool{
-		// Read by the OpenTelemetry SDK itself, documented in README.
+		// Read by the OpenTelemetry SDK itself, documented in docs/operations.md.
 		"OTEL_TRACES_SAMPLER":     true,
 		"OTEL_TRACES_SAMPLER_ARG": true,
 		// Read by the Go runtime (cmd/gateway/gc.go documents them).

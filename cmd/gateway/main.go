@@ -45,7 +45,7 @@ Usage:
   gateway version     print the version
   gateway help        print this help (also -h, --help)
 
-Configuration variables are listed in README.md ("Configuration").
+Configuration variables are listed in docs/configuration.md.
 `
 
 func main() {

@@ -1,5 +1,4 @@
-// Package admin serves the admin API (README "Endpoints of the gateway
-// itself"): the allow/deny lists and the DDoS guard's blocks, behind a bearer
+// Package admin serves the admin API (docs/endpoints.md): the allow/deny lists and the DDoS guard's blocks, behind a bearer
 // token, with every change audit-logged.
 package admin
 

@@ -7,8 +7,7 @@ import (
 	"strings"
 )
 
-// Key is the primary cache key of a request (README "How a request is
-// handled", the cache step): method (HEAD shares GET's entries), scheme, host,
+// Key is the primary cache key of a request (docs/request-path.md, the cache step): method (HEAD shares GET's entries), scheme, host,
 // the cleaned path that was routed, and the query string with its parameters
 // in a stable order. The query is not decoded: two spellings the upstream
 // might read differently never share an entry; only the order of differently

@@ -1,6 +1,6 @@
 // Package cluster shares rate limits, DDoS counters and blocks, and the
 // allow/deny lists between replicas through one Redis (CLUSTER_MODE=redis,
-// README "Running many replicas"), and falls back to each replica's local
+// docs/cluster.md), and falls back to each replica's local
 // state while Redis is unreachable.
 //
 // What lives where:

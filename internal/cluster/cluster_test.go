@@ -603,7 +603,7 @@ func TestChangeAfterCloseIsQuiet(t *testing.T) {
 	}
 }
 
-// Design choice (README "Running many replicas"): a change made on a
+// Design choice (docs/cluster.md): a change made on a
 // replica cut off from Redis is replayed when it reconnects, over the
 // changes the connected replicas made meanwhile, even later ones.
 func TestOutageChangeIsReplayedOverALaterConnectedOne(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package config is the only place Portcullis reads and validates its
-// configuration (README "Configuration"): environment variables in, a typed
+// configuration (docs/configuration.md): environment variables in, a typed
 // Config out, every problem reported at once.
 package config
 

@@ -195,7 +195,7 @@ func TestSetButEmptyMeansDefault(t *testing.T) {
 	}
 }
 
-// documentedVariables is the README's configuration table (ROUTE_<NAME>_* are
+// documentedVariables is docs/configuration.md's table (ROUTE_<NAME>_* are
 // discovered, not looked up).
 var documentedVariables = []string{
 	"GATEWAY_PORT", "OPS_ADDR", "GATEWAY_ENV", "LOG_LEVEL", "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",

@@ -16,7 +16,7 @@ import (
 // their problems are listed. Anything else in a route object is an error. Each entry says once what
 // the member's JSON must look like, how its value is checked, which Route
 // field it sets, its default and how the view shows it. A new route option
-// is therefore a Route field plus one entry here; the README's "Routes"
+// is therefore a Route field plus one entry here; docs/configuration.md's "Routes"
 // section documents it for operators.
 //
 // Members whose checks depend on other members are held as given: the

@@ -40,7 +40,7 @@ import (
 // Version is the build's version, stamped by the linker.
 var Version = "dev"
 
-// Server-side limits (README "Hostile input").
+// Server-side limits (docs/request-path.md, "Hostile input").
 const (
 	ReadHeaderTimeout = 10 * time.Second
 	IdleTimeout       = 120 * time.Second
@@ -311,7 +311,7 @@ func (g *Gateway) tunnel(c net.Conn, cancel func()) net.Conn {
 }
 
 // Run listens and serves until ctx is cancelled (SIGTERM/SIGINT), then shuts
-// down gracefully (README "Operations"). ready, if not nil, gets the bound addresses.
+// down gracefully (docs/operations.md). ready, if not nil, gets the bound addresses.
 func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) error {
 	rawLn, err := net.Listen("tcp", g.cfg.ListenAddr)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 )
 
 // TestHostileInput sends raw requests that net/http alone would mishandle
-// (README "Hostile input") and checks what the gateway answers and what,
+// (docs/request-path.md, "Hostile input") and checks what the gateway answers and what,
 // if anything, reaches the backend.
 func TestHostileInput(t *testing.T) {
 	var seen atomic.Value // last echo seen by the backend

@@ -15,7 +15,7 @@ import (
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
-// buildKeyStore opens the API-key sources (README "Authentication") behind X-API-Key. A
+// buildKeyStore opens the API-key sources (docs/authentication.md) behind X-API-Key. A
 // remote store that is down at boot does not stop the gateway: key lookups
 // that need it fail closed (503) until it is back.
 func (g *Gateway) buildKeyStore() (auth.KeyLookup, error) {

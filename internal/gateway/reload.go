@@ -47,7 +47,7 @@ const watchMaxDelay = time.Second
 // ErrNoConfigFile is returned by Reload when CONFIG_FILE is not set.
 var ErrNoConfigFile = errors.New("CONFIG_FILE is not set: there is nothing to reload")
 
-// reloader is the hot-reload state of a Gateway (README "Hot reload"). Reloads are
+// reloader is the hot-reload state of a Gateway (docs/hot-reload.md). Reloads are
 // serialized by mu; requests never take it: they load the snapshot pointer.
 type reloader struct {
 	mu      sync.Mutex

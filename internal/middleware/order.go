@@ -1,6 +1,6 @@
 // Package middleware fixes the order of the request path. Reading this file
 // tells the whole story of a request, from the connection's envelope to
-// the proxy; README "How a request is handled" numbers the same steps
+// the proxy; docs/request-path.md numbers the same steps
 // (Path), and a test holds the two equal. Each step lives in its own
 // package below this one, and every one has the same shape: New compiles
 // its settings once and returns the wrapper of the rest of the chain.
@@ -41,7 +41,7 @@ import (
 )
 
 // Path names the steps of a request on the public listener, in order, as
-// README "How a request is handled" numbers them. The last three are the
+// docs/request-path.md numbers them. The last three are the
 // proxy's own (package proxy): the body is read, a backend chosen, the
 // request sent.
 var Path = []string{
@@ -215,7 +215,7 @@ func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler,
 }
 
 // chain wraps last in steps, outermost first, checking that the steps come
-// in Path's order: the order in this file is the order of the README.
+// in Path's order: the order in this file is the order of docs/request-path.md.
 func chain(steps []step, last step) (http.Handler, error) {
 	at := -1
 	for _, s := range append(steps, last) {

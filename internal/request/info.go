@@ -26,7 +26,7 @@ type Info struct {
 	// slice holding it, shared by every header map that carries the ID.
 	ID       string
 	IDValues []string
-	// ClientIP is the client address as README step 2 resolves it (set by
+	// ClientIP is the client address as step 2 of docs/request-path.md resolves it (set by
 	// clientip); ClientIPText is its text form, made once.
 	ClientIP     netip.Addr
 	ClientIPText string

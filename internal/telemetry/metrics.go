@@ -1,5 +1,5 @@
 // Package telemetry owns the gateway's Prometheus registry and the metrics
-// whose names are a contract with dashboards (README "Operations"), plus the
+// whose names are a contract with dashboards (docs/operations.md), plus the
 // JSON logger every component uses.
 package telemetry
 

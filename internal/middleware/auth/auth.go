@@ -1,5 +1,5 @@
-// Package auth enforces a route's require_auth (README "How a request is
-// handled", the auth step): a valid `Authorization: Bearer <JWT>` or
+// Package auth enforces a route's require_auth (the auth step of
+// docs/request-path.md): a valid `Authorization: Bearer <JWT>` or
 // `X-API-Key`, unless the clean path is under PUBLIC_PATHS. The caller's
 // identity goes upstream as X-User-ID and X-Auth-Method (set by the proxy from
 // request.Info; client copies were removed at the edge).

@@ -1,5 +1,5 @@
 // Package cors answers CORS preflights and puts the CORS headers on the
-// responses of the routes behind it (README "How a request is handled", the
+// responses of the routes behind it (docs/request-path.md, the
 // CORS step), with github.com/rs/cors deciding.
 //
 // Policy:

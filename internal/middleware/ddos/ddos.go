@@ -1,5 +1,5 @@
 // Package ddos blocks a client that sends more than DDOS_THRESHOLD requests in
-// a sliding minute for BLOCK_DURATION (README "How a request is handled", the
+// a sliding minute for BLOCK_DURATION (docs/request-path.md, the
 // DDoS guard).
 //
 // Counters and blocks are kept apart. Counters (two one-minute counts per

@@ -1,7 +1,7 @@
 // Package respcache is the response-cache step of a route: it answers from
 // the shared store when it can (X-Cache: HIT, Age), coalesces concurrent
 // misses into one upstream request, and stores what RFC 9111's
-// shared-cache rules and the README's cache step allow (X-Cache: MISS). Requests it
+// shared-cache rules and the cache step of docs/request-path.md allow (X-Cache: MISS). Requests it
 // must not touch pass through with X-Cache: BYPASS. What is storable, the
 // keys and the stores are internal/cache's.
 package respcache
@@ -76,7 +76,7 @@ func NewShared(store cache.Store, stats *cache.Stats, o Options) *Shared {
 		maxRecording: max(MaxRecording, o.MaxObject), bodyWait: BodyWait}
 }
 
-// RegisterMetrics exposes stats as the cache metrics (README "Operations"). They are
+// RegisterMetrics exposes stats as the cache metrics (docs/operations.md). They are
 // registered whether caching is on or not, so dashboards always find them.
 func RegisterMetrics(stats *cache.Stats, reg prometheus.Registerer) error {
 	for _, c := range []struct {

@@ -1,5 +1,5 @@
 // Package tracing opens the `gateway.request` server span of every request
-// (README "Operations", Tracing), continuing the client's W3C trace when it
+// (docs/operations.md, Tracing), continuing the client's W3C trace when it
 // sent a traceparent, and records what the request path learned on it when the
 // request ends.
 package tracing
