@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -685,5 +686,33 @@ func TestOTLPProtocol(t *testing.T) {
 		case !tc.bad && (err != nil || c.OTelProtocol != tc.want):
 			t.Errorf("%q: %v %v, want %s", tc.value, c, err, tc.want)
 		}
+	}
+}
+
+// TestConfigurationTableIsComplete: docs/configuration.md's table names
+// every variable Load reads, and no other (ROUTE_<NAME>_* stand for the
+// routes found by name).
+func TestConfigurationTableIsComplete(t *testing.T) {
+	b, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var documented []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		first := strings.SplitN(line, "|", 3)[1]
+		for _, m := range regexp.MustCompile("`([A-Z][A-Z0-9_<>]+)`").FindAllStringSubmatch(first, -1) {
+			if !strings.Contains(m[1], "<") {
+				documented = append(documented, m[1])
+			}
+		}
+	}
+	slices.Sort(documented)
+	documented = slices.Compact(documented)
+	want := slices.Sorted(slices.Values(documentedVariables))
+	if !slices.Equal(documented, want) {
+		t.Errorf("docs/configuration.md documents\n %q\nLoad reads\n %q", documented, want)
 	}
 }
