@@ -10,8 +10,7 @@ import (
 	"time"
 
 	tea "charm.land/bubbletea/v2"
-
-	"github.com/portcullis/portcullis/internal/gateway"
+	"github.com/portcullis/portcullis/internal/overview"
 )
 
 // HistoryPoints is how many samples the rate sparkline may draw.
@@ -21,7 +20,7 @@ const HistoryPoints = 120
 type Options struct {
 	// Source returns the gateway's overview with up to n history points;
 	// (*gateway.Gateway).Overview.
-	Source func(n int) gateway.Overview
+	Source func(n int) overview.Overview
 	// Addr is the listening address shown in the header.
 	Addr string
 	// LogFile is where the logs go while the dashboard owns the terminal;
@@ -51,7 +50,7 @@ type tickMsg struct{}
 // Model is the Bubble Tea model.
 type Model struct {
 	opts          Options
-	ov            gateway.Overview
+	ov            overview.Overview
 	width, height int
 	outcome       Outcome
 	stopping      bool

@@ -13,12 +13,12 @@ import (
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
 
-	"github.com/portcullis/portcullis/internal/gateway"
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/sysmetrics"
 )
 
-func fakeOverview(backends int) gateway.Overview {
-	ov := gateway.Overview{
+func fakeOverview(backends int) overview.Overview {
+	ov := overview.Overview{
 		Version: "v1.2.3", Uptime: 3*time.Hour + 4*time.Minute, Requests: 12345,
 		Status: [6]int64{2: 12000, 3: 5, 4: 300, 5: 40}, Inflight: 3, ActiveConnections: 17, BlockedIPs: 2,
 		System: sysmetrics.Sample{
@@ -33,17 +33,17 @@ func fakeOverview(backends int) gateway.Overview {
 	for i := range 30 {
 		ov.History = append(ov.History, sysmetrics.Point{RPS: sysmetrics.Num(i * 10)})
 	}
-	ov.Routes = []gateway.RouteOverview{
-		{Prefix: "/api/orders", Algo: "least-conn", Available: 1, Backends: []gateway.BackendOverview{
+	ov.Routes = []overview.Route{
+		{Prefix: "/api/orders", Algo: "least-conn", Available: 1, Backends: []overview.Backend{
 			{URL: "http://orders-1:8080", Alive: true, Breaker: "closed", InFlight: 2},
 		}},
-		{Prefix: "/api/legacy", Algo: "round-robin", Backends: []gateway.BackendOverview{
+		{Prefix: "/api/legacy", Algo: "round-robin", Backends: []overview.Backend{
 			{URL: "http://legacy:9000", Alive: false, Breaker: "open"},
 			{URL: "http://legacy-2:9000", Alive: true, Breaker: "half-open"},
 		}},
 	}
 	for i := range backends {
-		ov.Routes[0].Backends = append(ov.Routes[0].Backends, gateway.BackendOverview{
+		ov.Routes[0].Backends = append(ov.Routes[0].Backends, overview.Backend{
 			URL: "http://orders-extra-" + string(rune('a'+i%26)) + ":8080", Alive: true, Breaker: "closed"})
 	}
 	return ov
@@ -143,7 +143,7 @@ func TestGroup(t *testing.T) {
 
 func TestModelKeysAndTicks(t *testing.T) {
 	var calls atomic.Int32
-	src := func(n int) gateway.Overview {
+	src := func(n int) overview.Overview {
 		calls.Add(1)
 		ov := fakeOverview(0)
 		ov.Requests = int64(calls.Load())
@@ -194,7 +194,7 @@ func TestModelKeysAndTicks(t *testing.T) {
 
 // TestRunEndsOnQAndOnCancel runs the real Bubble Tea program on pipes.
 func TestRunEndsOnQAndOnCancel(t *testing.T) {
-	src := func(int) gateway.Overview { return fakeOverview(0) }
+	src := func(int) overview.Overview { return fakeOverview(0) }
 	t.Run("q", func(t *testing.T) {
 		in, w := io.Pipe()
 		defer w.Close()

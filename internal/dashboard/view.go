@@ -10,7 +10,7 @@ import (
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
 
-	"github.com/portcullis/portcullis/internal/gateway"
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/sysmetrics"
 )
 
@@ -39,7 +39,7 @@ var (
 
 // render draws the whole screen for a width × height terminal; every line
 // fits the width and there are at most height lines.
-func render(ov gateway.Overview, o Options, width, height int, stopping bool) string {
+func render(ov overview.Overview, o Options, width, height int, stopping bool) string {
 	if width <= 0 {
 		width = 80
 	}
@@ -109,7 +109,7 @@ func render(ov gateway.Overview, o Options, width, height int, stopping bool) st
 	return strings.Join(lines, "\n")
 }
 
-func headerLine(ov gateway.Overview, o Options, width int) string {
+func headerLine(ov overview.Overview, o Options, width int) string {
 	left := sBrand.Render(" PORTCULLIS ") + " " + sBold.Render("gateway dashboard")
 	state := sGood.Render("● serving")
 	if ov.Draining {
@@ -146,7 +146,7 @@ func panel(title string, lines []string) string {
 func kv(k, v string) string { return sMuted.Render(fmt.Sprintf("%-12s", k)) + v }
 
 // routesTable lists every backend of every route, within rows lines.
-func routesTable(routes []gateway.RouteOverview, width, rows int) []string {
+func routesTable(routes []overview.Route, width, rows int) []string {
 	if rows < 2 {
 		return nil
 	}

@@ -8,65 +8,28 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/portcullis/portcullis/internal/monitor"
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/sysmetrics"
 )
 
-// Overview is a plain snapshot of the gateway for operator views (the TTY
-// dashboard): the live counters /stats reads, plus the last system sample
-// with its request rate and latency percentiles.
-type Overview struct {
-	Version           string
-	Started           time.Time
-	Uptime            time.Duration
-	Draining          bool
-	Requests          int64
-	Status            [6]int64 // index = status/100
-	Inflight          int64
-	ActiveConnections int64
-	BlockedIPs        int
-	Routes            []RouteOverview
-	// System is the last sample: request rate, error rate, latency
-	// percentiles, cache hit ratio, host and process figures.
-	System sysmetrics.Sample
-	// History is up to the requested number of newest samples, oldest
-	// first (sparklines).
-	History []sysmetrics.Point
-}
-
-// RouteOverview is one route and its backends.
-type RouteOverview struct {
-	Prefix    string
-	Algo      string
-	Available int // backends alive with a breaker that lets requests through
-	Backends  []BackendOverview
-}
-
-// BackendOverview is one backend's state.
-type BackendOverview struct {
-	URL      string
-	Alive    bool
-	Breaker  string // closed, open, half-open
-	InFlight int64
-}
-
 // Overview returns the snapshot with up to history points of history.
-func (g *Gateway) Overview(history int) Overview {
+func (g *Gateway) Overview(history int) overview.Overview {
 	t := g.metrics.Totals.Snapshot()
 	views, _ := g.routeViews()
-	o := Overview{
+	o := overview.Overview{
 		Version: Version, Started: g.started, Uptime: time.Since(g.started),
 		Draining: g.draining.Load(), Requests: t.Requests, Status: t.Status, Inflight: t.Inflight,
 		ActiveConnections: g.conns.Load(), BlockedIPs: g.guard.BlockedCount(),
-		Routes: make([]RouteOverview, len(views)),
+		Routes: make([]overview.Route, len(views)),
 		System: g.sys.Latest(),
 	}
 	if history > 0 {
 		o.History = g.sys.Last(history)
 	}
 	for i, v := range views {
-		r := RouteOverview{Prefix: v.Prefix, Algo: v.Algo, Available: v.Available, Backends: make([]BackendOverview, len(v.Backends))}
+		r := overview.Route{Prefix: v.Prefix, Algo: v.Algo, Available: v.Available, Backends: make([]overview.Backend, len(v.Backends))}
 		for j, b := range v.Backends {
-			r.Backends[j] = BackendOverview{URL: b.URL, Alive: b.Alive, Breaker: b.Breaker, InFlight: b.InFlight}
+			r.Backends[j] = overview.Backend{URL: b.URL, Alive: b.Alive, Breaker: b.Breaker, InFlight: b.InFlight}
 		}
 		o.Routes[i] = r
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/overview"
 )
 
 // TestSystemMetricsThroughTheGateway: /api/system-metrics reports the
@@ -107,7 +108,7 @@ func TestSystemMetricsThroughTheGateway(t *testing.T) {
 	}
 
 	// Overview: the dashboard's view, with the dead backend down.
-	var o Overview
+	var o overview.Overview
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if o = gw.G.Overview(5); len(o.Routes) == 2 && !o.Routes[1].Backends[0].Alive {
 			break
