@@ -48,22 +48,8 @@ type Redis struct {
 	writers chan struct{}
 }
 
-// NewRedisClient returns a client tuned for cache use: tight timeouts, no
-// retries (a retry doubles the time an outage costs a request).
-func NewRedisClient(addr, password string, db int) *redis.Client {
-	return redis.NewClient(&redis.Options{
-		Addr: addr, Password: password, DB: db,
-		MaxRetries:            -1,
-		DialTimeout:           2 * RedisTimeout,
-		ReadTimeout:           RedisTimeout,
-		WriteTimeout:          RedisTimeout,
-		PoolTimeout:           RedisTimeout,
-		ContextTimeoutEnabled: true,
-		PoolSize:              64,
-	})
-}
-
-// NewRedis returns a store on rdb. Errors are counted in stats; the first
+// NewRedis returns a store on rdb, a client built with
+// redisconn.ForCache(RedisTimeout). Errors are counted in stats; the first
 // of an outage is logged as a warning, the recovery as info.
 func NewRedis(rdb redis.UniversalClient, stats *Stats, log *slog.Logger) *Redis {
 	s := &Redis{rdb: rdb, stats: stats, log: log, writers: make(chan struct{}, redisWriters)}

@@ -52,6 +52,7 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
+	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
@@ -100,10 +101,8 @@ const (
 
 // Options configures a Node.
 type Options struct {
-	// Addr, Password, DB: REDIS_ADDR, REDIS_PASSWORD, REDIS_DB.
-	Addr     string
-	Password string
-	DB       int
+	// Redis is the shared Redis (REDIS_ADDR, REDIS_PASSWORD, REDIS_DB).
+	Redis redisconn.Server
 	// Prefix namespaces keys and the channel (default "portcullis").
 	Prefix string
 	// DDoSThreshold and BlockDuration are DDOS_THRESHOLD and BLOCK_DURATION,
@@ -128,7 +127,7 @@ type Options struct {
 // the lists (SetSync), then Attach the lists and guard and Start it.
 type Node struct {
 	o    Options
-	rdb  *redis.Client
+	rdb  redis.UniversalClient
 	log  *slog.Logger
 	keys keys
 
@@ -226,7 +225,7 @@ type countShard struct {
 // New validates o and connects lazily: it does not touch the network.
 func New(o Options) (*Node, error) {
 	var errs []error
-	if o.Addr == "" {
+	if o.Redis.Addr == "" {
 		errs = append(errs, errors.New("cluster: Redis address is required"))
 	}
 	if o.DDoSThreshold < 1 || o.BlockDuration <= 0 {
@@ -252,21 +251,9 @@ func New(o Options) (*Node, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{
-		o:   o,
-		log: telemetry.Component(o.Log, "cluster"),
-		rdb: redis.NewClient(&redis.Options{
-			Addr: o.Addr, Password: o.Password, DB: o.DB,
-			// No retries: a failed call falls back at once, and the breaker
-			// decides when to try again.
-			MaxRetries:            -1,
-			DialTimeout:           max(o.OpTimeout, 250*time.Millisecond),
-			ReadTimeout:           o.BackgroundTimeout,
-			WriteTimeout:          o.BackgroundTimeout,
-			ContextTimeoutEnabled: true, // request-path calls carry OpTimeout in their context
-			PoolSize:              64,
-			PoolTimeout:           o.OpTimeout,
-			MinIdleConns:          2,
-		}),
+		o:          o,
+		log:        telemetry.Component(o.Log, "cluster"),
+		rdb:        redisconn.New(o.Redis, redisconn.ForCluster(o.OpTimeout, o.BackgroundTimeout)),
 		keys:       newKeys(o.Prefix),
 		gcra:       redis.NewScript(gcraScript),
 		flushDDoS:  redis.NewScript(ddosScript),
@@ -320,7 +307,7 @@ func (n *Node) Start(ctx context.Context) {
 	if err := n.recover(ctx); err != nil {
 		n.fail(err)
 	} else {
-		n.log.Info("cluster mode: sharing limits, DDoS counters and lists through Redis", "redis", n.o.Addr)
+		n.log.Info("cluster mode: sharing limits, DDoS counters and lists through Redis", "redis", n.o.Redis.String())
 	}
 	n.wg.Go(func() {
 		n.supervise(ctx, "receive", func(ctx context.Context) {
@@ -393,7 +380,7 @@ func (n *Node) fail(err error) {
 		n.downSince.Store(time.Now().UnixNano())
 		n.degradedG.Set(1)
 		n.log.Warn("redis unavailable: falling back to local rate limits, DDoS counters and lists until it answers",
-			"redis", n.o.Addr, "error", err.Error())
+			"redis", n.o.Redis.String(), "error", err.Error())
 	}
 }
 
@@ -402,7 +389,7 @@ func (n *Node) up() {
 	if n.down.CompareAndSwap(true, false) {
 		n.degradedG.Set(0)
 		n.log.Info("redis reachable again: back to shared limits and lists",
-			"redis", n.o.Addr, "outage", time.Since(time.Unix(0, n.downSince.Load())).Round(time.Millisecond).String())
+			"redis", n.o.Redis.String(), "outage", time.Since(time.Unix(0, n.downSince.Load())).Round(time.Millisecond).String())
 	}
 }
 
@@ -778,7 +765,7 @@ func (n *Node) receive(ctx context.Context, ps *redis.PubSub) {
 				if !warned {
 					warned = true
 					n.log.Warn("redis subscription silent: resubscribing on a new connection",
-						"redis", n.o.Addr, "silent_for", silent)
+						"redis", n.o.Redis.String(), "silent_for", silent)
 				} else {
 					n.log.Debug("redis subscription still silent: resubscribing", "silent_for", silent)
 				}
@@ -794,7 +781,7 @@ func (n *Node) receive(ctx context.Context, ps *redis.PubSub) {
 		case *redis.Subscription:
 			if warned {
 				warned = false
-				n.log.Info("redis subscription restored", "redis", n.o.Addr)
+				n.log.Info("redis subscription restored", "redis", n.o.Redis.String())
 			}
 			n.forceSync.Store(true)
 		case *redis.Message:

@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
+	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/testsvc"
 	tu "github.com/portcullis/portcullis/internal/testutil"
@@ -53,7 +54,7 @@ func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
 	log := telemetry.NewLogger(r.logs, slog.LevelDebug)
 	var err error
 	r.n, err = New(Options{
-		Addr: addr, DDoSThreshold: ro.threshold, BlockDuration: time.Minute,
+		Redis: redisconn.Server{Addr: addr}, DDoSThreshold: ro.threshold, BlockDuration: time.Minute,
 		ResyncEvery: ro.resync, ProbeEvery: ro.probe, FlushEvery: 20 * time.Millisecond,
 		// Generous on a shared, race-instrumented machine: these tests are
 		// about behaviour, the benchmark about cost.
