@@ -52,6 +52,7 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/ipfilter"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
+	"github.com/portcullis/portcullis/internal/redisbreaker"
 	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
@@ -131,8 +132,9 @@ type Node struct {
 	log  *slog.Logger
 	keys keys
 
-	down       atomic.Bool
-	downSince  atomic.Int64 // unix ns
+	// br is open (the replica degraded) from the first failed call to
+	// the end of a recovery; see fail and recover.
+	br         *redisbreaker.Breaker
 	fallbacks  prometheus.Counter
 	degradedG  prometheus.Gauge
 	gcra       *redis.Script
@@ -271,6 +273,25 @@ func New(o Options) (*Node, error) {
 		Name: "cluster_degraded",
 		Help: "1 while this replica runs on local limits and lists because the shared Redis is unavailable, else 0.",
 	})
+	n.br = redisbreaker.New(redisbreaker.Settings{
+		Name: "redis-cluster",
+		// The first failure opens it: a request must not wait on a Redis
+		// that just failed another.
+		Trip: 1,
+		// No cooldown of its own: the loop probes every ProbeEvery, with a
+		// whole recovery rather than the next request (see recover).
+		Cooldown: 0,
+		OnOpen: func(err error) {
+			n.degradedG.Set(1)
+			n.log.Warn("redis unavailable: falling back to local rate limits, DDoS counters and lists until it answers",
+				"redis", n.o.Redis.String(), "error", err.Error())
+		},
+		OnClose: func(outage time.Duration) {
+			n.degradedG.Set(0)
+			n.log.Info("redis reachable again: back to shared limits and lists",
+				"redis", n.o.Redis.String(), "outage", outage.Round(time.Millisecond).String())
+		},
+	})
 	if o.Registerer != nil {
 		for _, c := range []prometheus.Collector{n.fallbacks, n.degradedG} {
 			if err := o.Registerer.Register(c); err != nil {
@@ -282,7 +303,7 @@ func New(o Options) (*Node, error) {
 }
 
 // Degraded reports whether the replica runs on local state now.
-func (n *Node) Degraded() bool { return n.down.Load() }
+func (n *Node) Degraded() bool { return !n.br.Closed() }
 
 // Attach gives the node the lists and the guard remote changes apply to.
 // The lists' current entries (IP_WHITELIST / IP_BLACKLIST) are added to the
@@ -304,7 +325,7 @@ func (n *Node) Start(ctx context.Context) {
 	ctx, n.cancel = context.WithCancel(ctx)
 	// Subscribed before the first resync, so no change falls in between.
 	ps := n.rdb.Subscribe(ctx, n.keys.channel)
-	if err := n.recover(ctx); err != nil {
+	if err := n.recover(ctx, n.endOutage); err != nil {
 		n.fail(err)
 	} else {
 		n.log.Info("cluster mode: sharing limits, DDoS counters and lists through Redis", "redis", n.o.Redis.String())
@@ -368,46 +389,52 @@ func (n *Node) runRecovered(ctx context.Context, name string, run func(context.C
 	return false
 }
 
-// fail opens the breaker; the first failure of an outage logs a warning.
-// After Close, failures are the shutdown's own (the client is closed) and
-// change nothing.
+// fail opens the breaker; the first failure of an outage logs a warning
+// (OnOpen, in New). After Close, failures are the shutdown's own (the
+// client is closed) and change nothing.
 func (n *Node) fail(err error) {
 	if n.closed.Load() {
 		n.log.Debug("redis call after close", "error", err.Error())
 		return
 	}
-	if n.down.CompareAndSwap(false, true) {
-		n.downSince.Store(time.Now().UnixNano())
-		n.degradedG.Set(1)
-		n.log.Warn("redis unavailable: falling back to local rate limits, DDoS counters and lists until it answers",
-			"redis", n.o.Redis.String(), "error", err.Error())
+	n.br.Fail(err)
+}
+
+// endOutage closes the breaker if a failure opened it while Start's
+// recovery was under way (Start's recovery runs outside the probe, which
+// the loop, not yet started, would otherwise hold).
+func (n *Node) endOutage() {
+	if done, ok := n.br.Probe(); ok {
+		done(nil)
 	}
 }
 
-// up closes the breaker after a recovery.
-func (n *Node) up() {
-	if n.down.CompareAndSwap(true, false) {
-		n.degradedG.Set(0)
-		n.log.Info("redis reachable again: back to shared limits and lists",
-			"redis", n.o.Redis.String(), "outage", time.Since(time.Unix(0, n.downSince.Load())).Round(time.Millisecond).String())
+// probe runs one recovery while the replica is degraded (loop goroutine).
+// It holds the breaker's one probe: a recovery that succeeds closes the
+// breaker, from inside recover, once no change is left to replay.
+func (n *Node) probe(ctx context.Context) {
+	done, ok := n.br.Probe()
+	if !ok {
+		return
+	}
+	if err := n.recover(ctx, func() { done(nil) }); err != nil {
+		done(err)
+		n.log.Debug("redis still unavailable", "error", err.Error())
 	}
 }
 
 // isOutage tells a Redis failure from the caller giving up.
 func isOutage(ctx context.Context, err error) bool {
-	if err == nil || errors.Is(err, redis.Nil) {
-		return false
-	}
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) && !errors.Is(err, context.DeadlineExceeded) {
 		return false // the client went away
 	}
-	return true
+	return redisbreaker.IsFailure(err)
 }
 
 // Allow runs the shared GCRA for key (ratelimit.Remote). It never blocks
 // longer than OpTimeout and answers ok=false while Redis is unavailable.
 func (n *Node) Allow(ctx context.Context, scope string, key netip.Addr, interval, tau time.Duration) (ratelimit.Decision, bool) {
-	if n.down.Load() {
+	if !n.br.Closed() {
 		n.fallbacks.Inc()
 		return ratelimit.Decision{}, false
 	}
@@ -445,7 +472,7 @@ func (n *Node) Allow(ctx context.Context, scope string, key netip.Addr, interval
 
 // Count records a counted request of key for the next flush (ddos.Sharer).
 func (n *Node) Count(key netip.Addr) {
-	if n.down.Load() {
+	if !n.br.Closed() {
 		return // the local guard counts alone during an outage
 	}
 	s := &n.counts[shardOf(key)]
@@ -511,7 +538,7 @@ func (n *Node) share(c change) {
 func (n *Node) queue(c change) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
-	if !n.down.Load() {
+	if n.br.Closed() {
 		return false
 	}
 	n.fallbacks.Inc()
@@ -544,8 +571,8 @@ func (n *Node) writeChange(ctx context.Context, c change) error {
 // recover brings Redis up to date with this replica and this replica with
 // Redis: scripts loaded, lists re-seeded if Redis lost them, the changes
 // made during the outage replayed, then a full resync; then it ends the
-// outage (up), once no change is left to replay.
-func (n *Node) recover(ctx context.Context) error {
+// outage (up, which closes the breaker), once no change is left to replay.
+func (n *Node) recover(ctx context.Context, up func()) error {
 	ctx, cancel := context.WithTimeout(ctx, n.o.BackgroundTimeout)
 	defer cancel()
 	if err := n.rdb.Ping(ctx).Err(); err != nil {
@@ -582,21 +609,22 @@ func (n *Node) recover(ctx context.Context) error {
 		// Admin changes made during the replay were queued: replay them
 		// too before going back to shared state, or they would stay queued
 		// and the next resync would undo them locally.
-		if n.upIfReplayed() {
+		if n.upIfReplayed(up) {
 			return nil
 		}
 	}
 }
 
-// upIfReplayed ends the outage if no change is left to replay, under pmu
-// (see queue).
-func (n *Node) upIfReplayed() bool {
+// upIfReplayed ends the outage (up) if no change is left to replay, under
+// pmu (see queue): the breaker closes before a change can find it open and
+// queue itself behind the last replay.
+func (n *Node) upIfReplayed(up func()) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
 	if len(n.pending) != 0 {
 		return false
 	}
-	n.up()
+	up()
 	return true
 }
 
@@ -814,24 +842,20 @@ func (n *Node) loop(ctx context.Context) {
 			if n.hook != nil {
 				n.hook("loop")
 			}
-			if !n.down.Load() {
+			if n.br.Closed() {
 				n.bg(ctx, n.flush)
 			}
-			if n.forceSync.Load() && !n.down.Load() {
+			if n.forceSync.Load() && n.br.Closed() {
 				n.forceSync.Store(false)
 				n.lastVersion = ""
 				n.bg(ctx, n.resync)
 			}
 		case <-resync.C:
-			if !n.down.Load() {
+			if n.br.Closed() {
 				n.bg(ctx, n.resync)
 			}
 		case <-probe.C:
-			if n.down.Load() {
-				if err := n.recover(ctx); err != nil {
-					n.log.Debug("redis still unavailable", "error", err.Error())
-				}
-			}
+			n.probe(ctx) // nothing to do unless degraded
 		}
 	}
 }
