@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/sony/gobreaker/v2"
+
+	"github.com/portcullis/portcullis/internal/redisbreaker"
 )
 
 // Redis timing. The cache is an optimisation: a Redis that does not answer
@@ -34,57 +36,35 @@ const (
 )
 
 var (
-	errSlow       = errors.New("cache: redis answered slowly")
-	errClientGone = errors.New("cache: client gone during the lookup")
+	errSlow = errors.New("cache: redis answered slowly")
+	// errClientGone: the client hung up during the lookup, which says
+	// nothing about Redis (the breaker does not count it).
+	errClientGone = fmt.Errorf("cache: client gone during the lookup: %w", redisbreaker.ErrCallerGone)
 )
 
 // Redis is the shared store: every replica pointed at the same Redis sees
 // the entries any of them stored.
 type Redis struct {
 	rdb     redis.UniversalClient
-	cb      *gobreaker.CircuitBreaker[[]byte]
+	cb      *redisbreaker.Breaker
 	stats   *Stats
 	log     *slog.Logger
 	writers chan struct{}
 }
 
-// NewRedisClient returns a client tuned for cache use: tight timeouts, no
-// retries (a retry doubles the time an outage costs a request).
-func NewRedisClient(addr, password string, db int) *redis.Client {
-	return redis.NewClient(&redis.Options{
-		Addr: addr, Password: password, DB: db,
-		MaxRetries:            -1,
-		DialTimeout:           2 * RedisTimeout,
-		ReadTimeout:           RedisTimeout,
-		WriteTimeout:          RedisTimeout,
-		PoolTimeout:           RedisTimeout,
-		ContextTimeoutEnabled: true,
-		PoolSize:              64,
-	})
-}
-
-// NewRedis returns a store on rdb. Errors are counted in stats; the first
+// NewRedis returns a store on rdb, a client built with
+// redisconn.ForCache(RedisTimeout). Errors are counted in stats; the first
 // of an outage is logged as a warning, the recovery as info.
 func NewRedis(rdb redis.UniversalClient, stats *Stats, log *slog.Logger) *Redis {
 	s := &Redis{rdb: rdb, stats: stats, log: log, writers: make(chan struct{}, redisWriters)}
-	s.cb = gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
-		Name:        "redis-cache",
-		MaxRequests: 1,
-		Timeout:     redisCooldown,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= redisTrip },
-		IsSuccessful: func(err error) bool {
-			// A miss is an answer; a client that hung up says nothing
-			// about Redis.
-			return err == nil || errors.Is(err, redis.Nil) || errors.Is(err, errClientGone)
+	s.cb = redisbreaker.New(redisbreaker.Settings{
+		Name:     "redis-cache",
+		Trip:     redisTrip,
+		Cooldown: redisCooldown,
+		OnOpen: func(error) {
+			log.Warn("redis cache unreachable or slow: serving without the cache until it is back", "retry_every", redisCooldown.String(), "slow_above", RedisSlow.String())
 		},
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			switch {
-			case from == gobreaker.StateClosed && to == gobreaker.StateOpen:
-				log.Warn("redis cache unreachable or slow: serving without the cache until it is back", "retry_every", redisCooldown.String(), "slow_above", RedisSlow.String())
-			case to == gobreaker.StateClosed:
-				log.Info("redis cache reachable again")
-			}
-		},
+		OnClose: func(time.Duration) { log.Info("redis cache reachable again") },
 	})
 	return s
 }
@@ -98,18 +78,20 @@ func redisKey(key string) string {
 }
 
 func (s *Redis) Get(ctx context.Context, key string) (*Entry, bool) {
-	b, err := s.cb.Execute(func() ([]byte, error) {
+	var b []byte
+	err := s.cb.Do(func() error {
 		began := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, RedisTimeout)
 		defer cancel()
-		b, err := s.rdb.Get(rctx, redisKey(key)).Bytes()
+		var err error
+		b, err = s.rdb.Get(rctx, redisKey(key)).Bytes()
 		switch {
 		case err != nil && ctx.Err() != nil:
-			return nil, errClientGone
+			return errClientGone
 		case err == nil && time.Since(began) > RedisSlow:
-			return b, errSlow
+			return errSlow // the answer is used; the slowness counts against Redis
 		}
-		return b, err
+		return err
 	})
 	switch {
 	case err == nil, errors.Is(err, errSlow):
@@ -154,10 +136,10 @@ func (s *Redis) background(op func(ctx context.Context) error) {
 	}
 	go func() {
 		defer func() { <-s.writers }()
-		_, err := s.cb.Execute(func() ([]byte, error) {
+		err := s.cb.Do(func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), RedisTimeout)
 			defer cancel()
-			return nil, op(ctx)
+			return op(ctx)
 		})
 		if err != nil {
 			s.stats.Errors.Add(1)

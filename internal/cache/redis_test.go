@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/testsvc"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 func TestRedisStoreSurvivesAnOutage(t *testing.T) {
 	srv := testsvc.RestartableRedis(t)
-	rdb := NewRedisClient(srv.Addr, "", 0)
+	rdb := redisconn.New(redisconn.Server{Addr: srv.Addr}, redisconn.ForCache(RedisTimeout))
 	defer rdb.Close()
 	logs := &testutil.SyncBuffer{}
 	stats := &Stats{}
@@ -112,7 +113,7 @@ func slowProxy(t *testing.T, addr string, delay time.Duration) string {
 
 func TestSlowRedisTripsTheBreaker(t *testing.T) {
 	addr, _ := testsvc.Redis(t)
-	rdb := NewRedisClient(slowProxy(t, addr, 3*RedisSlow), "", 0)
+	rdb := redisconn.New(redisconn.Server{Addr: slowProxy(t, addr, 3*RedisSlow)}, redisconn.ForCache(RedisTimeout))
 	defer rdb.Close()
 	logs := &testutil.SyncBuffer{}
 	s := NewRedis(rdb, &Stats{}, slog.New(slog.NewJSONHandler(logs, nil)))
@@ -136,7 +137,7 @@ func TestSlowRedisTripsTheBreaker(t *testing.T) {
 
 func TestClientsHangingUpDoNotTripTheBreaker(t *testing.T) {
 	addr, _ := testsvc.Redis(t)
-	rdb := NewRedisClient(addr, "", 0)
+	rdb := redisconn.New(redisconn.Server{Addr: addr}, redisconn.ForCache(RedisTimeout))
 	defer rdb.Close()
 	logs := &testutil.SyncBuffer{}
 	stats := &Stats{}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
+	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/testsvc"
 	tu "github.com/portcullis/portcullis/internal/testutil"
@@ -36,6 +38,9 @@ type replicaOpts struct {
 	probe     time.Duration  // ProbeEvery (default 50 ms)
 	resync    time.Duration  // ResyncEvery (default 300 ms)
 	hook      func(loop string)
+	// afterReplay runs in the recovery after the replay (Node.afterReplay),
+	// Start's own included.
+	afterReplay func(*Node)
 }
 
 func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
@@ -53,7 +58,7 @@ func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
 	log := telemetry.NewLogger(r.logs, slog.LevelDebug)
 	var err error
 	r.n, err = New(Options{
-		Addr: addr, DDoSThreshold: ro.threshold, BlockDuration: time.Minute,
+		Redis: redisconn.Server{Addr: addr}, DDoSThreshold: ro.threshold, BlockDuration: time.Minute,
 		ResyncEvery: ro.resync, ProbeEvery: ro.probe, FlushEvery: 20 * time.Millisecond,
 		// Generous on a shared, race-instrumented machine: these tests are
 		// about behaviour, the benchmark about cost.
@@ -71,6 +76,10 @@ func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
 	}
 	r.n.Attach(r.lists, r.guard)
 	r.n.hook = ro.hook
+	if ro.afterReplay != nil {
+		n := r.n
+		n.afterReplay = func() { ro.afterReplay(n) }
+	}
 	r.n.Start(context.Background())
 	t.Cleanup(func() {
 		r.n.Close()
@@ -336,6 +345,9 @@ func TestOutageFallsBackAndRecovers(t *testing.T) {
 	if n := strings.Count(a.logs.String(), "redis unavailable"); n != 1 {
 		t.Fatalf("%d outage warnings, want exactly 1", n)
 	}
+	if got := value(a.n.degradedG); got != 1 {
+		t.Fatalf("cluster_degraded = %v during the outage", got)
+	}
 
 	srv.Start() // empty: no persistence
 	for _, r := range []*replica{a, b} {
@@ -353,8 +365,8 @@ func TestOutageFallsBackAndRecovers(t *testing.T) {
 	if d, ok := a.n.Allow(ctx, "", key, time.Second, time.Second); !ok || !d.Allowed {
 		t.Fatalf("after recovery: %+v ok=%v", d, ok)
 	}
-	if !strings.Contains(a.logs.String(), "redis reachable again") {
-		t.Fatal("no recovery log line")
+	if n := a.logs.CountMsg("redis reachable again: back to shared limits and lists"); n != 1 {
+		t.Fatalf("%d recovery log lines, want exactly 1", n)
 	}
 	if got := value(a.n.degradedG); got != 0 {
 		t.Fatalf("cluster_degraded = %v after recovery", got)
@@ -627,5 +639,30 @@ func TestOutageChangeIsReplayedOverALaterConnectedOne(t *testing.T) {
 	eventually(t, 10*time.Second, "a recovers", func() bool { return !a.n.Degraded() })
 	for _, r := range []*replica{a, b} {
 		eventually(t, 2*time.Second, "the replayed removal wins everywhere", func() bool { return !r.lists.Denied(x.Addr()) })
+	}
+}
+
+// A failure elsewhere while Start's own recovery is under way (an admin
+// change racing the boot) opens the breaker; the recovery that then
+// completes closes it again, as a probe's would, instead of leaving the
+// replica degraded until the next probe.
+func TestFailureDuringStartRecoveryIsEndedByIt(t *testing.T) {
+	t.Parallel()
+	addr, _ := testsvc.Redis(t)
+	var once sync.Once
+	afterReplay := func(n *Node) {
+		once.Do(func() {
+			n.fail(errors.New("injected failure during the boot"))
+			if !n.Degraded() {
+				t.Error("the injected failure did not open the breaker")
+			}
+		})
+	}
+	r := newReplica(t, addr, replicaOpts{probe: time.Hour, afterReplay: afterReplay})
+	if r.n.Degraded() {
+		t.Fatal("still degraded after Start's recovery succeeded")
+	}
+	if r.logs.CountMsg("redis reachable again: back to shared limits and lists") != 1 {
+		t.Fatalf("want one recovery line:\n%s", r.logs.String())
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/cache"
 	"github.com/portcullis/portcullis/internal/middleware/respcache"
+	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
@@ -24,7 +25,7 @@ func (g *Gateway) buildCache() error {
 	var store cache.Store
 	backend := cfg.CacheBackend
 	if backend != "memory" {
-		rdb := cache.NewRedisClient(cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB)
+		rdb := redisconn.New(redisconn.FromConfig(cfg), redisconn.ForCache(cache.RedisTimeout))
 		err := cache.Ping(g.life, rdb, time.Second)
 		switch {
 		case backend == "auto" && err != nil:

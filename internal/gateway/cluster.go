@@ -6,6 +6,7 @@ import (
 	"github.com/portcullis/portcullis/internal/cluster"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
+	"github.com/portcullis/portcullis/internal/redisconn"
 )
 
 // clusterNode is the replica's link to the shared state (CLUSTER_MODE=redis).
@@ -18,9 +19,7 @@ func (g *Gateway) buildCluster() (*clusterNode, error) {
 		return nil, nil
 	}
 	n, err := cluster.New(cluster.Options{
-		Addr:          g.cfg.RedisAddr,
-		Password:      g.cfg.RedisPassword,
-		DB:            g.cfg.RedisDB,
+		Redis:         redisconn.FromConfig(g.cfg),
 		DDoSThreshold: g.cfg.DDoSThreshold,
 		BlockDuration: g.cfg.BlockDuration,
 		Log:           g.log,

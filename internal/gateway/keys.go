@@ -12,6 +12,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/auth/apikey"
 	"github.com/portcullis/portcullis/internal/middleware/auth"
+	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
@@ -27,12 +28,7 @@ func (g *Gateway) buildKeyStore() (auth.KeyLookup, error) {
 		Registerer: g.metrics.Registry,
 	}
 	if cfg.APIKeysRedis {
-		// One retry at most: an outage must fail fast, not eat the lookup's
-		// whole time budget in redials.
-		o.Redis = redis.NewClient(&redis.Options{
-			Addr: cfg.RedisAddr, Password: cfg.RedisPassword, DB: cfg.RedisDB,
-			MaxRetries: 1, DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
-		})
+		o.Redis = redisconn.New(redisconn.FromConfig(cfg), redisconn.ForAPIKeys())
 		g.closers = append(g.closers, func() { o.Redis.Close() })
 	}
 	if cfg.APIKeysDatabaseURL != "" {
