@@ -47,4 +47,3 @@ type Backend struct {
 	Breaker  string // closed, open, half-open
 	InFlight int64
 }
-
