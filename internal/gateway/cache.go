@@ -48,7 +48,7 @@ func (g *Gateway) buildCache() error {
 		g.closers = append(g.closers, mem.Close)
 		store = mem
 	}
-	g.cache = respcache.NewShared(store, stats, respcache.Options{
+	g.cache = respcache.NewCache(store, stats, respcache.Options{
 		MaxObject:        cfg.CacheMaxObjectBytes,
 		PrivateHeaders:   cfg.CachePrivateHeaders,
 		ClientRevalidate: cfg.CacheClientRevalidate,

@@ -73,13 +73,13 @@ type Gateway struct {
 
 	lists  *iplist.Lists     // allow/deny, shared with the admin API
 	guard  *ddos.Guard       // DDoS blocks, shared with the admin API and /stats
-	limits *ratelimit.Shared // per-IP and per-route token buckets
+	limits *ratelimit.Limits // per-IP and per-route token buckets
 	admin  *admin.API
-	auth   *auth.Shared
+	auth   *auth.Verifier
 	// canAuth: a JWT secret, JWKS or API key source is configured, so a
 	// route with require_auth can be passed at all.
 	canAuth bool
-	cache   *respcache.Shared // nil when ENABLE_CACHING=false
+	cache   *respcache.Cache // nil when ENABLE_CACHING=false
 
 	cluster *clusterNode // shared limits and lists (CLUSTER_MODE=redis); nil when off
 
@@ -217,7 +217,7 @@ func (g *Gateway) buildAuth() error {
 	if err != nil {
 		return err
 	}
-	g.auth, err = auth.NewShared(tokens, keys, cfg.PublicPaths, telemetry.Component(g.log, "auth"), g.metrics.Registry)
+	g.auth, err = auth.NewVerifier(tokens, keys, cfg.PublicPaths, telemetry.Component(g.log, "auth"), g.metrics.Registry)
 	if err != nil {
 		return err
 	}
@@ -246,7 +246,7 @@ func (g *Gateway) buildEdge() error {
 	if err != nil {
 		return fmt.Errorf("DDOS_THRESHOLD/BLOCK_DURATION: %w", err)
 	}
-	g.limits, err = ratelimit.NewShared(ratelimit.Config{
+	g.limits, err = ratelimit.NewLimits(ratelimit.Config{
 		MaxTrackedIPs: cfg.MaxTrackedIPs,
 		Log:           g.log,
 		Registerer:    g.metrics.Registry,

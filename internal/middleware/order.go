@@ -85,7 +85,7 @@ type Deps struct {
 	// Edge protection, shared with the admin API, cluster mode and /stats.
 	Lists  *iplist.Lists
 	Guard  *ddos.Guard
-	Limits *ratelimit.Shared
+	Limits *ratelimit.Limits
 	RPS    float64 // MAX_REQUESTS_PER_SECOND
 	Burst  int     // MAX_BURST_SIZE
 
@@ -163,11 +163,11 @@ func envelope(d Deps) []step {
 
 // RouteDeps is what the per-route steps need.
 type RouteDeps struct {
-	Limits      *ratelimit.Shared
+	Limits      *ratelimit.Limits
 	CORSOrigins []string // CORS_ALLOWED_ORIGINS
-	Auth        *auth.Shared
+	Auth        *auth.Verifier
 	// Cache is the shared response cache; nil = ENABLE_CACHING off.
-	Cache *respcache.Shared
+	Cache *respcache.Cache
 	// CompressMinBytes is COMPRESSION_MIN_BYTES; negative = compression
 	// off (ENABLE_COMPRESSION=false).
 	CompressMinBytes int

@@ -53,8 +53,8 @@ var (
 	ErrKeyStore   = errors.New("API key store unavailable")
 )
 
-// Shared is what every route's auth step uses.
-type Shared struct {
+// Verifier is what every route's auth step uses.
+type Verifier struct {
 	tokens   TokenVerifier
 	keys     KeyLookup
 	public   []string
@@ -62,10 +62,10 @@ type Shared struct {
 	failures *prometheus.CounterVec
 }
 
-// NewShared builds the shared state. tokens or keys may be nil (that method
+// NewVerifier builds the shared state. tokens or keys may be nil (that method
 // is off). publicPaths are clean-path prefixes (PUBLIC_PATHS).
-func NewShared(tokens TokenVerifier, keys KeyLookup, publicPaths []string, log *slog.Logger, reg prometheus.Registerer) (*Shared, error) {
-	s := &Shared{tokens: tokens, keys: keys, public: publicPaths, log: log}
+func NewVerifier(tokens TokenVerifier, keys KeyLookup, publicPaths []string, log *slog.Logger, reg prometheus.Registerer) (*Verifier, error) {
+	s := &Verifier{tokens: tokens, keys: keys, public: publicPaths, log: log}
 	s.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "auth_failures_total",
 		Help: "Requests refused by authentication, by reason (missing, invalid, expired, revoked, store_error).",
@@ -82,7 +82,7 @@ func NewShared(tokens TokenVerifier, keys KeyLookup, publicPaths []string, log *
 
 // Public reports whether a clean path is under PUBLIC_PATHS, on a segment
 // boundary (/health covers /health and /health/x, not /healthz).
-func (s *Shared) Public(path string) bool {
+func (s *Verifier) Public(path string) bool {
 	for _, p := range s.public {
 		if p == "/" || path == p || (strings.HasPrefix(path, p) && path[len(p)] == '/') {
 			return true
@@ -93,7 +93,7 @@ func (s *Shared) Public(path string) bool {
 
 // New returns the step for one route: a pass-through when the route does not
 // require auth.
-func New(s *Shared, requireAuth bool) func(http.Handler) http.Handler {
+func New(s *Verifier, requireAuth bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if !requireAuth {
 			return next
@@ -115,7 +115,7 @@ func New(s *Shared, requireAuth bool) func(http.Handler) http.Handler {
 }
 
 // authenticate fills in.UserID and in.AuthMethod, or returns why not.
-func (s *Shared) authenticate(r *http.Request, in *request.Info) (reason string, status int) {
+func (s *Verifier) authenticate(r *http.Request, in *request.Info) (reason string, status int) {
 	if authz := r.Header.Get("Authorization"); authz != "" {
 		token, ok := bearer(authz)
 		if !ok || s.tokens == nil || !s.tokens.Enabled() {
@@ -167,7 +167,7 @@ func bearer(v string) (string, bool) {
 	return t, t != ""
 }
 
-func (s *Shared) refuse(w http.ResponseWriter, r *http.Request, in *request.Info, reason string, status int) {
+func (s *Verifier) refuse(w http.ResponseWriter, r *http.Request, in *request.Info, reason string, status int) {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
 		gwerror.Write(w, r, status, "authentication temporarily unavailable")

@@ -44,7 +44,7 @@ func (fakeKeys) LookupName(_ context.Context, k string) (string, error) {
 
 func TestAuth(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s, err := NewShared(fakeTokens{}, fakeKeys{}, []string{"/health", "/api/v1/public"}, nil, reg)
+	s, err := NewVerifier(fakeTokens{}, fakeKeys{}, []string{"/health", "/api/v1/public"}, nil, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ type edge struct {
 func newEdge(tb testing.TB, now func() time.Time, maxTracked, threshold int, rps float64, burst int) *edge {
 	tb.Helper()
 	reg := prometheus.NewRegistry()
-	shared, err := ratelimit.NewShared(ratelimit.Config{MaxTrackedIPs: maxTracked, Registerer: reg, Now: now})
+	shared, err := ratelimit.NewLimits(ratelimit.Config{MaxTrackedIPs: maxTracked, Registerer: reg, Now: now})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -37,7 +37,7 @@ import (
 // with 429.
 var ErrLimited = errors.New("rate limit exceeded")
 
-// DefaultSweepEvery is how often Shared.Run sweeps idle buckets.
+// DefaultSweepEvery is how often Limits.Run sweeps idle buckets.
 const DefaultSweepEvery = 10 * time.Second
 
 // minIdleTTL is the shortest time a bucket is kept after its last request.
@@ -83,12 +83,12 @@ type Remote interface {
 	Allow(ctx context.Context, scope string, key netip.Addr, interval, tau time.Duration) (d Decision, ok bool)
 }
 
-// Shared holds what the per-IP limiter and every per-route limiter share:
+// Limits holds what the per-IP limiter and every per-route limiter share:
 // the counter, the logger, the clock and the list of live limiters that
 // Run sweeps. Per-route limiters built for a configuration that was later
 // replaced are dropped from the list once the garbage collector frees them,
 // so a hot reload needs no unregistering.
-type Shared struct {
+type Limits struct {
 	maxTracked, routeMaxTracked int
 	log                         *slog.Logger
 	now                         func() time.Time
@@ -103,8 +103,8 @@ type Shared struct {
 	deadEvicted atomic.Uint64 // evictions of limiters already collected
 }
 
-// NewShared validates c and registers the metrics.
-func NewShared(c Config) (*Shared, error) {
+// NewLimits validates c and registers the metrics.
+func NewLimits(c Config) (*Limits, error) {
 	if c.MaxTrackedIPs < 0 || c.RouteMaxTrackedIPs < 0 {
 		return nil, fmt.Errorf("ratelimit: MaxTrackedIPs %d / RouteMaxTrackedIPs %d: must not be negative", c.MaxTrackedIPs, c.RouteMaxTrackedIPs)
 	}
@@ -124,7 +124,7 @@ func NewShared(c Config) (*Shared, error) {
 	if c.SweepEvery <= 0 {
 		c.SweepEvery = DefaultSweepEvery
 	}
-	s := &Shared{
+	s := &Limits{
 		arrival:         arrival,
 		maxTracked:      c.MaxTrackedIPs,
 		routeMaxTracked: c.RouteMaxTrackedIPs,
@@ -151,12 +151,12 @@ func NewShared(c Config) (*Shared, error) {
 // Run sweeps idle buckets of every live limiter each SweepEvery until ctx
 // ends. Without it the tables stay capped but keep idle buckets until they
 // are evicted.
-func (s *Shared) Run(ctx context.Context) {
+func (s *Limits) Run(ctx context.Context) {
 	iptrack.SweepLoop(ctx, s.every, s.log, func() { s.Sweep(s.now()) })
 }
 
 // Sweep removes the idle buckets of every live limiter.
-func (s *Shared) Sweep(now time.Time) {
+func (s *Limits) Sweep(now time.Time) {
 	for _, l := range s.limiters() {
 		l.table.Sweep(now)
 	}
@@ -164,7 +164,7 @@ func (s *Shared) Sweep(now time.Time) {
 }
 
 // timeOf is the time of the request in.
-func (s *Shared) timeOf(in *request.Info) time.Time {
+func (s *Limits) timeOf(in *request.Info) time.Time {
 	if s.arrival && in != nil && !in.Start.IsZero() {
 		return in.Start
 	}
@@ -172,7 +172,7 @@ func (s *Shared) timeOf(in *request.Info) time.Time {
 }
 
 // Tracked is the number of buckets held by all live limiters.
-func (s *Shared) Tracked() int {
+func (s *Limits) Tracked() int {
 	n := 0
 	for _, l := range s.limiters() {
 		n += l.table.Len()
@@ -180,7 +180,7 @@ func (s *Shared) Tracked() int {
 	return n
 }
 
-func (s *Shared) evictions() uint64 {
+func (s *Limits) evictions() uint64 {
 	n := s.deadEvicted.Load()
 	for _, l := range s.limiters() {
 		n += l.table.Evictions()
@@ -189,7 +189,7 @@ func (s *Shared) evictions() uint64 {
 }
 
 // limiters returns the live limiters and forgets the collected ones.
-func (s *Shared) limiters() []*Limiter {
+func (s *Limits) limiters() []*Limiter {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]*Limiter, 0, len(s.live))
@@ -205,7 +205,7 @@ func (s *Shared) limiters() []*Limiter {
 	return out
 }
 
-func (s *Shared) add(l *Limiter) {
+func (s *Limits) add(l *Limiter) {
 	// When a replaced route's limiter is collected, keep its evictions in
 	// the (monotonic) counter.
 	runtime.AddCleanup(l, func(t *iptrack.Table[int64]) { s.deadEvicted.Add(t.Evictions()) }, l.table)
@@ -217,7 +217,7 @@ func (s *Shared) add(l *Limiter) {
 
 // Limiter is one token-bucket limit per client, as an http.Handler.
 type Limiter struct {
-	s     *Shared
+	s     *Limits
 	next  http.Handler
 	route bool
 	// interval is the time one token takes to refill (1/rps); tau is the
@@ -237,7 +237,7 @@ type Limiter struct {
 // limited. A trusted proxy that sent no usable X-Forwarded-For is its own
 // client here and is limited like any other: exempting it would exempt
 // every local process, and every client of a proxy that forgot the header.
-func New(rps float64, burst int, s *Shared) (func(http.Handler) http.Handler, error) {
+func New(rps float64, burst int, s *Limits) (func(http.Handler) http.Handler, error) {
 	return step(rps, burst, s, false)
 }
 
@@ -246,15 +246,15 @@ func New(rps float64, burst int, s *Shared) (func(http.Handler) http.Handler, er
 // with its own buckets. It counts in the same rate_limited_requests_total.
 // When both limits answer, the RateLimit-* headers describe the one closer
 // to running out.
-func NewRoute(rps float64, burst int, s *Shared) (func(http.Handler) http.Handler, error) {
+func NewRoute(rps float64, burst int, s *Limits) (func(http.Handler) http.Handler, error) {
 	return step(rps, burst, s, true)
 }
 
 // step checks the settings now; each chain the step wraps gets its own
 // buckets.
-func step(rps float64, burst int, s *Shared, route bool) (func(http.Handler) http.Handler, error) {
+func step(rps float64, burst int, s *Limits, route bool) (func(http.Handler) http.Handler, error) {
 	if s == nil {
-		return nil, errors.New("ratelimit: nil Shared")
+		return nil, errors.New("ratelimit: nil Limits")
 	}
 	if _, _, err := bucket(rps, burst); err != nil {
 		return nil, err
@@ -281,9 +281,9 @@ func bucket(rps float64, burst int) (interval, tau int64, err error) {
 	return interval, int64(burst) * interval, nil
 }
 
-func newLimiter(rps float64, burst int, s *Shared, next http.Handler, route bool) (*Limiter, error) {
+func newLimiter(rps float64, burst int, s *Limits, next http.Handler, route bool) (*Limiter, error) {
 	if s == nil || next == nil {
-		return nil, errors.New("ratelimit: nil Shared or next handler")
+		return nil, errors.New("ratelimit: nil Limits or next handler")
 	}
 	interval, tau, err := bucket(rps, burst)
 	if err != nil {

@@ -53,7 +53,7 @@ var ok = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write
 type fixture struct {
 	clock  *testutil.Clock
 	reg    *prometheus.Registry
-	shared *Shared
+	shared *Limits
 	logs   *bytes.Buffer
 }
 
@@ -61,7 +61,7 @@ func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{clock: testutil.NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)), reg: prometheus.NewRegistry(), logs: &bytes.Buffer{}}
 	var err error
-	f.shared, err = NewShared(Config{
+	f.shared, err = NewLimits(Config{
 		MaxTrackedIPs: 4096,
 		Log:           slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registerer:    f.reg,
@@ -315,9 +315,9 @@ func TestConstructorValidates(t *testing.T) {
 		})
 	}
 	if _, err := New(1, 1, nil); err == nil {
-		t.Fatal("nil Shared accepted")
+		t.Fatal("nil Limits accepted")
 	}
-	if _, err := NewShared(Config{MaxTrackedIPs: -1}); err == nil {
+	if _, err := NewLimits(Config{MaxTrackedIPs: -1}); err == nil {
 		t.Fatal("negative MaxTrackedIPs accepted")
 	}
 }
@@ -437,7 +437,7 @@ func BenchmarkAllowExistingClient(b *testing.B) {
 // TestDefaultClockIsArrivalTime: with no clock configured the limiter takes
 // the time the envelope read (request.Info.Start) instead of reading one.
 func TestDefaultClockIsArrivalTime(t *testing.T) {
-	shared, err := NewShared(Config{MaxTrackedIPs: 1024})
+	shared, err := NewLimits(Config{MaxTrackedIPs: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func TestRemoteDecidesAndLocalTakesOverWhenItCannot(t *testing.T) {
 	f := newFixture(t)
 	remote := &scriptedRemote{}
 	var err error
-	f.shared, err = NewShared(Config{MaxTrackedIPs: 64, Now: f.clock.Now, Registerer: prometheus.NewRegistry(), Remote: remote})
+	f.shared, err = NewLimits(Config{MaxTrackedIPs: 64, Now: f.clock.Now, Registerer: prometheus.NewRegistry(), Remote: remote})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestRemoteRouteLimiterScopesByRoute(t *testing.T) {
 	f := newFixture(t)
 	remote := &scriptedRemote{answer: Decision{Allowed: true, Remaining: 4}, ok: true}
 	var err error
-	f.shared, err = NewShared(Config{MaxTrackedIPs: 64, Now: f.clock.Now, Remote: remote})
+	f.shared, err = NewLimits(Config{MaxTrackedIPs: 64, Now: f.clock.Now, Remote: remote})
 	if err != nil {
 		t.Fatal(err)
 	}

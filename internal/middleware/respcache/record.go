@@ -106,7 +106,7 @@ type recorder struct {
 	status                    int
 	ttl, age                  time.Duration
 	body                      []byte
-	reserved                  int64 // bytes counted in Shared.recording
+	reserved                  int64 // bytes counted in Cache.recording
 }
 
 // reserve counts n more bytes against the shared recording budget and

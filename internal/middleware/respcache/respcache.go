@@ -20,9 +20,9 @@ import (
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
-// Shared is the state every route's cache step uses: one store, one set of
+// Cache is the state every route's cache step uses: one store, one set of
 // counters, one group of in-flight misses.
-type Shared struct {
+type Cache struct {
 	store     cache.Store
 	stats     *cache.Stats
 	flights   *cache.Flights
@@ -68,10 +68,10 @@ type Options struct {
 	Log              *slog.Logger
 }
 
-// NewShared returns the shared cache state over store; stats are the
+// NewCache returns the shared cache state over store; stats are the
 // counters RegisterMetrics exposes.
-func NewShared(store cache.Store, stats *cache.Stats, o Options) *Shared {
-	return &Shared{store: store, stats: stats, flights: cache.NewFlights(), maxObject: o.MaxObject, log: o.Log,
+func NewCache(store cache.Store, stats *cache.Stats, o Options) *Cache {
+	return &Cache{store: store, stats: stats, flights: cache.NewFlights(), maxObject: o.MaxObject, log: o.Log,
 		private: o.PrivateHeaders, clientRevalidate: o.ClientRevalidate,
 		maxRecording: max(MaxRecording, o.MaxObject), bodyWait: BodyWait}
 }
@@ -97,10 +97,10 @@ func RegisterMetrics(stats *cache.Stats, reg prometheus.Registerer) error {
 }
 
 // Stats are the counters behind the metrics.
-func (s *Shared) Stats() *cache.Stats { return s.stats }
+func (s *Cache) Stats() *cache.Stats { return s.stats }
 
 // Store is the store in use.
-func (s *Shared) Store() cache.Store { return s.store }
+func (s *Cache) Store() cache.Store { return s.store }
 
 // Header values, prebuilt so the hot path does not allocate them.
 var (
@@ -124,7 +124,7 @@ func ageHeader(secs int64) []string {
 }
 
 type step struct {
-	s *Shared
+	s *Cache
 	// ttl is the lifetime of answers without explicit freshness
 	// (cache_ttl_secs, else CACHE_TTL); 0 = such answers are not stored.
 	ttl time.Duration
@@ -135,7 +135,7 @@ type step struct {
 }
 
 // New returns the cache step of one route.
-func New(s *Shared, ttl time.Duration, authenticated bool) func(http.Handler) http.Handler {
+func New(s *Cache, ttl time.Duration, authenticated bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return &step{s: s, ttl: ttl, authenticated: authenticated, next: next}
 	}

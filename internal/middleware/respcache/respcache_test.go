@@ -17,7 +17,7 @@ import (
 
 // serveStep runs the step as the gateway does (request.Info in the
 // context) on a real server.
-func serveStep(t *testing.T, s *Shared, next http.HandlerFunc) *httptest.Server {
+func serveStep(t *testing.T, s *Cache, next http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	step := New(s, time.Minute, false)(next)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -28,13 +28,13 @@ func serveStep(t *testing.T, s *Shared, next http.HandlerFunc) *httptest.Server 
 	return srv
 }
 
-func newShared(t *testing.T) *Shared {
+func newCache(t *testing.T) *Cache {
 	mem, err := cache.NewMemory(1 << 20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(mem.Close)
-	return NewShared(mem, &cache.Stats{}, Options{MaxObject: 1 << 20, Log: slog.New(slog.DiscardHandler)})
+	return NewCache(mem, &cache.Stats{}, Options{MaxObject: 1 << 20, Log: slog.New(slog.DiscardHandler)})
 }
 
 func fetch(t *testing.T, url string) (string, string) {
@@ -49,7 +49,7 @@ func fetch(t *testing.T, url string) (string, string) {
 }
 
 func TestRecordingBudgetBoundsWhatMissesBuffer(t *testing.T) {
-	s := newShared(t)
+	s := newCache(t)
 	s.maxRecording = 100 // smaller than the answer: nothing can be recorded
 	var hits atomic.Int64
 	srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
@@ -70,7 +70,7 @@ func TestRecordingBudgetBoundsWhatMissesBuffer(t *testing.T) {
 }
 
 func TestTruncatedAnswerIsNotStored(t *testing.T) {
-	s := newShared(t)
+	s := newCache(t)
 	srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "100")
 		io.WriteString(w, "only part")
@@ -86,7 +86,7 @@ func TestTruncatedAnswerIsNotStored(t *testing.T) {
 }
 
 func TestAbortedLeaderReleasesWaiters(t *testing.T) {
-	s := newShared(t)
+	s := newCache(t)
 	var calls atomic.Int64
 	release := make(chan struct{})
 	srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
@@ -141,7 +141,7 @@ func TestWaitersDoNotWaitOutALongLeader(t *testing.T) {
 		{"storable, body crawling", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newShared(t)
+			s := newCache(t)
 			s.bodyWait = 100 * time.Millisecond
 			var calls atomic.Int64
 			release := make(chan struct{})
@@ -189,7 +189,7 @@ func TestWaitersDoNotWaitOutALongLeader(t *testing.T) {
 }
 
 func TestEarlyHintsLeaveTheGatewaysHeaders(t *testing.T) {
-	s := newShared(t)
+	s := newCache(t)
 	step := New(s, time.Minute, false)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</style.css>; rel=preload")
 		w.Header().Set("X-Request-Id", "upstream-echo")
