@@ -1,4 +1,4 @@
-package proxy
+package upstreamclient
 
 import (
 	"bufio"
@@ -44,8 +44,8 @@ type SyncClient struct {
 	pools map[string]*hostPool
 }
 
-// maxResponseHeaderBytes bounds a response's header block, as
-// NewTransport's MaxResponseHeaderBytes.
+// maxResponseHeaderBytes bounds a response's header block, for both clients:
+// a backend must not make the gateway buffer an unbounded header.
 const maxResponseHeaderBytes = 64 << 10
 
 // max1xx bounds the interim answers one request may get.
@@ -110,6 +110,8 @@ func (c *SyncClient) pool(host string) *hostPool {
 	return p
 }
 
+// The errors' "proxy:" prefix predates this package; it is kept because
+// the texts reach traces and logs, which must not change with the move.
 var errNoHost = errors.New("proxy: no host in request URL")
 
 func (c *SyncClient) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -205,7 +207,10 @@ func validHeaders(h http.Header) error {
 func (c *SyncClient) dial(ctx context.Context, p *hostPool) (*syncConn, error) {
 	nc, err := c.dialer.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
-		return nil, err // a *net.OpError with Op "dial": notSent sees it
+		// Left as the dialer's *net.OpError with Op "dial": the proxy
+		// reads it as "nothing was sent" and may retry even a POST on
+		// another backend.
+		return nil, err
 	}
 	sc := &syncConn{pool: p, nc: nc, readLimit: math.MaxInt64}
 	sc.br = bufio.NewReaderSize(sc, 4<<10)
@@ -532,7 +537,7 @@ const (
 )
 
 // maxWriteWait is how long a connection whose answer was read waits for its
-// request to be written whole (http.Transport's maxWriteWaitBeforeConnReuse).
+// request to be written whole: as long as http.Transport waits.
 const maxWriteWait = 50 * time.Millisecond
 
 func (w *bodyWrite) run(sc *syncConn, req *http.Request) {
