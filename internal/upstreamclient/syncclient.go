@@ -48,9 +48,6 @@ type SyncClient struct {
 // a backend must not make the gateway buffer an unbounded header.
 const maxResponseHeaderBytes = 64 << 10
 
-// max1xx bounds the interim answers one request may get.
-const max1xx = 64
-
 // NewSyncClient returns a SyncClient keeping up to maxIdlePerHost idle
 // connections per backend (0 means 2, as http.Transport), closing them after
 // idleTimeout idle (0: never), and dialing within dialTimeout.
@@ -414,18 +411,14 @@ func (sc *syncConn) roundTrip(ctx context.Context, req *http.Request) (*http.Res
 	}
 
 	var trace *httptrace.ClientTrace
-	n1xx := 0
+	sc.readLimit = maxResponseHeaderBytes
 	for {
-		sc.readLimit = maxResponseHeaderBytes
 		resp, err := http.ReadResponse(sc.br, req)
 		if err != nil {
 			return fail(writeErr(err))
 		}
 		code := resp.StatusCode
 		if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-			if n1xx++; n1xx > max1xx {
-				return fail(errors.New("proxy: too many 1xx responses from upstream"))
-			}
 			if trace == nil {
 				trace = httptrace.ContextClientTrace(ctx)
 				if trace == nil {
@@ -436,6 +429,12 @@ func (sc *syncConn) roundTrip(ctx context.Context, req *http.Request) (*http.Res
 				if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
 					return fail(err)
 				}
+				// As http.Transport: an interim answer the hook took
+				// is the hook's to bound (ReverseProxy forwards each
+				// one and the route timeout ends an endless series),
+				// so the next header gets the whole limit again.
+				// Untaken ones share the final header's limit.
+				sc.readLimit = maxResponseHeaderBytes
 			}
 			continue
 		}

@@ -677,3 +677,50 @@ func BenchmarkUpstreamClient(b *testing.B) {
 		})
 	}
 }
+
+// Interim answers are bounded as http.Transport bounds them: those a
+// Got1xxResponse hook takes are the hook's to count, each with the whole
+// header limit; without a hook they share the final header's 64 KiB.
+func TestInterimAnswersBoundedAsTransport(t *testing.T) {
+	const hint = "HTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\n\r\n"
+	n := (maxResponseHeaderBytes / len(hint)) + 100 // more than the limit holds
+	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, strings.Repeat(hint, n)+"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		c    interface {
+			http.RoundTripper
+			CloseIdleConnections()
+		}
+	}{
+		{"transport", NewTransport(4, time.Minute, time.Second)},
+		{"sync", NewSyncClient(4, time.Minute, time.Second)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer tc.c.CloseIdleConnections()
+			hints := 0
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				Got1xxResponse: func(int, textproto.MIMEHeader) error { hints++; return nil },
+			})
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.url("/"), nil)
+			resp, err := tc.c.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("with a hook: %v", err)
+			}
+			if got := readAll(t, resp); got != "ok" || hints != n {
+				t.Errorf("with a hook: body %q after %d hints, want %q after %d", got, hints, "ok", n)
+			}
+			req, _ = http.NewRequest(http.MethodGet, b.url("/"), nil)
+			if resp, err := tc.c.RoundTrip(req); err == nil {
+				resp.Body.Close()
+				t.Errorf("without a hook, %d bytes of interim answers were accepted", n*len(hint))
+			}
+		})
+	}
+}
