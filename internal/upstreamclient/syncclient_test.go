@@ -692,24 +692,15 @@ func TestInterimAnswersBoundedAsTransport(t *testing.T) {
 			io.WriteString(c, strings.Repeat(hint, n)+"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
 	})
-	for _, tc := range []struct {
-		name string
-		c    interface {
-			http.RoundTripper
-			CloseIdleConnections()
-		}
-	}{
-		{"transport", NewTransport(4, time.Minute, time.Second)},
-		{"sync", NewSyncClient(4, time.Minute, time.Second)},
-	} {
+	for _, tc := range bothClients {
 		t.Run(tc.name, func(t *testing.T) {
-			defer tc.c.CloseIdleConnections()
+			c := newClient(t, tc.new)
 			hints := 0
 			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
 				Got1xxResponse: func(int, textproto.MIMEHeader) error { hints++; return nil },
 			})
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.url("/"), nil)
-			resp, err := tc.c.RoundTrip(req)
+			resp, err := c.RoundTrip(req)
 			if err != nil {
 				t.Fatalf("with a hook: %v", err)
 			}
@@ -717,10 +708,172 @@ func TestInterimAnswersBoundedAsTransport(t *testing.T) {
 				t.Errorf("with a hook: body %q after %d hints, want %q after %d", got, hints, "ok", n)
 			}
 			req, _ = http.NewRequest(http.MethodGet, b.url("/"), nil)
-			if resp, err := tc.c.RoundTrip(req); err == nil {
+			if resp, err := c.RoundTrip(req); err == nil {
 				resp.Body.Close()
 				t.Errorf("without a hook, %d bytes of interim answers were accepted", n*len(hint))
 			}
+		})
+	}
+}
+
+// bothClients are SyncClient and the transport whose semantics it keeps,
+// for tests that hold the first to the second.
+var bothClients = []struct {
+	name string
+	new  func() idleCloser
+}{
+	{"transport", func() idleCloser { return NewTransport(4, time.Minute, time.Second) }},
+	{"sync", func() idleCloser { return NewSyncClient(4, time.Minute, time.Second) }},
+}
+
+type idleCloser interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
+// newClient makes a client that t's end closes; made after t's backends,
+// its idle connections close before they stop.
+func newClient(t *testing.T, new func() idleCloser) idleCloser {
+	c := new()
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+// watchedBody records whether the client read it and when it closed it.
+type watchedBody struct {
+	r      io.Reader
+	read   atomic.Bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newWatchedBody(s string) *watchedBody {
+	return &watchedBody{r: strings.NewReader(s), closed: make(chan struct{})}
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) { b.read.Store(true); return b.r.Read(p) }
+func (b *watchedBody) Close() error               { b.once.Do(func() { close(b.closed) }); return nil }
+
+func expectRequest(t *testing.T, url string, body *watchedBody) *http.Request {
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = 5
+	req.Header.Set("Expect", "100-continue")
+	return req
+}
+
+// A request that says Expect: 100-continue sends its header alone and its
+// body only when the backend asks for it, as http.Transport does: on a 100,
+// on a final answer when the connection stays (it must carry the whole
+// request), or after a second of silence; a final answer on a connection
+// that closes spares the body.
+func TestExpectContinueAsTransport(t *testing.T) {
+	for _, tc := range bothClients {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Run("continue", func(t *testing.T) {
+				b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+					body, _ := io.ReadAll(req.Body)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"+string(body))
+				})
+				c := newClient(t, tc.new)
+				got100 := false
+				body := newWatchedBody("hello")
+				req := expectRequest(t, b.url("/"), body)
+				req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+					Got1xxResponse: func(code int, _ textproto.MIMEHeader) error { got100 = code == 100; return nil },
+				}))
+				resp, err := c.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := readAll(t, resp); got != "hello" || !got100 {
+					t.Errorf("echo %q, 100 seen %v", got, got100)
+				}
+			})
+
+			t.Run("refused on a closing connection", func(t *testing.T) {
+				b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 4\r\n\r\nwho?")
+				})
+				c := newClient(t, tc.new)
+				body := newWatchedBody("hello")
+				resp, err := c.RoundTrip(expectRequest(t, b.url("/"), body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := readAll(t, resp); resp.StatusCode != 401 || got != "who?" {
+					t.Errorf("%d %q", resp.StatusCode, got)
+				}
+				select {
+				case <-body.closed:
+				case <-time.After(3 * time.Second):
+					t.Fatal("the held body was never closed")
+				}
+				if body.read.Load() {
+					t.Error("the body of a refused request was read")
+				}
+			})
+
+			t.Run("refused on a kept connection", func(t *testing.T) {
+				got := make(chan string, 1)
+				b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nwho?")
+					body, _ := io.ReadAll(req.Body)
+					got <- string(body)
+					io.Copy(io.Discard, br)
+				})
+				c := newClient(t, tc.new)
+				resp, err := c.RoundTrip(expectRequest(t, b.url("/"), newWatchedBody("hello")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				readAll(t, resp)
+				select {
+				case body := <-got:
+					if body != "hello" {
+						t.Errorf("the backend got %q", body)
+					}
+				case <-time.After(3 * time.Second):
+					t.Error("the body was not sent: the kept connection is out of step")
+				}
+			})
+
+			t.Run("backend that ignores Expect", func(t *testing.T) {
+				b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					body, _ := io.ReadAll(req.Body) // waits for the body, says nothing
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"+string(body))
+				})
+				c := newClient(t, tc.new)
+				start := time.Now()
+				resp, err := c.RoundTrip(expectRequest(t, b.url("/"), newWatchedBody("hello")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := readAll(t, resp); got != "hello" {
+					t.Errorf("echo %q", got)
+				}
+				if d := time.Since(start); d < expectContinueTimeout/2 {
+					t.Errorf("the body went after %v, without waiting for a 100", d)
+				}
+			})
 		})
 	}
 }

@@ -24,7 +24,7 @@ func NewTransport(maxIdlePerHost int, idleTimeout, dialTimeout time.Duration) *h
 		MaxIdleConnsPerHost:    maxIdlePerHost,
 		IdleConnTimeout:        idleTimeout,
 		DisableCompression:     true,
-		ExpectContinueTimeout:  time.Second,
+		ExpectContinueTimeout:  expectContinueTimeout,
 		MaxResponseHeaderBytes: maxResponseHeaderBytes,
 		TLSHandshakeTimeout:    dialTimeout,
 	}
