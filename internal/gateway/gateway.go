@@ -35,6 +35,7 @@ import (
 	"github.com/portcullis/portcullis/internal/sysmetrics"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/upstream"
+	"github.com/portcullis/portcullis/internal/upstreamclient"
 )
 
 // Version is the build's version, stamped by the linker.
@@ -134,7 +135,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	g.shared = &proxy.Shared{
 		Tracer:          g.tracing.Tracer,
 		Propagator:      g.tracing.Propagator,
-		Client:          proxy.NewSyncClient(cfg.MaxIdleConns, cfg.IdleConnTimeout, cfg.UpstreamDialTimeout),
+		Client:          upstreamclient.NewSyncClient(cfg.MaxIdleConns, cfg.IdleConnTimeout, cfg.UpstreamDialTimeout),
 		RetryMax:        cfg.RetryMax,
 		BodyReadTimeout: cfg.BodyReadTimeout,
 		BufferBytes:     cfg.RequestBufferBytes,

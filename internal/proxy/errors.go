@@ -71,7 +71,8 @@ func notSent(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
-// idempotent methods may be retried after they were sent (RFC 9110 §9.2.2).
+// idempotent methods may be retried after they were sent: HTTP defines
+// repeating one as having the effect of sending it once.
 func idempotent(method string) bool {
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:

@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/upstreamclient"
 )
 
 func dialErr() error {
@@ -54,7 +57,8 @@ func TestStatusFor(t *testing.T) {
 	}
 }
 
-// A real refused dial, as http.Transport reports it, is a 502 and not sent.
+// A real refused dial, as either upstream client reports it, is a 502 and
+// not sent (so even a POST may be retried on another backend).
 func TestRealDialError(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -62,18 +66,26 @@ func TestRealDialError(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	tr := NewTransport(1, time.Second, time.Second)
-	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", nil)
-	_, err = tr.RoundTrip(req)
-	if err == nil {
-		t.Fatal("something answered on a just-closed port")
-	}
-	if got := statusFor(err); got != http.StatusBadGateway {
-		t.Errorf("statusFor(%v) = %d, want 502", err, got)
-	}
-	if !notSent(err) {
-		t.Errorf("notSent(%v) = false, want true", err)
+	for _, c := range []struct {
+		name string
+		c    Client
+	}{
+		{"transport", upstreamclient.NewTransport(1, time.Second, time.Second)},
+		{"sync", upstreamclient.NewSyncClient(1, time.Second, time.Second)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader("x"))
+			_, err := c.c.RoundTrip(req)
+			if err == nil {
+				t.Fatal("something answered on a just-closed port")
+			}
+			if got := statusFor(err); got != http.StatusBadGateway {
+				t.Errorf("statusFor(%v) = %d, want 502", err, got)
+			}
+			if !notSent(err) {
+				t.Errorf("notSent(%v) = false, want true", err)
+			}
+		})
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -35,8 +34,10 @@ import (
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
-// Client sends one request to one backend. http.Transport is the default; the
-// interface is kept small so a faster client can replace it.
+// Client sends one request to one backend. Package upstreamclient provides
+// both implementations, SyncClient and the http.Transport of its
+// NewTransport; the interface stays this small so the proxy behaves the same
+// on either.
 type Client interface {
 	RoundTrip(*http.Request) (*http.Response, error)
 }
@@ -102,27 +103,6 @@ func (sh *Shared) Forget(b *upstream.Backend) {
 type discardObserver struct{}
 
 func (discardObserver) Observe(float64) {}
-
-// NewTransport returns the shared upstream transport: a keep-alive pool per
-// backend, bounded dials, HTTP/1.1 only, and no transparent decompression
-// (upstream bodies pass through as they are).
-func NewTransport(maxIdlePerHost int, idleTimeout, dialTimeout time.Duration) *http.Transport {
-	return &http.Transport{
-		Proxy: nil,
-		DialContext: (&net.Dialer{
-			Timeout:   dialTimeout,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		ForceAttemptHTTP2:      false,
-		MaxIdleConns:           0,
-		MaxIdleConnsPerHost:    maxIdlePerHost,
-		IdleConnTimeout:        idleTimeout,
-		DisableCompression:     true,
-		ExpectContinueTimeout:  time.Second,
-		MaxResponseHeaderBytes: 64 << 10,
-		TLSHandshakeTimeout:    dialTimeout,
-	}
-}
 
 // Route is one route's upstream side.
 type Route struct {

@@ -1,4 +1,4 @@
-package proxy
+package upstreamclient
 
 import (
 	"net"
