@@ -54,7 +54,7 @@ type Gateway struct {
 	log      *slog.Logger
 	metrics  *telemetry.Metrics
 	registry *upstream.Registry
-	shared   *proxy.Shared
+	shared   *proxy.Engine
 	snap     routetable.Holder
 	reload   *reloader // CONFIG_FILE reloads; the configuration in force
 	checker  *health.Checker
@@ -132,7 +132,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	if g.tracing, err = telemetry.NewTracing(cfg.OTelEndpoint, cfg.OTelProtocol, cfg.OTelServiceName, Version, telemetry.Component(log, "tracer")); err != nil {
 		return nil, err
 	}
-	g.shared = &proxy.Shared{
+	g.shared = &proxy.Engine{
 		Tracer:          g.tracing.Tracer,
 		Propagator:      g.tracing.Propagator,
 		Client:          upstreamclient.NewSyncClient(cfg.MaxIdleConns, cfg.IdleConnTimeout, cfg.UpstreamDialTimeout),

@@ -91,7 +91,7 @@ func newHandler(t testing.TB, c Client, backend string, o routeOpts) *Handler {
 		Budget:    NewRetryBudget(0.2, 1, 10*time.Second, nil),
 		Keepalive: !o.noKeepalive,
 	}
-	sh := &Shared{
+	sh := &Engine{
 		Client:          c,
 		RetryMax:        3,
 		BodyReadTimeout: 5 * time.Second,

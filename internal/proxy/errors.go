@@ -12,7 +12,7 @@ import (
 // Sentinels for the outcomes the proxy maps to a status.
 var (
 	ErrNoBackend      = errors.New("no live backend")
-	ErrUpstreamTimout = errors.New("upstream timeout")
+	ErrUpstreamTimeout = errors.New("upstream timeout")
 	ErrBodyTooLarge   = errors.New("request body too large")
 	ErrBodyTimeout    = errors.New("request body read timeout")
 	ErrBadBody        = errors.New("malformed request body")
@@ -50,7 +50,7 @@ func statusFor(err error) int {
 		return StatusClientClosed
 	case errors.Is(err, ErrNoBackend):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, ErrUpstreamTimout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.Is(err, ErrUpstreamTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return http.StatusGatewayTimeout
 	}
 	var ne net.Error

@@ -12,7 +12,7 @@ import (
 // backend a reload dropped: Forget removes its observer and series, and a
 // request still running on the old table cannot bring them back.
 func TestForgetReleasesARetiredBackend(t *testing.T) {
-	sh := &Shared{Metrics: telemetry.NewMetrics("test")}
+	sh := &Engine{Metrics: telemetry.NewMetrics("test")}
 	reg := upstream.NewRegistry(upstream.BreakerSettings{})
 	b := reg.Get(&url.URL{Scheme: "http", Host: "a:80"})
 	sh.upstreamObserver(b).Observe(1)
@@ -32,7 +32,7 @@ func TestForgetReleasesARetiredBackend(t *testing.T) {
 	}
 }
 
-func upstreamSeries(t *testing.T, sh *Shared) int {
+func upstreamSeries(t *testing.T, sh *Engine) int {
 	t.Helper()
 	mfs, err := sh.Metrics.Registry.Gather()
 	if err != nil {

@@ -47,8 +47,10 @@ type Client interface {
 // REQUEST_BUFFER_BYTES. Beyond it a body streams, as with buffering off.
 const MinBufferBudget = 64 << 20
 
-// Shared is what every route's proxy uses.
-type Shared struct {
+// Engine is the process-wide part of proxying that every route's handler
+// uses: the upstream client, the retry policy, the request-buffering
+// budget, and the upstream metrics.
+type Engine struct {
 	Client          Client
 	RetryMax        int           // attempts per request, first included (RETRY_MAX)
 	BodyReadTimeout time.Duration // BODY_READ_TIMEOUT
@@ -75,7 +77,7 @@ type Shared struct {
 
 // upstreamObserver caches each backend's upstream_request_duration_seconds
 // child, so the hot path does no label hashing.
-func (sh *Shared) upstreamObserver(b *upstream.Backend) prometheus.Observer {
+func (sh *Engine) upstreamObserver(b *upstream.Backend) prometheus.Observer {
 	if o, ok := sh.observers.Load(b); ok {
 		return o.(prometheus.Observer)
 	}
@@ -95,7 +97,7 @@ func (sh *Shared) upstreamObserver(b *upstream.Backend) prometheus.Observer {
 // Forget releases what the proxy keeps for a backend a reload dropped from
 // every route: its cached observer and its upstream_request_duration_seconds
 // series. Without it each reload that replaces a backend leaks both.
-func (sh *Shared) Forget(b *upstream.Backend) {
+func (sh *Engine) Forget(b *upstream.Backend) {
 	sh.observers.Delete(b)
 	sh.Metrics.UpstreamDuration.DeleteLabelValues(b.String())
 }
@@ -124,7 +126,7 @@ type Route struct {
 // Handler proxies requests of one route.
 type Handler struct {
 	route  *Route
-	shared *Shared
+	shared *Engine
 	rp     *httputil.ReverseProxy
 }
 
@@ -136,7 +138,7 @@ type state struct {
 }
 
 // New returns the proxy handler of one route.
-func New(rt *Route, sh *Shared) *Handler {
+func New(rt *Route, sh *Engine) *Handler {
 	if sh.Backoff == 0 {
 		sh.Backoff = 100 * time.Millisecond
 	}
@@ -159,7 +161,7 @@ func New(rt *Route, sh *Shared) *Handler {
 
 // hideHeaders removes HIDE_UPSTREAM_HEADERS from an upstream answer: a
 // Server or X-Powered-By tells an attacker which exploits to try.
-func (sh *Shared) hideHeaders(resp *http.Response) error {
+func (sh *Engine) hideHeaders(resp *http.Response) error {
 	for _, k := range sh.HideHeaders {
 		delete(resp.Header, k)
 	}
@@ -235,7 +237,7 @@ func (h *Handler) buffer(r *http.Request, st *state) error {
 
 // reserve takes room in the shared budget for a buffered body: n bytes, or
 // limit for a chunked one (n == 0) whose size is not known yet.
-func (sh *Shared) reserve(st *state, n, limit int64) bool {
+func (sh *Engine) reserve(st *state, n, limit int64) bool {
 	if limit <= 0 {
 		return false
 	}
@@ -344,7 +346,7 @@ func errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 // transport runs the attempts of one request: pick, send, judge, maybe retry.
 type transport struct{ h *Handler }
 
-var errTimeout = &Error{Status: http.StatusGatewayTimeout, Err: ErrUpstreamTimout}
+var errTimeout = &Error{Status: http.StatusGatewayTimeout, Err: ErrUpstreamTimeout}
 
 func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 	rt, sh := t.h.route, t.h.shared
@@ -464,7 +466,7 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 				b.End()
 				return fail(cerr)
 			}
-			if cause := context.Cause(ctx); errors.Is(cause, ErrUpstreamTimout) {
+			if cause := context.Cause(ctx); errors.Is(cause, ErrUpstreamTimeout) {
 				err = errTimeout
 			}
 		}
@@ -516,7 +518,7 @@ func breakerOutcome(rt *Route, err, failure error) error {
 		return failure
 	case err == nil:
 		return nil
-	case errors.Is(err, ErrUpstreamTimout):
+	case errors.Is(err, ErrUpstreamTimeout):
 		return upstream.ErrNotCounted
 	}
 	return failure
@@ -569,7 +571,7 @@ func clientFault(st *state, ctx context.Context) error {
 	switch {
 	case cause == nil:
 		return nil
-	case errors.Is(cause, ErrUpstreamTimout):
+	case errors.Is(cause, ErrUpstreamTimeout):
 		if st.body != nil && st.replay == nil && !st.body.eof.Load() {
 			return ErrBodyTimeout
 		}

@@ -42,7 +42,7 @@ func (s *Snapshot) Has(b *upstream.Backend) bool { return s != nil && s.backends
 // present in the previous snapshot keeps its health, breaker and in-flight
 // count. wrap builds the per-route chain around the proxy handler (see
 // middleware.PerRoute).
-func Build(routes []config.Route, reg *upstream.Registry, sh *proxy.Shared, wrap func(config.Route, http.Handler) (http.Handler, error)) (*Snapshot, error) {
+func Build(routes []config.Route, reg *upstream.Registry, sh *proxy.Engine, wrap func(config.Route, http.Handler) (http.Handler, error)) (*Snapshot, error) {
 	return BuildFrom(nil, routes, reg, sh, wrap)
 }
 
@@ -52,7 +52,7 @@ func Build(routes []config.Route, reg *upstream.Registry, sh *proxy.Shared, wrap
 // changed one route leaves every other route's state alone. prev must have
 // been built with the same reg, sh and an equivalent wrap; pass nil when
 // wrap's behaviour changed (CORS origins, say).
-func BuildFrom(prev *Snapshot, routes []config.Route, reg *upstream.Registry, sh *proxy.Shared, wrap func(config.Route, http.Handler) (http.Handler, error)) (*Snapshot, error) {
+func BuildFrom(prev *Snapshot, routes []config.Route, reg *upstream.Registry, sh *proxy.Engine, wrap func(config.Route, http.Handler) (http.Handler, error)) (*Snapshot, error) {
 	s := &Snapshot{backends: make(map[*upstream.Backend]bool)}
 	seen := s.backends
 	old := make(map[string]*Route)

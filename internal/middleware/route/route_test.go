@@ -26,7 +26,7 @@ func TestRouteMatchesTheCleanPath(t *testing.T) {
 			io.WriteString(w, rc.Prefix+" "+request.From(r.Context()).Path)
 		}), nil
 	}
-	snap, err := routetable.Build([]config.Route{mk("/api"), mk("/api/studio")}, upstream.NewRegistry(upstream.BreakerSettings{}), &proxy.Shared{Log: slog.New(slog.DiscardHandler)}, wrap)
+	snap, err := routetable.Build([]config.Route{mk("/api"), mk("/api/studio")}, upstream.NewRegistry(upstream.BreakerSettings{}), &proxy.Engine{Log: slog.New(slog.DiscardHandler)}, wrap)
 	if err != nil {
 		t.Fatal(err)
 	}
