@@ -54,7 +54,7 @@ type Gateway struct {
 	log      *slog.Logger
 	metrics  *telemetry.Metrics
 	registry *upstream.Registry
-	shared   *proxy.Engine
+	engine   *proxy.Engine
 	snap     routetable.Holder
 	reload   *reloader // CONFIG_FILE reloads; the configuration in force
 	checker  *health.Checker
@@ -132,7 +132,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	if g.tracing, err = telemetry.NewTracing(cfg.OTelEndpoint, cfg.OTelProtocol, cfg.OTelServiceName, Version, telemetry.Component(log, "tracer")); err != nil {
 		return nil, err
 	}
-	g.shared = &proxy.Engine{
+	g.engine = &proxy.Engine{
 		Tracer:          g.tracing.Tracer,
 		Propagator:      g.tracing.Propagator,
 		Client:          upstreamclient.NewSyncClient(cfg.MaxIdleConns, cfg.IdleConnTimeout, cfg.UpstreamDialTimeout),
@@ -166,7 +166,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	if g.reload, err = newReloader(cfg, log, g.metrics.Registry); err != nil {
 		return nil, err
 	}
-	snap, err := routetable.Build(cfg.Routes, g.registry, g.shared, g.routeDeps(cfg).PerRoute)
+	snap, err := routetable.Build(cfg.Routes, g.registry, g.engine, g.routeDeps(cfg).PerRoute)
 	if err != nil {
 		return nil, fmt.Errorf("building routes: %w", err)
 	}

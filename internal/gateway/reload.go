@@ -235,7 +235,7 @@ func (g *Gateway) buildSnapshot(next *config.Config, prev *routetable.Snapshot, 
 	if prevCfg == nil || !slices.Equal(prevCfg.CORSAllowedOrigins, next.CORSAllowedOrigins) {
 		prev = nil
 	}
-	snap, err := routetable.BuildFrom(prev, next.Routes, g.registry, g.shared, g.routeDeps(next).PerRoute)
+	snap, err := routetable.BuildFrom(prev, next.Routes, g.registry, g.engine, g.routeDeps(next).PerRoute)
 	if err != nil {
 		// Backends the failed build created serve nothing.
 		if cur := g.snap.Load(); cur != nil {
@@ -261,7 +261,7 @@ func (g *Gateway) swap(cur, next *config.Config, snap *routetable.Snapshot) Relo
 		BackendsAdded: []string{}, BackendsRemoved: []string{}}
 	for _, b := range dropped {
 		g.metrics.BackendHealth.DeleteLabelValues(b.String())
-		g.shared.Forget(b)
+		g.engine.Forget(b)
 		if old.Has(b) {
 			res.BackendsRemoved = append(res.BackendsRemoved, b.String())
 		}

@@ -11,12 +11,12 @@ import (
 
 // Sentinels for the outcomes the proxy maps to a status.
 var (
-	ErrNoBackend      = errors.New("no live backend")
+	ErrNoBackend       = errors.New("no live backend")
 	ErrUpstreamTimeout = errors.New("upstream timeout")
-	ErrBodyTooLarge   = errors.New("request body too large")
-	ErrBodyTimeout    = errors.New("request body read timeout")
-	ErrBadBody        = errors.New("malformed request body")
-	ErrClientGone     = errors.New("client went away")
+	ErrBodyTooLarge    = errors.New("request body too large")
+	ErrBodyTimeout     = errors.New("request body read timeout")
+	ErrBadBody         = errors.New("malformed request body")
+	ErrClientGone      = errors.New("client went away")
 )
 
 // StatusClientClosed is logged (never sent) when the client left first,
