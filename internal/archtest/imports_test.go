@@ -69,8 +69,8 @@ func isStep(pkg string) bool { return strings.HasPrefix(pkg, "internal/middlewar
 // that state moves to packages of its own.
 var stepImports = map[string][]string{
 	"internal/gateway": {"internal/middleware/accesslog", "internal/middleware/auth", "internal/middleware/ddos",
-		"internal/middleware/ratelimit", "internal/middleware/requestid", "internal/middleware/respcache"},
-	"internal/cluster": {"internal/middleware/ddos", "internal/middleware/ratelimit"},
+		"internal/middleware/requestid", "internal/middleware/respcache"},
+	"internal/cluster": {"internal/middleware/ddos"},
 }
 
 // foundations import no other package of the module but those listed:

@@ -47,8 +47,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portcullis/portcullis/internal/iplist"
+	"github.com/portcullis/portcullis/internal/limiter"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
-	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/redisbreaker"
 	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/telemetry"
@@ -157,9 +157,9 @@ type Node struct {
 }
 
 var (
-	_ ratelimit.Remote = (*Node)(nil)
-	_ ddos.Sharer      = (*Node)(nil)
-	_ iplist.Sync      = (*Node)(nil)
+	_ limiter.Remote = (*Node)(nil)
+	_ ddos.Sharer    = (*Node)(nil)
+	_ iplist.Sync    = (*Node)(nil)
 )
 
 type keys struct {

@@ -12,15 +12,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
+	"github.com/portcullis/portcullis/internal/limiter"
 )
 
-// Allow runs the shared GCRA for key (ratelimit.Remote). It never blocks
+// Allow runs the shared GCRA for key (limiter.Remote). It never blocks
 // longer than OpTimeout and answers ok=false while Redis is unavailable.
-func (n *Node) Allow(ctx context.Context, scope string, key netip.Addr, interval, tau time.Duration) (ratelimit.Decision, bool) {
+func (n *Node) Allow(ctx context.Context, scope string, key netip.Addr, interval, tau time.Duration) (limiter.Decision, bool) {
 	if !n.br.Closed() {
 		n.fallbacks.Inc()
-		return ratelimit.Decision{}, false
+		return limiter.Decision{}, false
 	}
 	var k string
 	if scope == "" {
@@ -38,15 +38,15 @@ func (n *Node) Allow(ctx context.Context, scope string, key netip.Addr, interval
 		if errors.Is(err, redis.ErrPoolTimeout) {
 			// Every connection busy: decide this one locally, no outage.
 			n.fallbacks.Inc()
-			return ratelimit.Decision{}, false
+			return limiter.Decision{}, false
 		}
 		if isOutage(ctx, err) {
 			n.fail(err)
 		}
 		n.fallbacks.Inc()
-		return ratelimit.Decision{}, false
+		return limiter.Decision{}, false
 	}
-	return ratelimit.Decision{
+	return limiter.Decision{
 		Allowed:    res[0] == 1,
 		Remaining:  int(res[1]),
 		Reset:      time.Duration(res[2]) * time.Microsecond,

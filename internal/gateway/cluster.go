@@ -4,8 +4,8 @@ import (
 	"fmt"
 
 	"github.com/portcullis/portcullis/internal/cluster"
+	"github.com/portcullis/portcullis/internal/limiter"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
-	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/redisconn"
 )
 
@@ -41,7 +41,7 @@ func (g *Gateway) clusterShare() ddos.Sharer {
 	return g.cluster
 }
 
-func (g *Gateway) clusterRemote() ratelimit.Remote {
+func (g *Gateway) clusterRemote() limiter.Remote {
 	if g.cluster == nil {
 		return nil
 	}

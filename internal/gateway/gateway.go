@@ -21,11 +21,11 @@ import (
 	"github.com/portcullis/portcullis/internal/framing"
 	"github.com/portcullis/portcullis/internal/health"
 	"github.com/portcullis/portcullis/internal/iplist"
+	"github.com/portcullis/portcullis/internal/limiter"
 	"github.com/portcullis/portcullis/internal/middleware"
 	"github.com/portcullis/portcullis/internal/middleware/accesslog"
 	"github.com/portcullis/portcullis/internal/middleware/auth"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
-	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
 	"github.com/portcullis/portcullis/internal/middleware/respcache"
 	"github.com/portcullis/portcullis/internal/proxy"
@@ -72,9 +72,9 @@ type Gateway struct {
 	resolver *realip.Resolver
 	handler  http.Handler // the public listener's whole chain
 
-	lists  *iplist.Lists     // allow/deny, shared with the admin API
-	guard  *ddos.Guard       // DDoS blocks, shared with the admin API and /stats
-	limits *ratelimit.Limits // per-IP and per-route token buckets
+	lists  *iplist.Lists   // allow/deny, shared with the admin API
+	guard  *ddos.Guard     // DDoS blocks, shared with the admin API and /stats
+	limits *limiter.Limits // per-IP and per-route token buckets
 	admin  *admin.API
 	auth   *auth.Verifier
 	// canAuth: a JWT secret, JWKS or API key source is configured, so a
@@ -247,7 +247,7 @@ func (g *Gateway) buildEdge() error {
 	if err != nil {
 		return fmt.Errorf("DDOS_THRESHOLD/BLOCK_DURATION: %w", err)
 	}
-	g.limits, err = ratelimit.NewLimits(ratelimit.Config{
+	g.limits, err = limiter.NewLimits(limiter.Config{
 		MaxTrackedIPs: cfg.MaxTrackedIPs,
 		Log:           g.log,
 		Registerer:    g.metrics.Registry,

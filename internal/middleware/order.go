@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/iplist"
+	"github.com/portcullis/portcullis/internal/limiter"
 	"github.com/portcullis/portcullis/internal/middleware/accesslog"
 	"github.com/portcullis/portcullis/internal/middleware/auth"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
@@ -85,7 +86,7 @@ type Deps struct {
 	// Edge protection, shared with the admin API, cluster mode and /stats.
 	Lists  *iplist.Lists
 	Guard  *ddos.Guard
-	Limits *ratelimit.Limits
+	Limits *limiter.Limits
 	RPS    float64 // MAX_REQUESTS_PER_SECOND
 	Burst  int     // MAX_BURST_SIZE
 
@@ -163,7 +164,7 @@ func envelope(d Deps) []step {
 
 // RouteDeps is what the per-route steps need.
 type RouteDeps struct {
-	Limits      *ratelimit.Limits
+	Limits      *limiter.Limits
 	CORSOrigins []string // CORS_ALLOWED_ORIGINS
 	Auth        *auth.Verifier
 	// Cache is the shared response cache; nil = ENABLE_CACHING off.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portcullis/portcullis/internal/limiter"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/ratelimit"
@@ -27,13 +28,13 @@ import (
 type edge struct {
 	h     http.Handler
 	guard *ddos.Guard
-	rl    *ratelimit.Limiter
+	rl    *limiter.Limits
 }
 
 func newEdge(tb testing.TB, now func() time.Time, maxTracked, threshold int, rps float64, burst int) *edge {
 	tb.Helper()
 	reg := prometheus.NewRegistry()
-	shared, err := ratelimit.NewLimits(ratelimit.Config{MaxTrackedIPs: maxTracked, Registerer: reg, Now: now})
+	shared, err := limiter.NewLimits(limiter.Config{MaxTrackedIPs: maxTracked, Registerer: reg, Now: now})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func newEdge(tb testing.TB, now func() time.Time, maxTracked, threshold int, rps
 	}
 	rl := limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
-	})).(*ratelimit.Limiter)
+	}))
 	guard, err := ddos.New(ddos.Config{
 		Threshold: threshold, BlockDuration: 10 * time.Minute, MaxTrackedIPs: maxTracked,
 		Registerer: reg, Now: now,
@@ -56,7 +57,7 @@ func newEdge(tb testing.TB, now func() time.Time, maxTracked, threshold int, rps
 		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)
 	})
-	return &edge{h: h, guard: guard, rl: rl}
+	return &edge{h: h, guard: guard, rl: shared}
 }
 
 // discard is a ResponseWriter that keeps only the status and the header
@@ -142,8 +143,8 @@ func TestSprayThroughChain(t *testing.T) {
 				t.Fatalf("limited client passed during the spray (request %d): %d", i, code)
 			}
 		}
-		if i%10000 == 0 && (e.guard.Tracked() > maxTracked || e.rl.Len() > maxTracked) {
-			t.Fatalf("after %d addresses: %d counters, %d buckets; cap %d", i, e.guard.Tracked(), e.rl.Len(), maxTracked)
+		if i%10000 == 0 && (e.guard.Tracked() > maxTracked || e.rl.Tracked() > maxTracked) {
+			t.Fatalf("after %d addresses: %d counters, %d buckets; cap %d", i, e.guard.Tracked(), e.rl.Tracked(), maxTracked)
 		}
 	}
 	after := heapAlloc()
@@ -151,8 +152,8 @@ func TestSprayThroughChain(t *testing.T) {
 	if passed != spray {
 		t.Fatalf("%d of %d first requests passed", passed, spray)
 	}
-	if e.guard.Tracked() != maxTracked || e.rl.Len() != maxTracked {
-		t.Fatalf("after the spray: %d counters, %d buckets, want the cap %d", e.guard.Tracked(), e.rl.Len(), maxTracked)
+	if e.guard.Tracked() != maxTracked || e.rl.Tracked() != maxTracked {
+		t.Fatalf("after the spray: %d counters, %d buckets, want the cap %d", e.guard.Tracked(), e.rl.Tracked(), maxTracked)
 	}
 	if ev := e.rl.Evictions(); ev < spray-maxTracked {
 		t.Fatalf("%d bucket evictions, want at least %d", ev, spray-maxTracked)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portcullis/portcullis/internal/limiter"
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
@@ -53,7 +53,7 @@ var ok = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write
 type fixture struct {
 	clock  *testutil.Clock
 	reg    *prometheus.Registry
-	shared *Limits
+	shared *limiter.Limits
 	logs   *bytes.Buffer
 }
 
@@ -61,7 +61,7 @@ func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{clock: testutil.NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)), reg: prometheus.NewRegistry(), logs: &bytes.Buffer{}}
 	var err error
-	f.shared, err = NewLimits(Config{
+	f.shared, err = limiter.NewLimits(limiter.Config{
 		MaxTrackedIPs: 4096,
 		Log:           slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registerer:    f.reg,
@@ -73,13 +73,19 @@ func newFixture(t testing.TB) *fixture {
 	return f
 }
 
-func (f *fixture) limiter(t testing.TB, rps float64, burst int, next http.Handler) *Limiter {
+func (f *fixture) limiter(t testing.TB, rps float64, burst int, next http.Handler) *handler {
 	t.Helper()
-	l, err := newLimiter(rps, burst, f.shared, next, false)
+	return mustHandler(t, f.shared, rps, burst, next, false)
+}
+
+// mustHandler is the step's handler over a new limit of s.
+func mustHandler(t testing.TB, s *limiter.Limits, rps float64, burst int, next http.Handler, route bool) *handler {
+	t.Helper()
+	l, err := s.New(rps, burst, route)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l
+	return newHandler(l, next)
 }
 
 func (f *fixture) metric(t testing.TB, name string) float64 {
@@ -257,10 +263,7 @@ func TestKeys(t *testing.T) {
 
 func TestRouteLimiter(t *testing.T) {
 	f := newFixture(t)
-	route, err := newLimiter(1, 2, f.shared, ok, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	route := mustHandler(t, f.shared, 1, 2, ok, true)
 	global := f.limiter(t, 100, 10, route)
 	h := envelope(global)
 	for i, wt := range []want{
@@ -271,7 +274,7 @@ func TestRouteLimiter(t *testing.T) {
 		check(t, "route "+itoa(i), send(h, "198.51.100.7"), "2", wt)
 	}
 	// The global bucket was charged three times: 7 left.
-	d := global.Allow(netip.MustParseAddr("198.51.100.7"), f.clock.Now())
+	d := global.l.Allow(netip.MustParseAddr("198.51.100.7"), f.clock.Now())
 	if !d.Allowed || d.Remaining != 6 {
 		t.Fatalf("global bucket: %+v, want 6 remaining after 4 requests", d)
 	}
@@ -282,10 +285,7 @@ func TestRouteLimiter(t *testing.T) {
 	}
 
 	// A route limit looser than the default leaves the default's headers.
-	loose, err := newLimiter(1000, 500, f.shared, ok, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	loose := mustHandler(t, f.shared, 1000, 500, ok, true)
 	h = envelope(f.limiter(t, 1, 3, loose))
 	check(t, "default is closer to running out", send(h, "198.51.100.9"), "3", want{status: 200, remaining: "2", reset: "1"})
 }
@@ -317,63 +317,6 @@ func TestConstructorValidates(t *testing.T) {
 	if _, err := New(1, 1, nil); err == nil {
 		t.Fatal("nil Limits accepted")
 	}
-	if _, err := NewLimits(Config{MaxTrackedIPs: -1}); err == nil {
-		t.Fatal("negative MaxTrackedIPs accepted")
-	}
-}
-
-func TestSweepDropsRefilledBuckets(t *testing.T) {
-	f := newFixture(t)
-	l := f.limiter(t, 100, 200, ok)
-	h := envelope(l)
-	for i := range 50 {
-		send(h, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}).String())
-	}
-	if l.Len() != 50 || f.shared.Tracked() != 50 {
-		t.Fatalf("Len()=%d Tracked()=%d, want 50", l.Len(), f.shared.Tracked())
-	}
-	if got := f.metric(t, "tracked_ips"); got != 50 {
-		t.Fatalf("tracked_ips=%v, want 50", got)
-	}
-	f.clock.Advance(minIdleTTL - time.Second)
-	f.shared.Sweep(f.clock.Now())
-	if l.Len() != 50 {
-		t.Fatalf("swept before the idle TTL: %d left", l.Len())
-	}
-	f.clock.Advance(time.Second)
-	f.shared.Sweep(f.clock.Now())
-	if l.Len() != 0 {
-		t.Fatalf("%d buckets left after the idle TTL", l.Len())
-	}
-}
-
-func TestReplacedRouteLimitersAreForgotten(t *testing.T) {
-	f := newFixture(t)
-	keep := f.limiter(t, 1, 1, ok)
-	func() {
-		for range 10 {
-			l, err := newLimiter(1, 1, f.shared, ok, true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			l.Allow(netip.MustParseAddr("198.51.100.1"), f.clock.Now())
-		}
-	}()
-	keep.Allow(netip.MustParseAddr("198.51.100.1"), f.clock.Now())
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		runtime.GC()
-		if n := len(f.shared.limiters()); n == 1 {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("%d live limiters, want 1 after the route limiters were dropped", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if f.shared.Tracked() != 1 {
-		t.Fatalf("Tracked()=%d, want 1", f.shared.Tracked())
-	}
-	runtime.KeepAlive(keep)
 }
 
 func TestConcurrentClientGetsBurstOnly(t *testing.T) {
@@ -423,28 +366,14 @@ func TestRejectionsLoggedOncePerMinuteAtDebug(t *testing.T) {
 	}
 }
 
-func BenchmarkAllowExistingClient(b *testing.B) {
-	f := newFixture(b)
-	l := f.limiter(b, 1e9, 1<<20, ok)
-	key := netip.MustParseAddr("198.51.100.7")
-	now := time.Now()
-	b.ReportAllocs()
-	for b.Loop() {
-		l.Allow(key, now)
-	}
-}
-
 // TestDefaultClockIsArrivalTime: with no clock configured the limiter takes
 // the time the envelope read (request.Info.Start) instead of reading one.
 func TestDefaultClockIsArrivalTime(t *testing.T) {
-	shared, err := NewLimits(Config{MaxTrackedIPs: 1024})
+	shared, err := limiter.NewLimits(limiter.Config{MaxTrackedIPs: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := newLimiter(1, 1, shared, ok, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := mustHandler(t, shared, 1, 1, ok, false)
 	arrival := time.Now().Add(time.Hour)
 	for i, tc := range []struct {
 		at   time.Duration
