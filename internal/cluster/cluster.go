@@ -46,9 +46,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/portcullis/portcullis/internal/flood"
 	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/limiter"
-	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/redisbreaker"
 	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/telemetry"
@@ -123,7 +123,7 @@ type Node struct {
 	unblockLua *redis.Script
 
 	lists *iplist.Lists
-	guard *ddos.Guard
+	guard *flood.Guard
 
 	counts [countShards]countShard
 
@@ -158,7 +158,7 @@ type Node struct {
 
 var (
 	_ limiter.Remote = (*Node)(nil)
-	_ ddos.Sharer    = (*Node)(nil)
+	_ flood.Sharer   = (*Node)(nil)
 	_ iplist.Sync    = (*Node)(nil)
 )
 
@@ -230,7 +230,7 @@ func New(o Options) (*Node, error) {
 // Attach gives the node the lists and the guard remote changes apply to.
 // The lists' current entries (IP_WHITELIST / IP_BLACKLIST) are added to the
 // shared lists at Start.
-func (n *Node) Attach(lists *iplist.Lists, guard *ddos.Guard) {
+func (n *Node) Attach(lists *iplist.Lists, guard *flood.Guard) {
 	n.lists, n.guard = lists, guard
 	for _, k := range []iplist.Kind{iplist.Allow, iplist.Deny} {
 		for _, p := range lists.Entries(k) {

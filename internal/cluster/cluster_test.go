@@ -15,8 +15,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/portcullis/portcullis/internal/flood"
 	"github.com/portcullis/portcullis/internal/iplist"
-	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/testsvc"
@@ -27,7 +27,7 @@ import (
 type replica struct {
 	n     *Node
 	lists *iplist.Lists
-	guard *ddos.Guard
+	guard *flood.Guard
 	logs  *tu.SyncBuffer
 	reg   *prometheus.Registry
 }
@@ -70,7 +70,7 @@ func newReplica(t testing.TB, addr string, ro replicaOpts) *replica {
 	}
 	r.lists = iplist.NewLists(nil, ro.boot)
 	r.lists.SetSync(r.n)
-	r.guard, err = ddos.New(ddos.Config{Threshold: ro.threshold, BlockDuration: time.Minute, Share: r.n, Log: log, Registerer: r.reg}, nil)
+	r.guard, err = flood.New(flood.Config{Threshold: ro.threshold, BlockDuration: time.Minute, Share: r.n, Log: log, Registerer: r.reg})
 	if err != nil {
 		t.Fatal(err)
 	}

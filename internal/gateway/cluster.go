@@ -4,8 +4,8 @@ import (
 	"fmt"
 
 	"github.com/portcullis/portcullis/internal/cluster"
+	"github.com/portcullis/portcullis/internal/flood"
 	"github.com/portcullis/portcullis/internal/limiter"
-	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/redisconn"
 )
 
@@ -34,7 +34,7 @@ func (g *Gateway) buildCluster() (*clusterNode, error) {
 // clusterShare and clusterRemote hand the node to the guard and the limiter
 // as interfaces that are nil (not a typed nil) when cluster mode is off, so
 // the request path pays one nil check.
-func (g *Gateway) clusterShare() ddos.Sharer {
+func (g *Gateway) clusterShare() flood.Sharer {
 	if g.cluster == nil {
 		return nil
 	}

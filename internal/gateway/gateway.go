@@ -18,6 +18,7 @@ import (
 	"github.com/portcullis/portcullis/internal/auth/jwtauth"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/connlimit"
+	"github.com/portcullis/portcullis/internal/flood"
 	"github.com/portcullis/portcullis/internal/framing"
 	"github.com/portcullis/portcullis/internal/health"
 	"github.com/portcullis/portcullis/internal/iplist"
@@ -25,7 +26,6 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware"
 	"github.com/portcullis/portcullis/internal/middleware/accesslog"
 	"github.com/portcullis/portcullis/internal/middleware/auth"
-	"github.com/portcullis/portcullis/internal/middleware/ddos"
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
 	"github.com/portcullis/portcullis/internal/middleware/respcache"
 	"github.com/portcullis/portcullis/internal/proxy"
@@ -73,7 +73,7 @@ type Gateway struct {
 	handler  http.Handler // the public listener's whole chain
 
 	lists  *iplist.Lists   // allow/deny, shared with the admin API
-	guard  *ddos.Guard     // DDoS blocks, shared with the admin API and /stats
+	guard  *flood.Guard    // DDoS blocks, shared with the admin API and /stats
 	limits *limiter.Limits // per-IP and per-route token buckets
 	admin  *admin.API
 	auth   *auth.Verifier
@@ -236,14 +236,14 @@ func (g *Gateway) buildEdge() error {
 	if g.cluster, err = g.buildCluster(); err != nil {
 		return err
 	}
-	g.guard, err = ddos.New(ddos.Config{
+	g.guard, err = flood.New(flood.Config{
 		Threshold:     cfg.DDoSThreshold,
 		BlockDuration: cfg.BlockDuration,
 		MaxTrackedIPs: cfg.MaxTrackedIPs,
 		Log:           g.log,
 		Registerer:    g.metrics.Registry,
 		Share:         g.clusterShare(),
-	}, nil)
+	})
 	if err != nil {
 		return fmt.Errorf("DDOS_THRESHOLD/BLOCK_DURATION: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/flood"
 	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/limiter"
 	"github.com/portcullis/portcullis/internal/middleware/accesslog"
@@ -85,7 +86,7 @@ type Deps struct {
 
 	// Edge protection, shared with the admin API, cluster mode and /stats.
 	Lists  *iplist.Lists
-	Guard  *ddos.Guard
+	Guard  *flood.Guard
 	Limits *limiter.Limits
 	RPS    float64 // MAX_REQUESTS_PER_SECOND
 	Burst  int     // MAX_BURST_SIZE
@@ -122,7 +123,7 @@ func Public(d Deps) (http.Handler, error) {
 		// one gets 403.
 		step{"Allow/deny lists", ipfilter.New(d.Lists, telemetry.Component(d.Log, "gateway"), d.Metrics.Registry)},
 		// Too many requests in a sliding minute: blocked for a while.
-		step{"DDoS guard", d.Guard.Wrap},
+		step{"DDoS guard", ddos.New(d.Guard)},
 		// A token bucket per client.
 		step{"Rate limit", limit},
 		// The gateway's own endpoints win over routes, and are never shed.

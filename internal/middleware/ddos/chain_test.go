@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/flood"
 	"github.com/portcullis/portcullis/internal/testutil"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,7 +28,8 @@ import (
 // step, then clientip.New).
 type edge struct {
 	h     http.Handler
-	guard *ddos.Guard
+	steps http.Handler // the guard and the limiter, without the envelope
+	guard *flood.Guard
 	rl    *limiter.Limits
 }
 
@@ -45,19 +47,20 @@ func newEdge(tb testing.TB, now func() time.Time, maxTracked, threshold int, rps
 	rl := limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	}))
-	guard, err := ddos.New(ddos.Config{
+	guard, err := flood.New(flood.Config{
 		Threshold: threshold, BlockDuration: 10 * time.Minute, MaxTrackedIPs: maxTracked,
 		Registerer: reg, Now: now,
-	}, rl)
+	})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	inner := clientip.New(realip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}))(guard)
+	steps := ddos.New(guard)(rl)
+	inner := clientip.New(realip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}))(steps)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
 		inner.ServeHTTP(in.Writer(), r)
 	})
-	return &edge{h: h, guard: guard, rl: shared}
+	return &edge{h: h, steps: steps, guard: guard, rl: shared}
 }
 
 // discard is a ResponseWriter that keeps only the status and the header
@@ -200,7 +203,7 @@ func BenchmarkChainAllowedClient(b *testing.B) {
 	for i := range 10000 {
 		e.send(sprayAddr(i))
 	}
-	h := e.guard // the two steps, without the envelope
+	h := e.steps
 	w := &discard{h: http.Header{}}
 	r := httptest.NewRequest(http.MethodGet, "/api/x", nil)
 	in, r := request.New(w, r, time.Now(), 0)
@@ -242,7 +245,7 @@ func BenchmarkChainAllowedClientParallel(b *testing.B) {
 			in.Start = in.Start.Add(time.Microsecond)
 			i++
 			clear(w.h)
-			e.guard.ServeHTTP(w, r)
+			e.steps.ServeHTTP(w, r)
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/flood"
 	"github.com/portcullis/portcullis/internal/testutil"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,23 +30,25 @@ type fixture struct {
 	clock *testutil.Clock
 	reg   *prometheus.Registry
 	logs  *testutil.SyncBuffer
-	guard *Guard
+	guard *flood.Guard
+	step  http.Handler
 	h     http.Handler
 }
 
 // newFixture builds the chain as middleware/order.go does (request.New,
 // clientip.New, then the guard); clients in allow are marked allow-listed
 // as the ipfilter step would.
-func newFixture(t testing.TB, c Config, allow ...string) *fixture {
+func newFixture(t testing.TB, c flood.Config, allow ...string) *fixture {
 	t.Helper()
 	f := &fixture{clock: testutil.NewClock(start), reg: prometheus.NewRegistry(), logs: &testutil.SyncBuffer{}}
 	c.Now, c.Registerer = f.clock.Now, f.reg
 	c.Log = slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
-	f.guard, err = New(c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	f.guard, err = flood.New(c)
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.step = New(f.guard)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	allowed := map[netip.Addr]bool{}
 	for _, a := range allow {
 		allowed[netip.MustParseAddr(a)] = true
@@ -53,7 +56,7 @@ func newFixture(t testing.TB, c Config, allow ...string) *fixture {
 	inner := clientip.New(resolver)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in := request.From(r.Context())
 		in.Allowlisted = allowed[in.ClientIP]
-		f.guard.ServeHTTP(w, r)
+		f.step.ServeHTTP(w, r)
 	}))
 	f.h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
@@ -90,7 +93,7 @@ func (f *fixture) metric(t testing.TB, name string) float64 {
 }
 
 func TestThresholdBlocksAndBlockExpires(t *testing.T) {
-	f := newFixture(t, Config{Threshold: 10, BlockDuration: 10 * time.Minute})
+	f := newFixture(t, flood.Config{Threshold: 10, BlockDuration: 10 * time.Minute})
 	const ip = "198.51.100.7"
 	if n := f.sendN(10, ip); n != 10 {
 		t.Fatalf("%d of the first 10 requests passed", n)
@@ -181,7 +184,7 @@ func TestSlidingMinute(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, Config{Threshold: 10, BlockDuration: time.Hour})
+			f := newFixture(t, flood.Config{Threshold: 10, BlockDuration: time.Hour})
 			at := time.Duration(0)
 			for i, b := range tc.bursts {
 				f.clock.Advance(b.at - at)
@@ -213,7 +216,7 @@ func TestWhoIsCountedAndBlocked(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, Config{Threshold: 5, BlockDuration: time.Minute}, tc.allow...)
+			f := newFixture(t, flood.Config{Threshold: 5, BlockDuration: time.Minute}, tc.allow...)
 			f.sendN(6, tc.first[0], tc.first[1:]...)
 			w := f.send(tc.second[0], tc.second[1:]...)
 			if got := w.Code == 429; got != tc.blocked {
@@ -227,13 +230,13 @@ func TestWhoIsCountedAndBlocked(t *testing.T) {
 }
 
 func TestUnblockAndList(t *testing.T) {
-	f := newFixture(t, Config{Threshold: 3, BlockDuration: 10 * time.Minute})
+	f := newFixture(t, flood.Config{Threshold: 3, BlockDuration: 10 * time.Minute})
 	f.sendN(4, "198.51.100.20")
 	f.clock.Advance(time.Minute)
 	f.sendN(4, "2001:db8:7:7::1")
 	f.sendN(4, "198.51.100.3")
 	now := f.clock.Now()
-	want := []Block{
+	want := []flood.Block{
 		{IP: netip.MustParseAddr("198.51.100.3"), Until: now.Add(10 * time.Minute)},
 		{IP: netip.MustParseAddr("198.51.100.20"), Until: start.Add(10 * time.Minute)},
 		{IP: netip.MustParseAddr("2001:db8:7:7::"), Until: now.Add(10 * time.Minute)},
@@ -293,31 +296,31 @@ func TestUnblockAndList(t *testing.T) {
 }
 
 func TestSweepRemovesIdleCountersAndExpiredBlocks(t *testing.T) {
-	f := newFixture(t, Config{Threshold: 3, BlockDuration: 5 * time.Minute})
+	f := newFixture(t, flood.Config{Threshold: 3, BlockDuration: 5 * time.Minute})
 	for i := range 100 {
 		f.send(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}).String())
 	}
 	f.sendN(4, "203.0.113.1")
-	if f.guard.Tracked() != 101 || f.guard.blocks.Len() != 1 {
-		t.Fatalf("Tracked()=%d blocks=%d", f.guard.Tracked(), f.guard.blocks.Len())
+	if f.guard.Tracked() != 101 || f.guard.Blocks() != 1 {
+		t.Fatalf("Tracked()=%d blocks=%d", f.guard.Tracked(), f.guard.Blocks())
 	}
 	if got := f.metric(t, "tracked_ips"); got != 101 {
 		t.Fatalf("tracked_ips=%v", got)
 	}
 	f.clock.Advance(2 * time.Minute)
 	f.guard.Sweep(f.clock.Now())
-	if f.guard.Tracked() != 0 || f.guard.blocks.Len() != 1 {
-		t.Fatalf("after 2 idle minutes: Tracked()=%d blocks=%d, want 0 and 1", f.guard.Tracked(), f.guard.blocks.Len())
+	if f.guard.Tracked() != 0 || f.guard.Blocks() != 1 {
+		t.Fatalf("after 2 idle minutes: Tracked()=%d blocks=%d, want 0 and 1", f.guard.Tracked(), f.guard.Blocks())
 	}
 	f.clock.Advance(3 * time.Minute)
 	f.guard.Sweep(f.clock.Now())
-	if f.guard.blocks.Len() != 0 {
+	if f.guard.Blocks() != 0 {
 		t.Fatalf("expired block not swept")
 	}
 }
 
 func TestFullBlockTableDropsSoonestExpiring(t *testing.T) {
-	f := newFixture(t, Config{Threshold: 1, BlockDuration: time.Hour, MaxBlocks: 1024})
+	f := newFixture(t, flood.Config{Threshold: 1, BlockDuration: time.Hour, MaxBlocks: 1024})
 	ip := func(i int) string {
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], 0xc6336400+uint32(i)) // 198.51.100.0 + i
@@ -347,12 +350,12 @@ func TestFullBlockTableDropsSoonestExpiring(t *testing.T) {
 }
 
 func TestBlockLogIsBounded(t *testing.T) {
-	f := newFixture(t, Config{Threshold: 1, BlockDuration: time.Hour})
+	f := newFixture(t, flood.Config{Threshold: 1, BlockDuration: time.Hour})
 	for i := range 300 {
 		f.sendN(2, netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}).String())
 	}
-	if n := f.logs.CountMsg("ip blocked"); n != blockLogsPerMinute {
-		t.Fatalf("%d block lines in a minute, want %d", n, blockLogsPerMinute)
+	if n := f.logs.CountMsg("ip blocked"); n != flood.BlockLogsPerMinute {
+		t.Fatalf("%d block lines in a minute, want %d", n, flood.BlockLogsPerMinute)
 	}
 	if got := f.metric(t, "blocked_ips_total"); got != 300 {
 		t.Fatalf("blocked_ips_total=%v, want 300", got)
@@ -367,7 +370,7 @@ func TestBlockLogIsBounded(t *testing.T) {
 // TestBlocksSurviveChurn: an attacker spraying other addresses evicts
 // counters, never blocks.
 func TestBlocksSurviveChurn(t *testing.T) {
-	f := newFixture(t, Config{Threshold: 100, BlockDuration: 10 * time.Minute, MaxTrackedIPs: 65536})
+	f := newFixture(t, flood.Config{Threshold: 100, BlockDuration: 10 * time.Minute, MaxTrackedIPs: 65536})
 	const offender = "203.0.113.66"
 	f.sendN(101, offender)
 	// Spray through the guard itself (request.Info as the chain sets it;
@@ -379,7 +382,7 @@ func TestBlocksSurviveChurn(t *testing.T) {
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], 0x0b000000+uint32(i))
 		in.ClientIP = netip.AddrFrom4(b)
-		f.guard.ServeHTTP(in.Writer(), r)
+		f.step.ServeHTTP(in.Writer(), r)
 		if i%50000 == 0 {
 			f.clock.Advance(time.Second)
 		}
@@ -387,42 +390,16 @@ func TestBlocksSurviveChurn(t *testing.T) {
 	if n := f.guard.Tracked(); n > 65536 {
 		t.Fatalf("%d counters, over the cap", n)
 	}
-	if f.guard.counters.Evictions() < 300000-65536 {
-		t.Fatalf("only %d evictions", f.guard.counters.Evictions())
+	if f.guard.Evictions() < 300000-65536 {
+		t.Fatalf("only %d evictions", f.guard.Evictions())
 	}
 	if w := f.send(offender); w.Code != 429 || w.Header().Get("Retry-After") == "" {
 		t.Fatalf("offender after the churn: %d, want 429 with Retry-After", w.Code)
 	}
 }
 
-func TestConstructorValidates(t *testing.T) {
-	tests := []struct {
-		name string
-		c    Config
-	}{
-		{name: "zero threshold", c: Config{BlockDuration: time.Minute}},
-		{name: "zero block", c: Config{Threshold: 1}},
-		{name: "negative block", c: Config{Threshold: 1, BlockDuration: -time.Second}},
-		{name: "negative cap", c: Config{Threshold: 1, BlockDuration: time.Second, MaxBlocks: -1}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if _, err := New(tc.c, nil); err == nil {
-				t.Fatal("accepted")
-			}
-		})
-	}
-	// Two guards on one registry (a rebuilt chain) share the counter.
-	reg := prometheus.NewRegistry()
-	g1, err1 := New(Config{Threshold: 1, BlockDuration: time.Second, Registerer: reg}, nil)
-	g2, err2 := New(Config{Threshold: 1, BlockDuration: time.Second, Registerer: reg}, nil)
-	if err1 != nil || err2 != nil || g1.blockedTotal != g2.blockedTotal {
-		t.Fatalf("second registration: %v %v", err1, err2)
-	}
-}
-
 func TestConcurrentRequests(t *testing.T) {
-	f := newFixture(t, Config{Threshold: 1000, BlockDuration: time.Minute, MaxTrackedIPs: 1024})
+	f := newFixture(t, flood.Config{Threshold: 1000, BlockDuration: time.Minute, MaxTrackedIPs: 1024})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	passed := 0
@@ -455,11 +432,11 @@ func TestConcurrentRequests(t *testing.T) {
 // API) serves through Wrap, and with no clock configured it takes the time
 // the envelope read (request.Info.Start).
 func TestWrapAndArrivalTime(t *testing.T) {
-	g, err := New(Config{Threshold: 2, BlockDuration: time.Minute}, nil)
+	g, err := flood.New(flood.Config{Threshold: 2, BlockDuration: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	h := New(g)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	arrival := time.Now().Add(time.Hour)
 	for i, tc := range []struct {
 		at   time.Duration

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/flood"
 )
 
 // recordingSharer records what the guard shares.
@@ -29,7 +31,7 @@ func (s *recordingSharer) Unblocked(k netip.Addr) {
 
 func TestSharerSeesCountedRequestsAndUnblocks(t *testing.T) {
 	sh := &recordingSharer{counts: map[netip.Addr]int{}}
-	f := newFixture(t, Config{Threshold: 3, BlockDuration: time.Minute, Share: sh}, "192.0.2.9")
+	f := newFixture(t, flood.Config{Threshold: 3, BlockDuration: time.Minute, Share: sh}, "192.0.2.9")
 	f.sendN(6, "192.0.2.1")       // 3 pass, the 4th blocks, 2 refused while blocked
 	f.sendN(2, "2001:db8:0:1::5") // counted under its /64
 	f.sendN(2, "192.0.2.9")       // allow-listed: not counted
@@ -50,7 +52,7 @@ func TestSharerSeesCountedRequestsAndUnblocks(t *testing.T) {
 
 func TestBlockAndLiftFromAnotherReplica(t *testing.T) {
 	sh := &recordingSharer{counts: map[netip.Addr]int{}}
-	f := newFixture(t, Config{Threshold: 100, BlockDuration: time.Minute, Share: sh})
+	f := newFixture(t, flood.Config{Threshold: 100, BlockDuration: time.Minute, Share: sh})
 	key := netip.MustParseAddr("198.51.100.4")
 	until := start.Add(30 * time.Second)
 	if !f.guard.Block(key, until) {
@@ -81,7 +83,7 @@ func TestBlockAndLiftFromAnotherReplica(t *testing.T) {
 }
 
 func TestNoteBlockCountsOnceInTheCluster(t *testing.T) {
-	f := newFixture(t, Config{Threshold: 2, BlockDuration: time.Minute})
+	f := newFixture(t, flood.Config{Threshold: 2, BlockDuration: time.Minute})
 	f.guard.NoteBlock(netip.MustParseAddr("198.51.100.7"), start.Add(time.Minute))
 	if got := f.metric(t, "blocked_ips_total"); got != 1 {
 		t.Fatalf("blocked_ips_total = %v after a block this replica completed in the shared store, want 1", got)
