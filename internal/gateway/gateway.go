@@ -24,9 +24,7 @@ import (
 	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/limiter"
 	"github.com/portcullis/portcullis/internal/middleware"
-	"github.com/portcullis/portcullis/internal/middleware/accesslog"
 	"github.com/portcullis/portcullis/internal/middleware/auth"
-	"github.com/portcullis/portcullis/internal/middleware/requestid"
 	"github.com/portcullis/portcullis/internal/middleware/respcache"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/realip"
@@ -86,9 +84,9 @@ type Gateway struct {
 
 	tracing *telemetry.Tracing
 	sys     *sysmetrics.Sampler // host, process and traffic samples for /monitor and the dashboard
-	// accessLog samples the access lines of 403/429 answers per client;
-	// Run writes its summaries.
-	accessLog *accesslog.Sampler
+	// pipeline is the request path (middleware.New); Run runs its
+	// background work.
+	pipeline *middleware.Pipeline
 
 	// life bounds background work started in New (JWKS refresh, key file
 	// watch); Run's shutdown ends it.
@@ -185,18 +183,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	})
 	g.buildEndpoints()
 	g.metrics.GateEndpoints(g.liveEndpoint)
-	if g.accessLog, err = accesslog.NewSampler(accesslog.SamplerConfig{
-		Rate:          cfg.AccessLogRejectRate,
-		MaxTrackedIPs: cfg.MaxTrackedIPs,
-		Log:           log,
-		Registerer:    g.metrics.Registry,
-	}); err != nil {
+	if g.pipeline, err = middleware.New(g.deps()); err != nil {
 		return nil, err
 	}
-	g.handler, err = middleware.Public(g.deps())
-	if err != nil {
-		return nil, err
-	}
+	g.handler = g.pipeline.Public
 	ok = true
 	return g, nil
 }
@@ -280,23 +270,23 @@ func (g *Gateway) buildEdge() error {
 
 func (g *Gateway) deps() middleware.Deps {
 	return middleware.Deps{
-		Log:             g.log,
-		Metrics:         g.metrics,
-		IDs:             requestid.NewGenerator(),
-		Resolver:        g.resolver,
-		BodyReadTimeout: g.cfg.BodyReadTimeout,
-		SendTimeout:     g.sendTimeout,
-		AccessLog:       g.accessLog,
-		Tracing:         g.tracing,
-		Lists:           g.lists,
-		Guard:           g.guard,
-		Limits:          g.limits,
-		RPS:             g.cfg.MaxRequestsPerSecond,
-		Burst:           g.cfg.MaxBurstSize,
-		Own:             g.own,
-		MaxInflight:     g.cfg.MaxInflight,
-		Routes:          &g.snap,
-		Tunnel:          g.tunnel,
+		Log:                 g.log,
+		Metrics:             g.metrics,
+		Resolver:            g.resolver,
+		BodyReadTimeout:     g.cfg.BodyReadTimeout,
+		SendTimeout:         g.sendTimeout,
+		AccessLogRejectRate: g.cfg.AccessLogRejectRate,
+		MaxTrackedIPs:       g.cfg.MaxTrackedIPs,
+		Tracing:             g.tracing,
+		Lists:               g.lists,
+		Guard:               g.guard,
+		Limits:              g.limits,
+		RPS:                 g.cfg.MaxRequestsPerSecond,
+		Burst:               g.cfg.MaxBurstSize,
+		Own:                 g.own,
+		MaxInflight:         g.cfg.MaxInflight,
+		Routes:              &g.snap,
+		Tunnel:              g.tunnel,
 	}
 }
 
@@ -340,7 +330,7 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 			ln.Close()
 			return fmt.Errorf("OPS_ADDR: listening on %s: %w", g.cfg.OpsAddr, err)
 		}
-		opsSrv = g.newServer(middleware.Ops(g.deps(), g.ops))
+		opsSrv = g.newServer(g.pipeline.Ops(g.ops))
 	}
 
 	bg, stopBG := context.WithCancel(context.Background())
@@ -353,7 +343,7 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	wg.Go(func() { g.sys.Run(bg) })
 	// Stopped after the listeners drained, so its last summary counts
 	// every request.
-	wg.Go(func() { g.accessLog.Run(bg) })
+	wg.Go(func() { g.pipeline.Run(bg) })
 	if g.cfg.ConfigFile != "" {
 		wg.Go(func() { g.watchConfig(bg) })
 	}

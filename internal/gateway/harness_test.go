@@ -86,7 +86,7 @@ func startWith(t *testing.T, env map[string]string, adjust func(*Gateway)) *runn
 	}
 	if adjust != nil {
 		adjust(g)
-		if g.handler, err = middlewarePublic(g); err != nil {
+		if err = rebuildPipeline(g); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,6 +7,7 @@
 package middleware
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,17 +73,18 @@ var Path = []string{
 type Deps struct {
 	Log      *slog.Logger // base logger; steps add their component
 	Metrics  *telemetry.Metrics
-	IDs      *requestid.Generator
 	Resolver *realip.Resolver
 	// BodyReadTimeout bounds how long an unread request body may hold the
 	// connection after the handler is done (BODY_READ_TIMEOUT).
 	BodyReadTimeout time.Duration
 	// SendTimeout bounds a blocked write to the client (see request.New).
 	SendTimeout time.Duration
-	// AccessLog samples the access lines of 403/429 answers per client
-	// (ACCESS_LOG_REJECT_RATE); nil writes them all.
-	AccessLog *accesslog.Sampler
-	Tracing   *telemetry.Tracing // OpenTelemetry; Tracer nil = off
+	// AccessLogRejectRate is ACCESS_LOG_REJECT_RATE: the access lines of
+	// 403/429 answers a second per client; 0 writes them all.
+	AccessLogRejectRate int
+	// MaxTrackedIPs is MAX_TRACKED_IPS, the cap of per-client tables.
+	MaxTrackedIPs int
+	Tracing       *telemetry.Tracing // OpenTelemetry; Tracer nil = off
 
 	// Edge protection, shared with the admin API, cluster mode and /stats.
 	Lists  *iplist.Lists
@@ -109,14 +111,48 @@ type step struct {
 	wrap func(http.Handler) http.Handler
 }
 
-// Public returns the public listener's handler: every step a request
-// passes, outermost first, ending in the route table.
-func Public(d Deps) (http.Handler, error) {
+// Pipeline is the request path, built once: the public listener's
+// handler, the envelope of the ops listener, and the background work of
+// the steps.
+type Pipeline struct {
+	// Public is the public listener's handler: every step a request
+	// passes, outermost first, ending in the route table.
+	Public http.Handler
+
+	d         Deps
+	ids       *requestid.Generator
+	accessLog *accesslog.Sampler
+}
+
+// New builds the pipeline.
+func New(d Deps) (*Pipeline, error) {
+	p := &Pipeline{d: d, ids: requestid.NewGenerator()}
+	var err error
+	if p.accessLog, err = accesslog.NewSampler(accesslog.SamplerConfig{
+		Rate:          d.AccessLogRejectRate,
+		MaxTrackedIPs: d.MaxTrackedIPs,
+		Log:           d.Log,
+		Registerer:    d.Metrics.Registry,
+	}); err != nil {
+		return nil, err
+	}
+	if p.Public, err = p.public(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Run does the steps' background work until ctx ends: the access log's
+// summaries of the lines it sampled away (and a last one as it stops).
+func (p *Pipeline) Run(ctx context.Context) { p.accessLog.Run(ctx) }
+
+func (p *Pipeline) public() (http.Handler, error) {
+	d := p.d
 	limit, err := ratelimit.New(d.RPS, d.Burst, d.Limits)
 	if err != nil {
 		return nil, err
 	}
-	steps := append(envelope(d),
+	steps := append(p.envelope(),
 		// The gateway.request span starts here, so rejections are traced too.
 		step{"Trace", tracing.New(d.Tracing.Tracer, d.Tracing.Propagator)},
 		// An allow-listed client skips every later IP check; a deny-listed
@@ -137,13 +173,14 @@ func Public(d Deps) (http.Handler, error) {
 // Ops returns the chain of the ops listener (OPS_ADDR) in front of mux: the
 // envelope only. It is a private listener, so no client limits apply;
 // request IDs, client IPs and the access log still do.
-func Ops(d Deps, mux http.Handler) http.Handler {
-	h, _ := chain(envelope(d), step{"Own endpoints", func(http.Handler) http.Handler { return mux }})
+func (p *Pipeline) Ops(mux http.Handler) http.Handler {
+	h, _ := chain(p.envelope(), step{"Own endpoints", func(http.Handler) http.Handler { return mux }})
 	return h
 }
 
 // envelope is what every request on either listener gets first.
-func envelope(d Deps) []step {
+func (p *Pipeline) envelope() []step {
+	d := p.d
 	log := telemetry.Component(d.Log, "gateway")
 	return []step{
 		// begin allocates the request's shared state once; the request ID,
@@ -152,9 +189,9 @@ func envelope(d Deps) []step {
 		// recovery (inside the access log, so a panic is a 500 that is
 		// logged and counted like any other answer).
 		{"Envelope", begin(d.BodyReadTimeout, d.SendTimeout)},
-		{"Envelope", requestid.New(d.IDs)},
+		{"Envelope", requestid.New(p.ids)},
 		{"Envelope", secheaders.New()},
-		{"Envelope", accesslog.New(log, d.Metrics, d.AccessLog)},
+		{"Envelope", accesslog.New(log, d.Metrics, p.accessLog)},
 		{"Envelope", recovery.New(log)},
 		// Computed once; every later step reads request.Info.
 		{"Client IP", clientip.New(d.Resolver)},
