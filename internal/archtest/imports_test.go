@@ -68,7 +68,7 @@ func isStep(pkg string) bool { return strings.HasPrefix(pkg, "internal/middlewar
 // may still import, for the state they hold; the list only shrinks, as
 // that state moves to packages of its own.
 var stepImports = map[string][]string{
-	"internal/gateway": {"internal/middleware/auth", "internal/middleware/respcache"},
+	"internal/gateway": {"internal/middleware/respcache"},
 }
 
 // foundations import no other package of the module but those listed:

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/admin"
-	"github.com/portcullis/portcullis/internal/auth/jwtauth"
+	"github.com/portcullis/portcullis/internal/auth"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/connlimit"
 	"github.com/portcullis/portcullis/internal/flood"
@@ -24,7 +24,6 @@ import (
 	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/limiter"
 	"github.com/portcullis/portcullis/internal/middleware"
-	"github.com/portcullis/portcullis/internal/middleware/auth"
 	"github.com/portcullis/portcullis/internal/middleware/respcache"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/realip"
@@ -191,29 +190,16 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	return g, nil
 }
 
-// buildAuth creates the verifiers behind routes with require_auth.
+// buildAuth creates the verifier behind routes with require_auth.
 func (g *Gateway) buildAuth() error {
-	cfg := g.cfg
-	tokens, err := jwtauth.New(g.life, jwtauth.Options{
-		Secret:   []byte(cfg.JWTSecret),
-		Issuer:   cfg.JWTIssuer,
-		Audience: cfg.JWTAudience,
-		JWKSURL:  cfg.JWTJWKSURL,
-		Log:      g.log,
-	})
-	if err != nil {
-		return fmt.Errorf("JWT_SECRET/JWT_JWKS_URL: %w", err)
-	}
-	keys, err := g.buildKeyStore()
+	v, closeAll, err := auth.Build(g.life, g.cfg, g.log, g.metrics.Registry)
+	g.closers = append(g.closers, closeAll)
 	if err != nil {
 		return err
 	}
-	g.auth, err = auth.NewVerifier(tokens, keys, cfg.PublicPaths, telemetry.Component(g.log, "auth"), g.metrics.Registry)
-	if err != nil {
-		return err
-	}
-	g.canAuth = tokens.Enabled() || (keys != nil && keys.Enabled())
-	g.warnAuthless(cfg.Routes)
+	g.auth = v
+	g.canAuth = v.Enabled()
+	g.warnAuthless(g.cfg.Routes)
 	return nil
 }
 

@@ -219,7 +219,7 @@ func problems(err error) []string {
 // routeDeps is what every route's chain shares; the CORS origins come from
 // the configuration the routes are built for.
 func (g *Gateway) routeDeps(cfg *config.Config) middleware.RouteDeps {
-	rd := middleware.RouteDeps{Limits: g.limits, CORSOrigins: cfg.CORSAllowedOrigins, Auth: g.auth, Cache: g.cache}
+	rd := middleware.RouteDeps{Limits: g.limits, CORSOrigins: cfg.CORSAllowedOrigins, Auth: g.auth, Cache: g.cache, Log: telemetry.Component(g.log, "auth")}
 	if g.cfg.EnableCompression {
 		rd.CompressMinBytes = g.cfg.CompressionMinBytes
 	} else {

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"time"
 
+	authn "github.com/portcullis/portcullis/internal/auth"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/flood"
 	"github.com/portcullis/portcullis/internal/iplist"
@@ -204,12 +205,14 @@ func (p *Pipeline) envelope() []step {
 type RouteDeps struct {
 	Limits      *limiter.Limits
 	CORSOrigins []string // CORS_ALLOWED_ORIGINS
-	Auth        *auth.Verifier
+	Auth        *authn.Verifier
 	// Cache is the shared response cache; nil = ENABLE_CACHING off.
 	Cache *respcache.Cache
 	// CompressMinBytes is COMPRESSION_MIN_BYTES; negative = compression
 	// off (ENABLE_COMPRESSION=false).
 	CompressMinBytes int
+	// Log gets the auth step's debug line per refusal (component auth).
+	Log *slog.Logger
 }
 
 // PerRoute returns one route's chain, from the step after Route to the
@@ -237,7 +240,7 @@ func (rd RouteDeps) PerRoute(rc config.Route, proxy http.Handler) (http.Handler,
 	add("Methods", methods.New(rc.Methods), nil)
 	// Before the cache, so a private answer never reaches an anonymous
 	// caller.
-	add("Auth", auth.New(rd.Auth, rc.RequireAuth), nil)
+	add("Auth", auth.New(rd.Auth, rc.RequireAuth, rd.Log), nil)
 	if rd.CompressMinBytes >= 0 {
 		// Outside the cache: the cache stores one unencoded answer and
 		// every client, hit or miss, gets the encoding it accepts.

@@ -6,12 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"github.com/portcullis/portcullis/internal/testutil"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
