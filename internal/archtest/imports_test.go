@@ -64,13 +64,6 @@ func imports(t *testing.T) map[string][]string {
 
 func isStep(pkg string) bool { return strings.HasPrefix(pkg, "internal/middleware/") }
 
-// stepImports are the step packages a package outside internal/middleware
-// may still import, for the state they hold; the list only shrinks, as
-// that state moves to packages of its own.
-var stepImports = map[string][]string{
-	"internal/gateway": {"internal/middleware/respcache"},
-}
-
 // foundations import no other package of the module but those listed:
 // everything else builds on them.
 var foundations = map[string][]string{
@@ -97,7 +90,7 @@ func TestImportRules(t *testing.T) {
 				t.Errorf("%s imports internal/middleware: only the gateway builds the request path", pkg)
 			case isStep(dep) && isStep(pkg):
 				t.Errorf("step %s imports step %s: steps are independent; order.go composes them", pkg, dep)
-			case isStep(dep) && pkg != "internal/middleware" && !slices.Contains(stepImports[pkg], dep):
+			case isStep(dep) && pkg != "internal/middleware":
 				t.Errorf("%s imports the step %s: shared state belongs in a package of its own", pkg, dep)
 			}
 		}
@@ -106,14 +99,6 @@ func TestImportRules(t *testing.T) {
 				if !slices.Contains(allowed, dep) {
 					t.Errorf("%s is a foundation but imports %s", pkg, dep)
 				}
-			}
-		}
-	}
-	// The allowance lists must not outlive the imports they allow.
-	for pkg, deps := range stepImports {
-		for _, dep := range deps {
-			if !slices.Contains(all[pkg], dep) {
-				t.Errorf("stepImports lets %s import %s, which it no longer does: shrink the list", pkg, dep)
 			}
 		}
 	}

@@ -1,8 +1,10 @@
 // Package cache is the gateway's shared HTTP response cache: what may be
 // stored and for how long (RFC 9111 shared-cache rules), the key a request
 // maps to, and two stores behind one interface — an in-process store
-// bounded in bytes and Redis, shared by every replica. The HTTP step that
-// uses it lives in internal/middleware/respcache.
+// bounded in bytes and Redis, shared by every replica — and the state all
+// routes share (Shared: the store, the counters, the misses in flight, the
+// recording budget). The HTTP step that uses it lives in
+// internal/middleware/respcache.
 package cache
 
 import (

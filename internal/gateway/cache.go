@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/cache"
-	"github.com/portcullis/portcullis/internal/middleware/respcache"
 	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
@@ -15,7 +14,7 @@ import (
 func (g *Gateway) buildCache() error {
 	cfg := g.cfg
 	stats := &cache.Stats{}
-	if err := respcache.RegisterMetrics(stats, g.metrics.Registry); err != nil {
+	if err := cache.RegisterMetrics(stats, g.metrics.Registry); err != nil {
 		return err
 	}
 	if !cfg.EnableCaching {
@@ -48,11 +47,10 @@ func (g *Gateway) buildCache() error {
 		g.closers = append(g.closers, mem.Close)
 		store = mem
 	}
-	g.cache = respcache.NewCache(store, stats, respcache.Options{
+	g.cache = cache.NewShared(store, stats, cache.Options{
 		MaxObject:        cfg.CacheMaxObjectBytes,
 		PrivateHeaders:   cfg.CachePrivateHeaders,
 		ClientRevalidate: cfg.CacheClientRevalidate,
-		Log:              log,
 	})
 	log.Info("response cache ready", "backend", store.Name(), "default_ttl", cfg.CacheTTL.String(),
 		"max_bytes", cfg.CacheMaxBytes, "max_object_bytes", cfg.CacheMaxObjectBytes,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/admin"
 	"github.com/portcullis/portcullis/internal/auth"
+	"github.com/portcullis/portcullis/internal/cache"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/connlimit"
 	"github.com/portcullis/portcullis/internal/flood"
@@ -24,7 +25,6 @@ import (
 	"github.com/portcullis/portcullis/internal/iplist"
 	"github.com/portcullis/portcullis/internal/limiter"
 	"github.com/portcullis/portcullis/internal/middleware"
-	"github.com/portcullis/portcullis/internal/middleware/respcache"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
@@ -77,7 +77,7 @@ type Gateway struct {
 	// canAuth: a JWT secret, JWKS or API key source is configured, so a
 	// route with require_auth can be passed at all.
 	canAuth bool
-	cache   *respcache.Cache // nil when ENABLE_CACHING=false
+	cache   *cache.Shared // nil when ENABLE_CACHING=false
 
 	cluster *clusterNode // shared limits and lists (CLUSTER_MODE=redis); nil when off
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	authn "github.com/portcullis/portcullis/internal/auth"
+	"github.com/portcullis/portcullis/internal/cache"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/flood"
 	"github.com/portcullis/portcullis/internal/iplist"
@@ -207,7 +208,7 @@ type RouteDeps struct {
 	CORSOrigins []string // CORS_ALLOWED_ORIGINS
 	Auth        *authn.Verifier
 	// Cache is the shared response cache; nil = ENABLE_CACHING off.
-	Cache *respcache.Cache
+	Cache *cache.Shared
 	// CompressMinBytes is COMPRESSION_MIN_BYTES; negative = compression
 	// off (ENABLE_COMPRESSION=false).
 	CompressMinBytes int

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/portcullis/portcullis/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 
 	"github.com/portcullis/portcullis/internal/middleware/requestid"
 	"github.com/portcullis/portcullis/internal/request"

@@ -76,12 +76,12 @@ func (c *step) store(r *http.Request, key string, rec *recorder) (*cache.Entry, 
 		Vary:    vary,
 	}
 	if len(vary) == 0 {
-		c.s.store.Set(key, e)
+		c.s.Store().Set(key, e)
 		return e, key
 	}
 	variant := cache.VariantKey(key, vary, r.Header)
-	c.s.store.Set(key, &cache.Entry{Stored: now, Expires: e.Expires, Vary: vary})
-	c.s.store.Set(variant, e)
+	c.s.Store().Set(key, &cache.Entry{Stored: now, Expires: e.Expires, Vary: vary})
+	c.s.Store().Set(variant, e)
 	return e, variant
 }
 
@@ -106,15 +106,13 @@ type recorder struct {
 	status                    int
 	ttl, age                  time.Duration
 	body                      []byte
-	reserved                  int64 // bytes counted in Cache.recording
+	reserved                  int64 // bytes reserved from the shared recording budget
 }
 
 // reserve counts n more bytes against the shared recording budget and
 // reports whether they fit.
 func (rec *recorder) reserve(n int64) bool {
-	s := rec.c.s
-	if s.recording.Add(n) > s.maxRecording {
-		s.recording.Add(-n)
+	if !rec.c.s.Reserve(n) {
 		return false
 	}
 	rec.reserved += n
@@ -123,7 +121,7 @@ func (rec *recorder) reserve(n int64) bool {
 
 // release returns the recorder's bytes to the budget.
 func (rec *recorder) release() {
-	rec.c.s.recording.Add(-rec.reserved)
+	rec.c.s.Release(rec.reserved)
 	rec.reserved = 0
 }
 
@@ -138,7 +136,7 @@ func (rec *recorder) stopRecording() {
 // a download or a stream they would not be given.
 func (rec *recorder) finish(e *cache.Entry, variant string) {
 	if rec.fl != nil {
-		rec.c.s.flights.Finish(rec.key, rec.fl, e, variant)
+		rec.c.s.Flights().Finish(rec.key, rec.fl, e, variant)
 		rec.fl = nil
 	}
 }
@@ -182,7 +180,7 @@ func (rec *recorder) WriteHeader(code int) {
 	if rec.ttl, rec.age = cache.Freshness(code, h, rec.c.ttl, time.Now()); rec.ttl > 0 {
 		rec.recording = true
 		if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil {
-			if cl > rec.c.s.maxObject || !rec.reserve(cl) {
+			if cl > rec.c.s.Settings().MaxObject || !rec.reserve(cl) {
 				rec.recording = false
 			} else {
 				rec.body = make([]byte, 0, cl)
@@ -214,7 +212,7 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	if rec.recording {
 		n := int64(len(rec.body) + len(p))
 		switch {
-		case n > rec.c.s.maxObject:
+		case n > rec.c.s.Settings().MaxObject:
 			rec.stopRecording() // too large: stream only
 		case n > rec.reserved && !rec.reserve(n-rec.reserved):
 			rec.stopRecording() // too much buffered by all misses at once

@@ -1,106 +1,20 @@
 // Package respcache is the response-cache step of a route: it answers from
 // the shared store when it can (X-Cache: HIT, Age), coalesces concurrent
 // misses into one upstream request, and stores what RFC 9111's
-// shared-cache rules and the cache step of docs/request-path.md allow (X-Cache: MISS). Requests it
-// must not touch pass through with X-Cache: BYPASS. What is storable, the
-// keys and the stores are internal/cache's.
+// shared-cache rules and the cache step of docs/request-path.md allow
+// (X-Cache: MISS). Requests it must not touch pass through with X-Cache:
+// BYPASS. What is storable, the keys, the stores and the state all routes
+// share (cache.Shared) are internal/cache's.
 package respcache
 
 import (
-	"log/slog"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/cache"
 	"github.com/portcullis/portcullis/internal/request"
-	"github.com/portcullis/portcullis/internal/telemetry"
 )
-
-// Cache is the state every route's cache step uses: one store, one set of
-// counters, one group of in-flight misses.
-type Cache struct {
-	store     cache.Store
-	stats     *cache.Stats
-	flights   *cache.Flights
-	maxObject int64
-	log       *slog.Logger
-	// private and clientRevalidate are Options' PrivateHeaders and
-	// ClientRevalidate.
-	private          []string
-	clientRevalidate bool
-	// recording is the bytes held by misses being recorded right now;
-	// beyond maxRecording a miss streams without recording, so many
-	// concurrent misses of large answers cannot exhaust memory.
-	recording    atomic.Int64
-	maxRecording int64
-	// bodyWait is how long a coalesced miss waits for its leader once the
-	// leader is recording a storable answer (BodyWait; tests shorten it).
-	bodyWait time.Duration
-}
-
-// BodyWait bounds how long requests coalesced behind a miss wait for the
-// leader's body once its storable header is in (nginx's
-// proxy_cache_lock_timeout): a body that crawls (a slow upstream, or a
-// leader's client reading slowly on purpose) must not hold every other
-// client of the URL. Then they fetch their own. Until the header, the wait
-// is bounded by the route's upstream timeout.
-const BodyWait = 5 * time.Second
-
-// MaxRecording bounds the bytes all concurrent misses may buffer at once.
-const MaxRecording = 64 << 20
-
-// Options are the cache's settings.
-type Options struct {
-	// MaxObject is CACHE_MAX_OBJECT_BYTES, the largest body stored.
-	MaxObject int64
-	// PrivateHeaders are CACHE_PRIVATE_HEADERS: canonical names of request
-	// headers that, like Authorization or Cookie, make a request personal.
-	PrivateHeaders []string
-	// ClientRevalidate is CACHE_CLIENT_REVALIDATE: a client's no-cache or
-	// max-age=0 skips a fresh entry and refreshes it. Off, any client could
-	// replace an entry at will, with whatever an unkeyed header of theirs
-	// made the upstream answer.
-	ClientRevalidate bool
-	Log              *slog.Logger
-}
-
-// NewCache returns the shared cache state over store; stats are the
-// counters RegisterMetrics exposes.
-func NewCache(store cache.Store, stats *cache.Stats, o Options) *Cache {
-	return &Cache{store: store, stats: stats, flights: cache.NewFlights(), maxObject: o.MaxObject, log: o.Log,
-		private: o.PrivateHeaders, clientRevalidate: o.ClientRevalidate,
-		maxRecording: max(MaxRecording, o.MaxObject), bodyWait: BodyWait}
-}
-
-// RegisterMetrics exposes stats as the cache metrics (docs/operations.md). They are
-// registered whether caching is on or not, so dashboards always find them.
-func RegisterMetrics(stats *cache.Stats, reg prometheus.Registerer) error {
-	for _, c := range []struct {
-		name, help string
-		v          func() int64
-	}{
-		{"cache_hits_total", "Requests answered from the response cache.", stats.Hits.Load},
-		{"cache_misses_total", "Cacheable requests that went upstream (not stored, expired, or their coalesced miss could not be shared).", stats.Misses.Load},
-		{"cache_bypasses_total", "Requests on caching routes the cache did not handle: other methods, credentials, Range, Upgrade, or a client asking for a fresh answer.", stats.Bypasses.Load},
-		{"cache_errors_total", "Cache store operations that failed or were skipped because the store (Redis) is down or slow.", stats.Errors.Load},
-	} {
-		v := c.v
-		if _, err := telemetry.Register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help}, func() float64 { return float64(v()) })); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Stats are the counters behind the metrics.
-func (s *Cache) Stats() *cache.Stats { return s.stats }
-
-// Store is the store in use.
-func (s *Cache) Store() cache.Store { return s.store }
 
 // Header values, prebuilt so the hot path does not allocate them.
 var (
@@ -124,7 +38,7 @@ func ageHeader(secs int64) []string {
 }
 
 type step struct {
-	s *Cache
+	s *cache.Shared
 	// ttl is the lifetime of answers without explicit freshness
 	// (cache_ttl_secs, else CACHE_TTL); 0 = such answers are not stored.
 	ttl time.Duration
@@ -135,7 +49,7 @@ type step struct {
 }
 
 // New returns the cache step of one route.
-func New(s *Cache, ttl time.Duration, authenticated bool) func(http.Handler) http.Handler {
+func New(s *cache.Shared, ttl time.Duration, authenticated bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return &step{s: s, ttl: ttl, authenticated: authenticated, next: next}
 	}
@@ -150,12 +64,12 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if isUnsafe(r.Method) && in.Status() >= 200 && in.Status() < 400 {
 			// RFC 9111 §4.4: a successful unsafe request invalidates what
 			// is stored for its URI.
-			c.s.store.Delete(c.key(r, in))
+			c.s.Store().Delete(c.key(r, in))
 		}
 		return
 	}
 	if len(r.Header["Range"]) > 0 || len(r.Header["Upgrade"]) > 0 || r.ContentLength != 0 ||
-		(!c.authenticated && (in.AuthMethod != "" || cache.HasCredentials(r.Header, c.s.private))) {
+		(!c.authenticated && (in.AuthMethod != "" || cache.HasCredentials(r.Header, c.s.Settings().PrivateHeaders))) {
 		// Credentials: the auth step may have removed the header it
 		// verified, so an authenticated caller is known by AuthMethod.
 		// A GET with a body (a search API's query) may be answered by
@@ -164,7 +78,7 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := c.key(r, in)
-	if c.s.clientRevalidate && cache.SkipLookup(r.Header) {
+	if c.s.Settings().ClientRevalidate && cache.SkipLookup(r.Header) {
 		if r.Method == http.MethodHead || cache.RequestNoStore(r.Header) {
 			// Nothing may be stored from it: a HEAD's answer has no body
 			// (storing it would serve GETs an empty one).
@@ -172,7 +86,7 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// The client wants a fresh answer; it may still refresh the entry.
-		c.s.stats.Bypasses.Add(1)
+		c.s.Stats().Bypasses.Add(1)
 		in.Cache = "BYPASS"
 		c.fetch(w, r, key, nil, bypassValue)
 		return
@@ -183,15 +97,15 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method == http.MethodHead || cache.RequestNoStore(r.Header) {
 		// Nothing to store from a HEAD (no body) or a no-store request.
-		c.s.stats.Misses.Add(1)
+		c.s.Stats().Misses.Add(1)
 		in.Cache = "MISS"
 		w.Header()["X-Cache"] = missValue
 		c.next.ServeHTTP(w, r)
 		return
 	}
-	fl, leader := c.s.flights.Join(key)
+	fl, leader := c.s.Flights().Join(key)
 	if !leader {
-		e, variant := fl.Wait(r.Context(), c.s.bodyWait)
+		e, variant := fl.Wait(r.Context(), c.s.Settings().BodyWait)
 		if e != nil && variant == variantOf(key, e, r.Header) {
 			c.serve(w, r, e)
 			return
@@ -201,7 +115,7 @@ func (c *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// our own.
 		fl = nil
 	}
-	c.s.stats.Misses.Add(1)
+	c.s.Stats().Misses.Add(1)
 	in.Cache = "MISS"
 	c.fetch(w, r, key, fl, missValue)
 }
@@ -211,7 +125,7 @@ func isUnsafe(m string) bool {
 }
 
 func (c *step) bypass(w http.ResponseWriter, r *http.Request) {
-	c.s.stats.Bypasses.Add(1)
+	c.s.Stats().Bypasses.Add(1)
 	request.From(r.Context()).Cache = "BYPASS"
 	w.Header()["X-Cache"] = bypassValue
 	c.next.ServeHTTP(w, r)
@@ -233,12 +147,12 @@ func (c *step) key(r *http.Request, in *request.Info) string {
 
 // lookup finds the fresh entry for r, following a variants marker.
 func (c *step) lookup(r *http.Request, key string) (*cache.Entry, bool) {
-	e, ok := c.s.store.Get(r.Context(), key)
+	e, ok := c.s.Store().Get(r.Context(), key)
 	if !ok {
 		return nil, false
 	}
 	if e.IsMarker() {
-		if e, ok = c.s.store.Get(r.Context(), cache.VariantKey(key, e.Vary, r.Header)); !ok || e.IsMarker() {
+		if e, ok = c.s.Store().Get(r.Context(), cache.VariantKey(key, e.Vary, r.Header)); !ok || e.IsMarker() {
 			return nil, false
 		}
 	}
@@ -255,7 +169,7 @@ func variantOf(key string, e *cache.Entry, h http.Header) string {
 // serve answers from e: the stored headers, X-Cache: HIT, Age, and a 304
 // when the client's validators match.
 func (c *step) serve(w http.ResponseWriter, r *http.Request, e *cache.Entry) {
-	c.s.stats.Hits.Add(1)
+	c.s.Stats().Hits.Add(1)
 	request.From(r.Context()).Cache = "HIT"
 	h := w.Header()
 	merge(h, e.Header)

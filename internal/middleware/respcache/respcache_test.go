@@ -2,7 +2,6 @@ package respcache
 
 import (
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,7 +16,7 @@ import (
 
 // serveStep runs the step as the gateway does (request.Info in the
 // context) on a real server.
-func serveStep(t *testing.T, s *Cache, next http.HandlerFunc) *httptest.Server {
+func serveStep(t *testing.T, s *cache.Shared, next http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	step := New(s, time.Minute, false)(next)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -28,13 +27,16 @@ func serveStep(t *testing.T, s *Cache, next http.HandlerFunc) *httptest.Server {
 	return srv
 }
 
-func newCache(t *testing.T) *Cache {
+func newCache(t *testing.T, o cache.Options) *cache.Shared {
 	mem, err := cache.NewMemory(1 << 20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(mem.Close)
-	return NewCache(mem, &cache.Stats{}, Options{MaxObject: 1 << 20, Log: slog.New(slog.DiscardHandler)})
+	if o.MaxObject == 0 {
+		o.MaxObject = 1 << 20
+	}
+	return cache.NewShared(mem, &cache.Stats{}, o)
 }
 
 func fetch(t *testing.T, url string) (string, string) {
@@ -49,8 +51,7 @@ func fetch(t *testing.T, url string) (string, string) {
 }
 
 func TestRecordingBudgetBoundsWhatMissesBuffer(t *testing.T) {
-	s := newCache(t)
-	s.maxRecording = 100 // smaller than the answer: nothing can be recorded
+	s := newCache(t, cache.Options{MaxRecording: 100}) // smaller than the answer: nothing can be recorded
 	var hits atomic.Int64
 	srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -64,13 +65,13 @@ func TestRecordingBudgetBoundsWhatMissesBuffer(t *testing.T) {
 	if hits.Load() != 3 {
 		t.Errorf("upstream saw %d requests: an answer over the budget was stored", hits.Load())
 	}
-	if n := s.recording.Load(); n != 0 {
+	if n := s.Recording(); n != 0 {
 		t.Errorf("%d bytes still counted as recording after every miss ended", n)
 	}
 }
 
 func TestTruncatedAnswerIsNotStored(t *testing.T) {
-	s := newCache(t)
+	s := newCache(t, cache.Options{})
 	srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "100")
 		io.WriteString(w, "only part")
@@ -80,13 +81,13 @@ func TestTruncatedAnswerIsNotStored(t *testing.T) {
 	if x, _ := fetch(t, srv.URL+"/cut"); x == "HIT" {
 		t.Fatal("a truncated answer was stored")
 	}
-	if n := s.recording.Load(); n != 0 {
+	if n := s.Recording(); n != 0 {
 		t.Errorf("%d bytes still counted as recording after an aborted miss", n)
 	}
 }
 
 func TestAbortedLeaderReleasesWaiters(t *testing.T) {
-	s := newCache(t)
+	s := newCache(t, cache.Options{})
 	var calls atomic.Int64
 	release := make(chan struct{})
 	srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
@@ -141,8 +142,7 @@ func TestWaitersDoNotWaitOutALongLeader(t *testing.T) {
 		{"storable, body crawling", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newCache(t)
-			s.bodyWait = 100 * time.Millisecond
+			s := newCache(t, cache.Options{BodyWait: 100 * time.Millisecond})
 			var calls atomic.Int64
 			release := make(chan struct{})
 			srv := serveStep(t, s, func(w http.ResponseWriter, r *http.Request) {
@@ -189,7 +189,7 @@ func TestWaitersDoNotWaitOutALongLeader(t *testing.T) {
 }
 
 func TestEarlyHintsLeaveTheGatewaysHeaders(t *testing.T) {
-	s := newCache(t)
+	s := newCache(t, cache.Options{})
 	step := New(s, time.Minute, false)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</style.css>; rel=preload")
 		w.Header().Set("X-Request-Id", "upstream-echo")
