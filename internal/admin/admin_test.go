@@ -21,6 +21,7 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 const token = "s3cret-admin-token-for-tests-0123456789"
@@ -164,25 +165,7 @@ func decode[T any](t *testing.T, rec *httptest.ResponseRecorder) T {
 
 func (e *env) counter(t *testing.T, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if labels[lp.GetName()] != lp.GetValue() {
-					continue next
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
+	return testutil.SeriesValue(t, e.reg, name, labels)
 }
 
 // logLines parses the captured JSON log.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -123,23 +124,7 @@ func refused(t *testing.T, c net.Conn) {
 
 func rejected(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "connections_rejected_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "reason" && lp.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return testutil.SeriesValue(t, reg, "connections_rejected_total", map[string]string{"reason": reason})
 }
 
 func TestCaps(t *testing.T) {

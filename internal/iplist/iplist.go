@@ -89,59 +89,44 @@ func (l *Lists) Denied(a netip.Addr) bool { return l.tables[Deny].Load().Contain
 // list changed (false: p was already there, or p or k is invalid). p is
 // canonicalised first (see Canonical).
 func (l *Lists) Add(k Kind, p netip.Prefix) (added bool) {
-	added = l.Apply(k, p, true)
-	if added && l.sync != nil {
-		c, _ := Canonical(p)
-		l.sync.ListChanged(k, c, true)
-	}
-	return added
-}
-
-// Apply adds (add true) or removes p on list k like Add and Remove, without
-// telling the Sync: it applies a change another replica made.
-func (l *Lists) Apply(k Kind, p netip.Prefix, add bool) (changed bool) {
-	if !add {
-		return l.remove(k, p)
-	}
-	c, ok := Canonical(p)
-	if !ok || !k.valid() {
-		return false
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	cur := l.tables[k].Load()
-	if cur.Get(c) {
-		return false
-	}
-	l.tables[k].Store(cur.InsertPersist(c))
-	return true
+	return l.change(k, p, true, true)
 }
 
 // Remove takes the exact entry p off list k (a CIDR is not split: removing
 // 10.0.0.1 from a list holding 10.0.0.0/8 changes nothing). It reports
 // whether the list changed.
 func (l *Lists) Remove(k Kind, p netip.Prefix) (removed bool) {
-	removed = l.remove(k, p)
-	if removed && l.sync != nil {
-		c, _ := Canonical(p)
-		l.sync.ListChanged(k, c, false)
-	}
-	return removed
+	return l.change(k, p, false, true)
 }
 
-func (l *Lists) remove(k Kind, p netip.Prefix) bool {
+// Apply adds (add true) or removes p on list k like Add and Remove, without
+// telling the Sync: it applies a change another replica made.
+func (l *Lists) Apply(k Kind, p netip.Prefix, add bool) (changed bool) {
+	return l.change(k, p, add, false)
+}
+
+// change adds or removes p on list k with one copy-on-write swap and, when
+// the list changed and tell is set, tells the Sync (outside the lock).
+func (l *Lists) change(k Kind, p netip.Prefix, add, tell bool) bool {
 	c, ok := Canonical(p)
 	if !ok || !k.valid() {
 		return false
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	cur := l.tables[k].Load()
-	if !cur.Get(c) {
-		return false
+	changed := cur.Get(c) != add
+	if changed {
+		if add {
+			l.tables[k].Store(cur.InsertPersist(c))
+		} else {
+			l.tables[k].Store(cur.DeletePersist(c))
+		}
 	}
-	l.tables[k].Store(cur.DeletePersist(c))
-	return true
+	l.mu.Unlock()
+	if changed && tell && l.sync != nil {
+		l.sync.ListChanged(k, c, add)
+	}
+	return changed
 }
 
 // Replace makes list k hold exactly ps (canonicalised; invalid entries

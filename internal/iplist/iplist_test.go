@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 var (
@@ -15,18 +17,10 @@ var (
 	mustPrefix = netip.MustParsePrefix
 )
 
-func prefixes(ss ...string) []netip.Prefix {
-	out := make([]netip.Prefix, 0, len(ss))
-	for _, s := range ss {
-		out = append(out, mustPrefix(s))
-	}
-	return out
-}
-
 func TestListsMatch(t *testing.T) {
 	l := NewLists(
-		prefixes("203.0.113.7/32", "10.0.0.0/8", "2001:db8::1/128", "2001:db8:1::/48", "::ffff:198.51.100.9/128", "fe80::/10"),
-		prefixes("192.0.2.0/24", "2001:db8:bad::/64"),
+		testutil.Prefixes("203.0.113.7/32", "10.0.0.0/8", "2001:db8::1/128", "2001:db8:1::/48", "::ffff:198.51.100.9/128", "fe80::/10"),
+		testutil.Prefixes("192.0.2.0/24", "2001:db8:bad::/64"),
 	)
 	tests := []struct {
 		name        string
@@ -111,7 +105,7 @@ func TestAddRemove(t *testing.T) {
 			t.Errorf("%s: Denied(%s) = %v right after, want %v", s.name, s.probe, d, s.wantDenied)
 		}
 	}
-	if got := l.Entries(Deny); !slices.Equal(got, prefixes("2001:db8::/32")) {
+	if got := l.Entries(Deny); !slices.Equal(got, testutil.Prefixes("2001:db8::/32")) {
 		t.Errorf("Entries(Deny) = %v", got)
 	}
 	if n := l.Len(Deny); n != 1 {
@@ -123,14 +117,14 @@ func TestAddRemove(t *testing.T) {
 }
 
 func TestEntriesSorted(t *testing.T) {
-	in := prefixes("2001:db8::1/128", "10.1.0.0/16", "10.0.0.0/8", "192.0.2.7/32", "1.2.3.4/32", "2001:db8::/32", "10.0.0.1/32", "::1/128")
+	in := testutil.Prefixes("2001:db8::1/128", "10.1.0.0/16", "10.0.0.0/8", "192.0.2.7/32", "1.2.3.4/32", "2001:db8::/32", "10.0.0.1/32", "::1/128")
 	l := NewLists(nil, nil)
 	for i, p := range in {
 		if !l.Add(Allow, p) {
 			t.Fatalf("Add(%v) #%d = false", p, i)
 		}
 	}
-	want := prefixes("1.2.3.4/32", "10.0.0.0/8", "10.0.0.1/32", "10.1.0.0/16", "192.0.2.7/32", "::1/128", "2001:db8::/32", "2001:db8::1/128")
+	want := testutil.Prefixes("1.2.3.4/32", "10.0.0.0/8", "10.0.0.1/32", "10.1.0.0/16", "192.0.2.7/32", "::1/128", "2001:db8::/32", "2001:db8::1/128")
 	if got := l.Entries(Allow); !slices.Equal(got, want) {
 		t.Errorf("Entries = %v\nwant      %v", got, want)
 	}
@@ -183,8 +177,8 @@ func TestKindString(t *testing.T) {
 // Lookups run lock-free while writers change the lists; run with -race.
 // Entries that are never touched must answer the same throughout.
 func TestConcurrentLookupsDuringChanges(t *testing.T) {
-	l := NewLists(prefixes("203.0.113.0/24"), prefixes("192.0.2.0/24"))
-	churn := prefixes("198.51.100.0/24", "2001:db8::/48", "10.0.0.1/32", "2001:db8:1::7/128")
+	l := NewLists(testutil.Prefixes("203.0.113.0/24"), testutil.Prefixes("192.0.2.0/24"))
+	churn := testutil.Prefixes("198.51.100.0/24", "2001:db8::/48", "10.0.0.1/32", "2001:db8:1::7/128")
 	stable := mustAddr("203.0.113.9")
 	denied := mustAddr("192.0.2.9")
 	never := mustAddr("8.8.8.8")
@@ -230,16 +224,16 @@ func TestConcurrentLookupsDuringChanges(t *testing.T) {
 	for e := range errs {
 		t.Fatal(e)
 	}
-	if got := l.Entries(Deny); !slices.Equal(got, prefixes("192.0.2.0/24")) {
+	if got := l.Entries(Deny); !slices.Equal(got, testutil.Prefixes("192.0.2.0/24")) {
 		t.Errorf("after balanced add/remove, Entries(Deny) = %v", got)
 	}
-	if got := l.Entries(Allow); !slices.Equal(got, prefixes("203.0.113.0/24")) {
+	if got := l.Entries(Allow); !slices.Equal(got, testutil.Prefixes("203.0.113.0/24")) {
 		t.Errorf("after balanced add/remove, Entries(Allow) = %v", got)
 	}
 }
 
 func TestLookupAllocs(t *testing.T) {
-	l := NewLists(prefixes("10.0.0.0/8", "2001:db8::/32"), prefixes("192.0.2.0/24"))
+	l := NewLists(testutil.Prefixes("10.0.0.0/8", "2001:db8::/32"), testutil.Prefixes("192.0.2.0/24"))
 	for _, s := range []string{"10.1.2.3", "2001:db8::1", "8.8.8.8", "2001:4860::8888", "::ffff:10.0.0.1"} {
 		a := mustAddr(s)
 		if n := testing.AllocsPerRun(100, func() { _, _ = l.Allowed(a), l.Denied(a) }); n != 0 {

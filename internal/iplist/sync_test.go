@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 type recordingSync struct{ changes []string }
@@ -35,13 +37,13 @@ func TestSyncHearsLocalChangesOnly(t *testing.T) {
 }
 
 func TestReplace(t *testing.T) {
-	l := NewLists(nil, prefixes("192.0.2.1/32", "10.0.0.0/8"))
+	l := NewLists(nil, testutil.Prefixes("192.0.2.1/32", "10.0.0.0/8"))
 	s := &recordingSync{}
 	l.SetSync(s)
-	if l.Replace(Deny, prefixes("10.0.0.0/8", "192.0.2.1/32")) {
+	if l.Replace(Deny, testutil.Prefixes("10.0.0.0/8", "192.0.2.1/32")) {
 		t.Fatal("Replace with the same entries reported a change")
 	}
-	if !l.Replace(Deny, prefixes("203.0.113.0/24", "::ffff:198.51.100.1/128")) {
+	if !l.Replace(Deny, testutil.Prefixes("203.0.113.0/24", "::ffff:198.51.100.1/128")) {
 		t.Fatal("Replace reported no change")
 	}
 	if l.Denied(netip.MustParseAddr("10.1.2.3")) || !l.Denied(netip.MustParseAddr("203.0.113.9")) || !l.Denied(netip.MustParseAddr("198.51.100.1")) {

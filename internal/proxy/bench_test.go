@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // BenchmarkProxyKeepAliveGET proxies one GET with a 100-byte answer
@@ -18,7 +20,7 @@ import (
 // answer is discarded.
 func BenchmarkProxyKeepAliveGET(b *testing.B) {
 	answer := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n" + strings.Repeat("a", 100)
-	be := newRawBackend(b, func(_ int, c net.Conn, br *bufio.Reader) {
+	be := testutil.NewRawBackend(b, func(_ int, c net.Conn, br *bufio.Reader) {
 		for {
 			if _, err := http.ReadRequest(br); err != nil {
 				return
@@ -30,7 +32,7 @@ func BenchmarkProxyKeepAliveGET(b *testing.B) {
 		b.Run(uc.name, func(b *testing.B) {
 			c := uc.new()
 			defer c.CloseIdleConnections()
-			h := newHandler(b, c, be.url(), routeOpts{})
+			h := newHandler(b, c, be.URL(), routeOpts{})
 			req := httptest.NewRequest(http.MethodGet, "/bench", nil)
 			w := newDiscardWriter()
 			b.ReportAllocs()
@@ -41,7 +43,7 @@ func BenchmarkProxyKeepAliveGET(b *testing.B) {
 		b.Run(uc.name+"/parallel", func(b *testing.B) {
 			c := uc.new()
 			defer c.CloseIdleConnections()
-			h := newHandler(b, c, be.url(), routeOpts{})
+			h := newHandler(b, c, be.URL(), routeOpts{})
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				req := httptest.NewRequest(http.MethodGet, "/bench", nil)

@@ -14,8 +14,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,83 +206,6 @@ func writeHeader(b *strings.Builder, h http.Header) {
 			v = fmt.Sprintf("%d bytes", len(v))
 		}
 		fmt.Fprintf(b, "%s: %s\n", k, v)
-	}
-}
-
-// rawBackend is a TCP backend whose every connection runs handle, for
-// answers no well-behaved server gives. It counts the connections it
-// accepted, and closed gets a value each time a handler returns (the
-// backend hung up, or the gateway did and the handler saw it).
-type rawBackend struct {
-	ln     net.Listener
-	conns  atomic.Int32
-	closed chan struct{}
-}
-
-func newRawBackend(t testing.TB, handle func(n int, c net.Conn, br *bufio.Reader)) *rawBackend {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &rawBackend{ln: ln, closed: make(chan struct{}, 1000)}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		open []net.Conn
-	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close() // unblocks handlers waiting on a pooled connection
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			open = append(open, c)
-			mu.Unlock()
-			n := int(b.conns.Add(1))
-			wg.Go(func() {
-				defer func() { c.Close(); b.closed <- struct{}{} }()
-				handle(n, c, bufio.NewReader(c))
-			})
-		}
-	})
-	return b
-}
-
-func (b *rawBackend) url() string { return "http://" + b.ln.Addr().String() }
-
-// waitClosed waits for n connections to end.
-func (b *rawBackend) waitClosed(t testing.TB, n int) {
-	t.Helper()
-	for range n {
-		select {
-		case <-b.closed:
-		case <-time.After(5 * time.Second):
-			t.Fatal("a backend connection was not closed")
-		}
-	}
-}
-
-// serveOK answers every request on its connection with a small keep-alive
-// 200 until the gateway hangs up.
-func serveOK(_ int, c net.Conn, br *bufio.Reader) {
-	for {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		io.Copy(io.Discard, req.Body)
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // diffCase is one exchange through the proxy. run checks what the case is
@@ -30,6 +32,18 @@ type diffCase struct {
 
 // TestProxySameOnBothClients runs every case on http.Transport and on
 // SyncClient, each against real loopback backends.
+// newHeadBackend is a raw backend that reads each connection's request
+// head, then leaves the rest (the body, the answer) to write.
+func newHeadBackend(t testing.TB, write func(c net.Conn, br *bufio.Reader)) *testutil.RawBackend {
+	t.Helper()
+	return testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		write(c, br)
+	})
+}
+
 func TestProxySameOnBothClients(t *testing.T) {
 	for _, tc := range diffCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,13 +230,10 @@ var diffCases = []diffCase{
 	// asking for the body, spares the client sending it: the gateway
 	// passes the refusal on without a 100 Continue of its own.
 	{"100-continue refused by the backend", func(t *testing.T, c Client) string {
-		be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
+		be := newHeadBackend(t, func(c net.Conn, br *bufio.Reader) {
 			io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nwho?")
 		})
-		f := newFront(t, c, be.url(), routeOpts{stream: true})
+		f := newFront(t, c, be.URL(), routeOpts{stream: true})
 		conn, br := f.dial(t)
 		io.WriteString(conn, "POST /upload HTTP/1.1\r\nHost: gateway\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
 		resp, err := http.ReadResponse(br, nil)
@@ -261,15 +272,12 @@ var diffCases = []diffCase{
 	// hands every one to ReverseProxy, which forwards it.
 	{"many interim answers", func(t *testing.T, c Client) string {
 		const n = 100
-		be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
+		be := newHeadBackend(t, func(c net.Conn, br *bufio.Reader) {
 			io.WriteString(c, strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\n\r\n", n)+
 				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			io.Copy(io.Discard, br)
 		})
-		f := newFront(t, c, be.url(), routeOpts{})
+		f := newFront(t, c, be.URL(), routeOpts{})
 		var hints atomic.Int32
 		req, _ := http.NewRequest(http.MethodGet, f.url("/"), nil)
 		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
@@ -282,7 +290,7 @@ var diffCases = []diffCase{
 	}},
 
 	{"101 upgrade", func(t *testing.T, c Client) string {
-		be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		be := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
@@ -295,7 +303,7 @@ var diffCases = []diffCase{
 			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhello ")
 			io.Copy(c, br) // echo
 		})
-		f := newFront(t, c, be.url(), routeOpts{})
+		f := newFront(t, c, be.URL(), routeOpts{})
 		conn, br := f.dial(t)
 		io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 		resp, err := http.ReadResponse(br, nil)
@@ -319,21 +327,18 @@ var diffCases = []diffCase{
 	// The backend hangs up each connection after one answer, as one whose
 	// keep-alive timeout is shorter than ours: no request may fail for it.
 	{"backend closes an idle connection", func(t *testing.T, c Client) string {
-		be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
+		be := newHeadBackend(t, func(c net.Conn, br *bufio.Reader) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		})
-		f := newFront(t, c, be.url(), routeOpts{})
+		f := newFront(t, c, be.URL(), routeOpts{})
 		var b strings.Builder
 		for i := range 3 {
 			a := f.get(t, "/")
 			want(t, fmt.Sprint("status of request ", i), a.status, 200)
 			b.WriteString(a.String())
-			be.waitClosed(t, 1)
+			be.WaitClosed(t, 1)
 		}
-		want(t, "backend connections", int(be.conns.Load()), 3)
+		want(t, "backend connections", int(be.Conns()), 3)
 		return b.String()
 	}},
 
@@ -341,9 +346,9 @@ var diffCases = []diffCase{
 	// reaches it (both idle timeouts raced): a GET is sent again on a new
 	// connection rather than failed.
 	{"backend closes a connection as a request arrives", func(t *testing.T, c Client) string {
-		be := newRawBackend(t, func(n int, c net.Conn, br *bufio.Reader) {
+		be := testutil.NewRawBackend(t, func(n int, c net.Conn, br *bufio.Reader) {
 			if n > 1 {
-				serveOK(n, c, br)
+				testutil.ServeOK(n, c, br)
 				return
 			}
 			for i := 0; ; i++ {
@@ -353,23 +358,20 @@ var diffCases = []diffCase{
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			}
 		})
-		f := newFront(t, c, be.url(), routeOpts{})
+		f := newFront(t, c, be.URL(), routeOpts{})
 		first, second := f.get(t, "/"), f.get(t, "/")
 		want(t, "first status", first.status, 200)
 		want(t, "second status", second.status, 200)
-		want(t, "backend connections", int(be.conns.Load()), 2)
+		want(t, "backend connections", int(be.Conns()), 2)
 		return first.String() + second.String()
 	}},
 
 	{"backend resets in the answer's header", func(t *testing.T, c Client) string {
-		be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
+		be := newHeadBackend(t, func(c net.Conn, br *bufio.Reader) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Len")
 			reset(c)
 		})
-		f := newFront(t, c, be.url(), routeOpts{})
+		f := newFront(t, c, be.URL(), routeOpts{})
 		a := f.get(t, "/")
 		want(t, "status", a.status, http.StatusBadGateway)
 		want(t, "body", a.body, `{"error":"upstream connection failed","request_id":"req-1"}`+"\n")
@@ -380,10 +382,7 @@ var diffCases = []diffCase{
 	// short.
 	{"backend resets in the answer's body", func(t *testing.T, c Client) string {
 		gotPart := make(chan struct{})
-		be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
+		be := newHeadBackend(t, func(c net.Conn, br *bufio.Reader) {
 			// With a Content-Type: otherwise the gateway's server sniffs
 			// one from the first part, unless ReverseProxy's immediate
 			// flush of a streamed header wins the race, whichever the
@@ -395,7 +394,7 @@ var diffCases = []diffCase{
 			}
 			reset(c)
 		})
-		f := newFront(t, c, be.url(), routeOpts{})
+		f := newFront(t, c, be.URL(), routeOpts{})
 		resp, err := f.client.Get(f.url("/"))
 		if err != nil {
 			t.Fatal(err)
@@ -454,15 +453,12 @@ var diffCases = []diffCase{
 	// although neither the backend nor the socket buffers take the body.
 	{"early answer to an upload the backend does not read", func(t *testing.T, c Client) string {
 		release := make(chan struct{})
-		be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
+		be := newHeadBackend(t, func(c net.Conn, br *bufio.Reader) {
 			io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\ntoo big\n")
 			<-release
 		})
 		t.Cleanup(func() { close(release) }) // before the backend's own cleanup
-		f := newFront(t, c, be.url(), routeOpts{stream: true})
+		f := newFront(t, c, be.URL(), routeOpts{stream: true})
 		req, _ := http.NewRequest(http.MethodPost, f.url("/upload"), bytes.NewReader(make([]byte, maxTestBody)))
 		a := f.do(t, req)
 		want(t, "status", a.status, http.StatusRequestEntityTooLarge)
@@ -508,14 +504,11 @@ var diffCases = []diffCase{
 	// client's: each request gets a new backend connection, and the
 	// client keeps its own.
 	{"Connection: close from the backend", func(t *testing.T, c Client) string {
-		be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
+		be := newHeadBackend(t, func(c net.Conn, br *bufio.Reader) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
 			io.Copy(io.Discard, br) // until the gateway hangs up
 		})
-		f := newFront(t, c, be.url(), routeOpts{})
+		f := newFront(t, c, be.URL(), routeOpts{})
 		var b strings.Builder
 		for i := range 3 {
 			var reused bool
@@ -527,9 +520,9 @@ var diffCases = []diffCase{
 			want(t, "status", a.status, 200)
 			want(t, "client connection reused", reused, i > 0)
 			b.WriteString(a.String())
-			be.waitClosed(t, 1) // the gateway closed it
+			be.WaitClosed(t, 1) // the gateway closed it
 		}
-		want(t, "backend connections", int(be.conns.Load()), 3)
+		want(t, "backend connections", int(be.Conns()), 3)
 		return b.String()
 	}},
 
@@ -538,7 +531,7 @@ var diffCases = []diffCase{
 	// closes after the answer even though the backend would keep it.
 	{"upstream_keepalive false", func(t *testing.T, c Client) string {
 		conn := make(chan string, 10)
-		be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		be := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 			for {
 				req, err := http.ReadRequest(br)
 				if err != nil {
@@ -548,7 +541,7 @@ var diffCases = []diffCase{
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			}
 		})
-		f := newFront(t, c, be.url(), routeOpts{noKeepalive: true})
+		f := newFront(t, c, be.URL(), routeOpts{noKeepalive: true})
 		var b strings.Builder
 		for i := range 3 {
 			a := f.get(t, "/")
@@ -556,8 +549,8 @@ var diffCases = []diffCase{
 			want(t, "Connection header sent", <-conn, "close")
 			want(t, "Connection header answered", a.header.Get("Connection"), "")
 			b.WriteString(a.String())
-			be.waitClosed(t, 1)
-			want(t, "backend connections", int(be.conns.Load()), i+1)
+			be.WaitClosed(t, 1)
+			want(t, "backend connections", int(be.Conns()), i+1)
 		}
 		return b.String()
 	}},
@@ -627,13 +620,10 @@ var diffCases = []diffCase{
 
 	// A body without a length ends when the backend hangs up.
 	{"body delimited by the backend's close", func(t *testing.T, c Client) string {
-		be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
+		be := newHeadBackend(t, func(c net.Conn, br *bufio.Reader) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close")
 		})
-		f := newFront(t, c, be.url(), routeOpts{})
+		f := newFront(t, c, be.URL(), routeOpts{})
 		var b strings.Builder
 		for range 2 {
 			a := f.get(t, "/")
@@ -641,7 +631,7 @@ var diffCases = []diffCase{
 			want(t, "cut", a.cut, false)
 			b.WriteString(a.String())
 		}
-		want(t, "backend connections", int(be.conns.Load()), 2)
+		want(t, "backend connections", int(be.Conns()), 2)
 		return b.String()
 	}},
 
@@ -680,14 +670,11 @@ func chunkedUpload(t *testing.T, c Client, o routeOpts, wantTE string) string {
 
 // bigHeader has the backend answer with a header block of about n bytes.
 func bigHeader(t *testing.T, c Client, n, status int) string {
-	be := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
+	be := newHeadBackend(t, func(c net.Conn, br *bufio.Reader) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("a", n)+"\r\nContent-Length: 2\r\n\r\nok")
 		io.Copy(io.Discard, br)
 	})
-	f := newFront(t, c, be.url(), routeOpts{})
+	f := newFront(t, c, be.URL(), routeOpts{})
 	a := f.get(t, "/")
 	want(t, "status", a.status, status)
 	return a.String()

@@ -173,10 +173,7 @@ func (b *Breaker) Probe() (done func(err error), ok bool) {
 			d(nil)
 			return
 		}
-		b.failMu.Lock()
-		defer b.failMu.Unlock()
-		b.cause = err
-		d(err)
+		b.fail(d, err)
 	}, true
 }
 
@@ -187,6 +184,12 @@ func (b *Breaker) report(done func(error), err error) {
 		done(nil)
 		return
 	}
+	b.fail(done, err)
+}
+
+// fail hands gobreaker a failure, keeping err as the cause OnOpen reports
+// should it trip the breaker.
+func (b *Breaker) fail(done func(error), err error) {
 	b.failMu.Lock()
 	defer b.failMu.Unlock()
 	b.cause = err

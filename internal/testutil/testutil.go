@@ -1,16 +1,18 @@
 // Package testutil holds the small helpers many packages' tests share: a
 // goroutine-safe log sink, a clock tests advance instead of sleeping, and a
-// reader of one metric's value. Only tests import it.
+// reader of one metric's (or one series') value. Only tests import it.
 package testutil
 
 import (
 	"bytes"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // SyncBuffer is a bytes.Buffer that servers' goroutines (or a child process)
@@ -65,19 +67,63 @@ func (c *Clock) Advance(d time.Duration) {
 // name in g, failing the test when it is not registered.
 func MetricValue(t testing.TB, g prometheus.Gatherer, name string) float64 {
 	t.Helper()
+	v, registered := seriesValue(t, g, name, nil)
+	if !registered {
+		t.Fatalf("metric %s not registered", name)
+	}
+	return v
+}
+
+// SeriesValue returns the value of the counter or gauge series of name in
+// g that carries every label in labels, 0 when there is none (yet).
+func SeriesValue(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	v, _ := seriesValue(t, g, name, labels)
+	return v
+}
+
+func seriesValue(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) (v float64, registered bool) {
+	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if hasLabels(m, labels) {
+				if c := m.GetCounter(); c != nil {
+					return c.GetValue(), true
+				}
+				return m.GetGauge().GetValue(), true
 			}
-			return m.GetGauge().GetValue()
+		}
+		return 0, true
+	}
+	return 0, false
+}
+
+func hasLabels(m *dto.Metric, labels map[string]string) bool {
+	n := 0
+	for _, lp := range m.GetLabel() {
+		if want, ok := labels[lp.GetName()]; ok {
+			if want != lp.GetValue() {
+				return false
+			}
+			n++
 		}
 	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
+	return n == len(labels)
+}
+
+// Prefixes parses CIDRs (a bare address is not one: write /32 or /128),
+// panicking on a malformed one.
+func Prefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
 }

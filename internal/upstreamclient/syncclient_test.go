@@ -15,59 +15,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
-
-// rawBackend is a TCP backend whose every connection runs handle; it counts
-// the connections it accepted.
-type rawBackend struct {
-	ln     net.Listener
-	conns  atomic.Int32
-	closed chan struct{} // one value per connection that handle returned from
-}
-
-func newRawBackend(t *testing.T, handle func(n int, c net.Conn, br *bufio.Reader)) *rawBackend {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &rawBackend{ln: ln, closed: make(chan struct{}, 1000)}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n := int(b.conns.Add(1))
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { c.Close(); b.closed <- struct{}{} }()
-				handle(n, c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	return b
-}
-
-func (b *rawBackend) url(path string) string { return "http://" + b.ln.Addr().String() + path }
-
-// serveOK answers every request on the connection with a small keep-alive
-// 200 until the client closes.
-func serveOK(_ int, c net.Conn, br *bufio.Reader) {
-	for {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		io.Copy(io.Discard, req.Body)
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	}
-}
 
 func newTestSyncClient(t *testing.T, maxIdle int, idle time.Duration) *SyncClient {
 	c := NewSyncClient(maxIdle, idle, time.Second)
@@ -94,22 +44,11 @@ func readAll(t *testing.T, resp *http.Response) string {
 	return string(b)
 }
 
-func waitClosed(t *testing.T, b *rawBackend, n int) {
-	t.Helper()
-	for range n {
-		select {
-		case <-b.closed:
-		case <-time.After(3 * time.Second):
-			t.Fatalf("the backend connection was not closed")
-		}
-	}
-}
-
 func TestSyncClientReusesConnections(t *testing.T) {
-	b := newRawBackend(t, serveOK)
+	b := testutil.NewRawBackend(t, testutil.ServeOK)
 	c := newTestSyncClient(t, 4, time.Minute)
 	for i := range 20 {
-		resp, err := get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+		resp, err := get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
@@ -120,9 +59,9 @@ func TestSyncClientReusesConnections(t *testing.T) {
 	// A POST with a body goes the writer-goroutine way; the connection
 	// still comes back once the answer is read and the body written (the
 	// writer may report a moment after the answer's end).
-	p := c.pool(b.ln.Addr().String())
+	p := c.pool(b.Addr())
 	for i := range 5 {
-		resp, err := get(t, c, context.Background(), http.MethodPost, b.url("/"), strings.NewReader(strings.Repeat("x", 10000)))
+		resp, err := get(t, c, context.Background(), http.MethodPost, b.URL()+"/", strings.NewReader(strings.Repeat("x", 10000)))
 		if err != nil {
 			t.Fatalf("post %d: %v", i, err)
 		}
@@ -133,13 +72,13 @@ func TestSyncClientReusesConnections(t *testing.T) {
 			}
 		}
 	}
-	if n := b.conns.Load(); n != 1 {
+	if n := b.Conns(); n != 1 {
 		t.Errorf("25 sequential requests used %d connections, want 1", n)
 	}
 }
 
 func TestSyncClientConnectionClose(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
@@ -148,14 +87,14 @@ func TestSyncClientConnectionClose(t *testing.T) {
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
 	for range 3 {
-		resp, err := get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+		resp, err := get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		readAll(t, resp)
-		waitClosed(t, b, 1) // we closed it: Connection: close
+		b.WaitClosed(t, 1) // we closed it: Connection: close
 	}
-	if n := b.conns.Load(); n != 3 {
+	if n := b.Conns(); n != 3 {
 		t.Errorf("%d connections, want 3", n)
 	}
 }
@@ -163,7 +102,7 @@ func TestSyncClientConnectionClose(t *testing.T) {
 // HTTP/1.0 without keep-alive and a body delimited by the close are not
 // reused either.
 func TestSyncClientReadUntilClose(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
@@ -171,7 +110,7 @@ func TestSyncClientReadUntilClose(t *testing.T) {
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
 	for range 2 {
-		resp, err := get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+		resp, err := get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +118,7 @@ func TestSyncClientReadUntilClose(t *testing.T) {
 			t.Fatalf("body %q", got)
 		}
 	}
-	if n := c.pool(b.ln.Addr().String()).idleCount(); n != 0 {
+	if n := c.pool(b.Addr()).idleCount(); n != 0 {
 		t.Errorf("%d idle connections, want 0", n)
 	}
 }
@@ -187,7 +126,7 @@ func TestSyncClientReadUntilClose(t *testing.T) {
 // The backend closes its idle connection while the client keeps it: the
 // next request must not fail (the peek at checkout finds it closed).
 func TestSyncClientStaleIdleConnection(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			return
@@ -198,12 +137,12 @@ func TestSyncClientStaleIdleConnection(t *testing.T) {
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
 	for i := range 5 {
-		resp, err := get(t, c, context.Background(), http.MethodPost, b.url("/"), strings.NewReader("payload"))
+		resp, err := get(t, c, context.Background(), http.MethodPost, b.URL()+"/", strings.NewReader("payload"))
 		if err != nil {
 			t.Fatalf("request %d on a stale pool: %v", i, err)
 		}
 		readAll(t, resp)
-		waitClosed(t, b, 1)
+		b.WaitClosed(t, 1)
 	}
 }
 
@@ -211,7 +150,7 @@ func TestSyncClientStaleIdleConnection(t *testing.T) {
 // timeout raced ours): a GET is sent again on a new connection; a POST with
 // a body, which may have been seen, is not.
 func TestSyncClientStaleRace(t *testing.T) {
-	b := newRawBackend(t, func(n int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(n int, c net.Conn, br *bufio.Reader) {
 		for i := 0; ; i++ {
 			req, err := http.ReadRequest(br)
 			if err != nil {
@@ -225,26 +164,26 @@ func TestSyncClientStaleRace(t *testing.T) {
 		}
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
-	resp, err := get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+	resp, err := get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	readAll(t, resp)
-	resp, err = get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+	resp, err = get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 	if err != nil {
 		t.Fatalf("GET on a connection the backend dropped was not retried: %v", err)
 	}
 	readAll(t, resp)
-	if n := b.conns.Load(); n != 2 {
+	if n := b.Conns(); n != 2 {
 		t.Errorf("%d connections, want 2", n)
 	}
 	// Now the second connection is pooled (it answered once); its next
 	// request is a POST with a body: it fails and is not retried.
-	_, err = get(t, c, context.Background(), http.MethodPost, b.url("/"), strings.NewReader("once"))
+	_, err = get(t, c, context.Background(), http.MethodPost, b.URL()+"/", strings.NewReader("once"))
 	if err == nil {
 		t.Fatal("a POST the backend may have seen was sent again")
 	}
-	if n := b.conns.Load(); n != 2 {
+	if n := b.Conns(); n != 2 {
 		t.Errorf("%d connections after the POST, want 2 (no retry)", n)
 	}
 }
@@ -253,7 +192,7 @@ func TestSyncClientStaleRace(t *testing.T) {
 // deadlock the client, and the connection (out of step) is not reused.
 func TestSyncClientEarlyAnswerDuringUpload(t *testing.T) {
 	release := make(chan struct{})
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
@@ -270,7 +209,7 @@ func TestSyncClientEarlyAnswerDuringUpload(t *testing.T) {
 	var err error
 	go func() {
 		defer close(done)
-		resp, err = get(t, c, ctx, http.MethodPost, b.url("/upload"), body)
+		resp, err = get(t, c, ctx, http.MethodPost, b.URL()+"/upload", body)
 	}()
 	select {
 	case <-done:
@@ -293,13 +232,13 @@ func TestSyncClientEarlyAnswerDuringUpload(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("the half-written request was never abandoned")
 	}
-	if n := c.pool(b.ln.Addr().String()).idleCount(); n != 0 {
+	if n := c.pool(b.Addr()).idleCount(); n != 0 {
 		t.Errorf("a connection with half a request on it was pooled")
 	}
 }
 
 func TestSyncClientUpgrade(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		req, err := http.ReadRequest(br)
 		if err != nil || req.Header.Get("Upgrade") != "websocket" {
 			return
@@ -310,7 +249,7 @@ func TestSyncClientUpgrade(t *testing.T) {
 		io.Copy(c, br) // echo
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
-	req, _ := http.NewRequest(http.MethodGet, b.url("/ws"), nil)
+	req, _ := http.NewRequest(http.MethodGet, b.URL()+"/ws", nil)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
 	resp, err := c.RoundTrip(req)
@@ -340,7 +279,7 @@ func TestSyncClientUpgrade(t *testing.T) {
 // Cancelling the request while its body streams unblocks the reader at once,
 // reports the context's cause, and closes the connection.
 func TestSyncClientCancelMidBody(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
@@ -349,7 +288,7 @@ func TestSyncClientCancelMidBody(t *testing.T) {
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
 	ctx, cancel := context.WithCancelCause(context.Background())
-	resp, err := get(t, c, ctx, http.MethodGet, b.url("/"), nil)
+	resp, err := get(t, c, ctx, http.MethodGet, b.URL()+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,13 +307,13 @@ func TestSyncClientCancelMidBody(t *testing.T) {
 		t.Errorf("the read took %v to notice the cancel", d)
 	}
 	resp.Body.Close()
-	waitClosed(t, b, 1)
+	b.WaitClosed(t, 1)
 }
 
 // Cancelling before the answer's header returns the cause promptly (the
 // route's header timeout works this way).
 func TestSyncClientCancelBeforeHeader(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		http.ReadRequest(br)
 		io.Copy(io.Discard, br) // never answers
 	})
@@ -383,18 +322,18 @@ func TestSyncClientCancelBeforeHeader(t *testing.T) {
 	cause := errors.New("route timeout")
 	time.AfterFunc(50*time.Millisecond, func() { cancel(cause) })
 	start := time.Now()
-	_, err := get(t, c, ctx, http.MethodGet, b.url("/"), nil)
+	_, err := get(t, c, ctx, http.MethodGet, b.URL()+"/", nil)
 	if !errors.Is(err, cause) {
 		t.Errorf("err %v, want the context's cause", err)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("took %v", d)
 	}
-	waitClosed(t, b, 1)
+	b.WaitClosed(t, 1)
 }
 
 func TestSyncClientChunkedTrailers(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		for {
 			if _, err := http.ReadRequest(br); err != nil {
 				return
@@ -405,7 +344,7 @@ func TestSyncClientChunkedTrailers(t *testing.T) {
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
 	for range 3 {
-		resp, err := get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+		resp, err := get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -416,21 +355,21 @@ func TestSyncClientChunkedTrailers(t *testing.T) {
 			t.Fatalf("trailer %q", got)
 		}
 	}
-	if n := b.conns.Load(); n != 1 {
+	if n := b.Conns(); n != 1 {
 		t.Errorf("%d connections, want 1", n)
 	}
 }
 
 // A truncated chunked body is an error and its connection is not reused.
 func TestSyncClientTruncatedChunked(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
-	resp, err := get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+	resp, err := get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,13 +377,13 @@ func TestSyncClientTruncatedChunked(t *testing.T) {
 		t.Fatal("a truncated body read cleanly")
 	}
 	resp.Body.Close()
-	if n := c.pool(b.ln.Addr().String()).idleCount(); n != 0 {
+	if n := c.pool(b.Addr()).idleCount(); n != 0 {
 		t.Errorf("a broken connection was pooled")
 	}
 }
 
 func TestSyncClientEarlyCloseClosesConn(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		for {
 			if _, err := http.ReadRequest(br); err != nil {
 				return
@@ -453,32 +392,32 @@ func TestSyncClientEarlyCloseClosesConn(t *testing.T) {
 		}
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
-	resp, err := get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+	resp, err := get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 3)
 	io.ReadFull(resp.Body, buf)
 	resp.Body.Close()
-	waitClosed(t, b, 1)
+	b.WaitClosed(t, 1)
 	if _, err := resp.Body.Read(buf); err == nil {
 		t.Error("read after Close succeeded")
 	}
-	resp, err = get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+	resp, err = get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := readAll(t, resp); got != "0123456789" {
 		t.Fatalf("body %q", got)
 	}
-	if n := b.conns.Load(); n != 2 {
+	if n := b.Conns(); n != 2 {
 		t.Errorf("%d connections, want 2", n)
 	}
 }
 
 func TestSyncClientPoolBoundsAndIdleTimeout(t *testing.T) {
 	gate := make(chan struct{})
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		for {
 			if _, err := http.ReadRequest(br); err != nil {
 				return
@@ -491,7 +430,7 @@ func TestSyncClientPoolBoundsAndIdleTimeout(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 5 {
 		wg.Go(func() {
-			resp, err := get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+			resp, err := get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 			if err != nil {
 				t.Error(err)
 				return
@@ -499,26 +438,26 @@ func TestSyncClientPoolBoundsAndIdleTimeout(t *testing.T) {
 			readAll(t, resp)
 		})
 	}
-	for deadline := time.Now().Add(3 * time.Second); b.conns.Load() < 5; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(3 * time.Second); b.Conns() < 5; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d connections dialed for 5 concurrent requests", b.conns.Load())
+			t.Fatalf("%d connections dialed for 5 concurrent requests", b.Conns())
 		}
 	}
 	close(gate)
 	wg.Wait()
-	p := c.pool(b.ln.Addr().String())
+	p := c.pool(b.Addr())
 	if n := p.idleCount(); n != 2 {
 		t.Errorf("%d idle connections, want MAX_IDLE_CONNS 2", n)
 	}
-	waitClosed(t, b, 3) // the ones over the bound
-	waitClosed(t, b, 2) // the rest, after IDLE_CONN_TIMEOUT
+	b.WaitClosed(t, 3) // the ones over the bound
+	b.WaitClosed(t, 2) // the rest, after IDLE_CONN_TIMEOUT
 	if n := p.idleCount(); n != 0 {
 		t.Errorf("%d idle connections after the idle timeout", n)
 	}
 }
 
 func TestSyncClientInterimResponses(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		for {
 			if _, err := http.ReadRequest(br); err != nil {
 				return
@@ -536,7 +475,7 @@ func TestSyncClientInterimResponses(t *testing.T) {
 		},
 	})
 	for range 2 {
-		resp, err := get(t, c, ctx, http.MethodGet, b.url("/"), nil)
+		resp, err := get(t, c, ctx, http.MethodGet, b.URL()+"/", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -547,20 +486,20 @@ func TestSyncClientInterimResponses(t *testing.T) {
 	if len(got) != 4 || got[1] != "</a.css>" {
 		t.Errorf("1xx seen %q", got)
 	}
-	if n := b.conns.Load(); n != 1 {
+	if n := b.Conns(); n != 1 {
 		t.Errorf("%d connections, want 1", n)
 	}
 }
 
 func TestSyncClientHeaderLimit(t *testing.T) {
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("a", 70<<10)+"\r\nContent-Length: 0\r\n\r\n")
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
-	if _, err := get(t, c, context.Background(), http.MethodGet, b.url("/"), nil); err == nil {
+	if _, err := get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil); err == nil {
 		t.Fatal("a 70 KiB response header was accepted")
 	}
 }
@@ -587,7 +526,7 @@ func TestSyncClientDialError(t *testing.T) {
 // written.
 func TestSyncClientNoAcceptEncoding(t *testing.T) {
 	seen := make(chan http.Header, 1)
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			return
@@ -596,7 +535,7 @@ func TestSyncClientNoAcceptEncoding(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nzzzz")
 	})
 	c := newTestSyncClient(t, 4, time.Minute)
-	resp, err := get(t, c, context.Background(), http.MethodGet, b.url("/"), nil)
+	resp, err := get(t, c, context.Background(), http.MethodGet, b.URL()+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -684,7 +623,7 @@ func BenchmarkUpstreamClient(b *testing.B) {
 func TestInterimAnswersBoundedAsTransport(t *testing.T) {
 	const hint = "HTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\n\r\n"
 	n := (maxResponseHeaderBytes / len(hint)) + 100 // more than the limit holds
-	b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+	b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		for {
 			if _, err := http.ReadRequest(br); err != nil {
 				return
@@ -699,7 +638,7 @@ func TestInterimAnswersBoundedAsTransport(t *testing.T) {
 			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
 				Got1xxResponse: func(int, textproto.MIMEHeader) error { hints++; return nil },
 			})
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.url("/"), nil)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.URL()+"/", nil)
 			resp, err := c.RoundTrip(req)
 			if err != nil {
 				t.Fatalf("with a hook: %v", err)
@@ -707,7 +646,7 @@ func TestInterimAnswersBoundedAsTransport(t *testing.T) {
 			if got := readAll(t, resp); got != "ok" || hints != n {
 				t.Errorf("with a hook: body %q after %d hints, want %q after %d", got, hints, "ok", n)
 			}
-			req, _ = http.NewRequest(http.MethodGet, b.url("/"), nil)
+			req, _ = http.NewRequest(http.MethodGet, b.URL()+"/", nil)
 			if resp, err := c.RoundTrip(req); err == nil {
 				resp.Body.Close()
 				t.Errorf("without a hook, %d bytes of interim answers were accepted", n*len(hint))
@@ -773,7 +712,7 @@ func TestExpectContinueAsTransport(t *testing.T) {
 	for _, tc := range bothClients {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Run("continue", func(t *testing.T) {
-				b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+				b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 					req, err := http.ReadRequest(br)
 					if err != nil {
 						return
@@ -785,7 +724,7 @@ func TestExpectContinueAsTransport(t *testing.T) {
 				c := newClient(t, tc.new)
 				got100 := false
 				body := newWatchedBody("hello")
-				req := expectRequest(t, b.url("/"), body)
+				req := expectRequest(t, b.URL()+"/", body)
 				req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 					Got1xxResponse: func(code int, _ textproto.MIMEHeader) error { got100 = code == 100; return nil },
 				}))
@@ -799,7 +738,7 @@ func TestExpectContinueAsTransport(t *testing.T) {
 			})
 
 			t.Run("refused on a closing connection", func(t *testing.T) {
-				b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+				b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 					if _, err := http.ReadRequest(br); err != nil {
 						return
 					}
@@ -807,7 +746,7 @@ func TestExpectContinueAsTransport(t *testing.T) {
 				})
 				c := newClient(t, tc.new)
 				body := newWatchedBody("hello")
-				resp, err := c.RoundTrip(expectRequest(t, b.url("/"), body))
+				resp, err := c.RoundTrip(expectRequest(t, b.URL()+"/", body))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -826,7 +765,7 @@ func TestExpectContinueAsTransport(t *testing.T) {
 
 			t.Run("refused on a kept connection", func(t *testing.T) {
 				got := make(chan string, 1)
-				b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+				b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 					req, err := http.ReadRequest(br)
 					if err != nil {
 						return
@@ -837,7 +776,7 @@ func TestExpectContinueAsTransport(t *testing.T) {
 					io.Copy(io.Discard, br)
 				})
 				c := newClient(t, tc.new)
-				resp, err := c.RoundTrip(expectRequest(t, b.url("/"), newWatchedBody("hello")))
+				resp, err := c.RoundTrip(expectRequest(t, b.URL()+"/", newWatchedBody("hello")))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -853,7 +792,7 @@ func TestExpectContinueAsTransport(t *testing.T) {
 			})
 
 			t.Run("backend that ignores Expect", func(t *testing.T) {
-				b := newRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
+				b := testutil.NewRawBackend(t, func(_ int, c net.Conn, br *bufio.Reader) {
 					req, err := http.ReadRequest(br)
 					if err != nil {
 						return
@@ -863,7 +802,7 @@ func TestExpectContinueAsTransport(t *testing.T) {
 				})
 				c := newClient(t, tc.new)
 				start := time.Now()
-				resp, err := c.RoundTrip(expectRequest(t, b.url("/"), newWatchedBody("hello")))
+				resp, err := c.RoundTrip(expectRequest(t, b.URL()+"/", newWatchedBody("hello")))
 				if err != nil {
 					t.Fatal(err)
 				}

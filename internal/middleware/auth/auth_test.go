@@ -12,6 +12,7 @@ import (
 
 	authn "github.com/portcullis/portcullis/internal/auth"
 	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 type fakeTokens struct{}
@@ -88,7 +89,7 @@ func TestAuth(t *testing.T) {
 				w.WriteHeader(200)
 			})
 			h := New(s, tc.requireAuth, nil)(next)
-			before := failures(t, reg, tc.reason)
+			before := testutil.SeriesValue(t, reg, "auth_failures_total", map[string]string{"reason": tc.reason})
 			r := httptest.NewRequest("GET", tc.path, nil)
 			for k, v := range tc.hdr {
 				r.Header.Set(k, v)
@@ -110,32 +111,10 @@ func TestAuth(t *testing.T) {
 				t.Error("the API key went upstream")
 			}
 			if tc.reason != "" {
-				if got := failures(t, reg, tc.reason) - before; got != 1 {
+				if got := testutil.SeriesValue(t, reg, "auth_failures_total", map[string]string{"reason": tc.reason}) - before; got != 1 {
 					t.Errorf("auth_failures_total{reason=%q} grew by %v, want 1", tc.reason, got)
 				}
 			}
 		})
 	}
-}
-
-// failures reads auth_failures_total{reason} from what the registry serves.
-func failures(t *testing.T, reg *prometheus.Registry, reason string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "auth_failures_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }

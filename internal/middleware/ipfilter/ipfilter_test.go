@@ -17,20 +17,13 @@ import (
 	"github.com/portcullis/portcullis/internal/middleware/clientip"
 	"github.com/portcullis/portcullis/internal/realip"
 	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 var (
 	mustPrefix = netip.MustParsePrefix
 	mustAddr   = netip.MustParseAddr
 )
-
-func prefixes(ss ...string) []netip.Prefix {
-	out := make([]netip.Prefix, 0, len(ss))
-	for _, s := range ss {
-		out = append(out, mustPrefix(s))
-	}
-	return out
-}
 
 // chain builds the steps around the filter as order.go does: begin
 // (request.Info), a request ID, client IP resolution, then the filter. The
@@ -105,7 +98,7 @@ func TestMiddleware(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			l := iplist.NewLists(prefixes(cidrs(tc.allow)...), prefixes(cidrs(tc.deny)...))
+			l := iplist.NewLists(testutil.Prefixes(cidrs(tc.allow)...), testutil.Prefixes(cidrs(tc.deny)...))
 			reg := prometheus.NewRegistry()
 			var logBuf bytes.Buffer
 			log := slog.New(slog.NewJSONHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -205,7 +198,7 @@ func TestMiddlewareRuntimeChange(t *testing.T) {
 // and must share the counter.
 func TestRegisterTwice(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	l := iplist.NewLists(nil, prefixes("198.51.100.1/32"))
+	l := iplist.NewLists(nil, testutil.Prefixes("198.51.100.1/32"))
 	h1, _ := chain(l, nil, nil, reg)
 	h2, _ := chain(l, nil, nil, reg)
 	for _, h := range []http.Handler{h1, h2} {
@@ -226,7 +219,7 @@ func (w *nopWriter) WriteHeader(int)             {}
 
 // The step adds no allocation for an allowed or neutral client.
 func TestMiddlewareAllocs(t *testing.T) {
-	l := iplist.NewLists(prefixes("203.0.113.0/24"), prefixes("192.0.2.0/24"))
+	l := iplist.NewLists(testutil.Prefixes("203.0.113.0/24"), testutil.Prefixes("192.0.2.0/24"))
 	h := New(l, nil, prometheus.NewRegistry())(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	for _, client := range []string{"203.0.113.5", "198.51.100.1", "2001:db8::1"} {
 		w := &nopWriter{h: http.Header{}}
@@ -241,7 +234,7 @@ func TestMiddlewareAllocs(t *testing.T) {
 // BenchmarkMiddleware is the step around a lookup; the lookup's own cost,
 // flat in the size of the lists, is iplist's BenchmarkLookup.
 func BenchmarkMiddleware(b *testing.B) {
-	l := iplist.NewLists(prefixes("203.0.113.0/24", "2001:db8::/32"), prefixes("192.0.2.0/24"))
+	l := iplist.NewLists(testutil.Prefixes("203.0.113.0/24", "2001:db8::/32"), testutil.Prefixes("192.0.2.0/24"))
 	h := New(l, nil, prometheus.NewRegistry())(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	w := &nopWriter{h: http.Header{}}
 	in, req := request.New(w, httptest.NewRequest(http.MethodGet, "/", nil), time.Now(), 0)

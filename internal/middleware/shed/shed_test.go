@@ -12,21 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
-
-func shedCount(t *testing.T, reg *prometheus.Registry) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "load_shed_requests_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return -1
-}
 
 func TestShedsBeyondMax(t *testing.T) {
 	tests := []struct {
@@ -92,7 +79,7 @@ func TestShedsBeyondMax(t *testing.T) {
 					t.Errorf("503 body: %+v, %v, Content-Type %q", body, err, resp.Header.Get("Content-Type"))
 				}
 			}
-			if got := shedCount(t, reg); got != float64(tc.extra) {
+			if got := testutil.MetricValue(t, reg, "load_shed_requests_total"); got != float64(tc.extra) {
 				t.Errorf("load_shed_requests_total = %v, want %d", got, tc.extra)
 			}
 			close(release)
