@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 
@@ -14,21 +13,9 @@ import (
 	"github.com/portcullis/portcullis/internal/testutil"
 )
 
-// deadAddr is a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestBuildChoosesTheStore(t *testing.T) {
 	live, _ := testsvc.Redis(t)
-	dead := deadAddr(t)
+	dead := testutil.DeadAddr(t)
 	tests := []struct {
 		name      string
 		env       map[string]string

@@ -158,13 +158,7 @@ func serve(t *testing.T, h http.Handler) (url string, stop func()) {
 // deadURL returns a loopback URL on which nothing listens.
 func deadURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
+	return "http://" + testutil.DeadAddr(t)
 }
 
 func routes(rs ...string) string { return "[" + strings.Join(rs, ",") + "]" }

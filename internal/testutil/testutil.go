@@ -5,6 +5,7 @@ package testutil
 
 import (
 	"bytes"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -126,4 +127,17 @@ func Prefixes(ss ...string) []netip.Prefix {
 		out = append(out, netip.MustParsePrefix(s))
 	}
 	return out
+}
+
+// DeadAddr returns a loopback host:port on which nothing listens (one
+// that was free a moment ago).
+func DeadAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }
