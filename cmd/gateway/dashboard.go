@@ -88,7 +88,7 @@ func (d *dashboardRun) show(addr string) {
 	d.log.Info("dashboard shown; logs go to LOG_FILE until it closes", "log_file", path)
 	d.buf.Flush()
 	d.logs.set(f)
-	outcome, err := dashboard.Run(d.ctx, dashboard.Options{Source: d.g.Overview, Addr: addr, LogFile: path})
+	outcome, err := dashboard.Run(d.ctx, dashboard.Options{Source: d.g.Endpoints().Overview, Addr: addr, LogFile: path})
 	d.buf.Flush()
 	d.logs.set(d.stdout)
 	f.Close()

@@ -62,6 +62,9 @@ func imports(t *testing.T) map[string][]string {
 	return out
 }
 
+// maxGatewayImports bounds what internal/gateway wires directly.
+const maxGatewayImports = 14
+
 func isStep(pkg string) bool { return strings.HasPrefix(pkg, "internal/middleware/") }
 
 // foundations import no other package of the module but those listed:
@@ -101,6 +104,13 @@ func TestImportRules(t *testing.T) {
 				}
 			}
 		}
+	}
+	// The gateway is the composition root: listeners and lifecycle. What
+	// it wires is built by the packages named for their jobs, so the list
+	// of what it imports stays short enough to read at a glance.
+	if n := len(all["internal/gateway"]); n > maxGatewayImports {
+		t.Errorf("internal/gateway imports %d packages of the module (at most %d): %v; build the new part in a package of its own",
+			n, maxGatewayImports, all["internal/gateway"])
 	}
 	if _, err := os.Stat("../../docs/ARCHITECTURE.md"); err != nil {
 		t.Errorf("the import rules are explained in docs/ARCHITECTURE.md: %v", err)

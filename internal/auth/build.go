@@ -23,7 +23,7 @@ import (
 // refresh, key file watch); closeAll releases the stores' connections. A
 // remote key store that is down at boot does not stop the gateway: key
 // lookups that need it fail closed (503) until it is back.
-func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (v *Verifier, closeAll func(), err error) {
+func Build(ctx context.Context, cfg *config.Static, log *slog.Logger, reg prometheus.Registerer) (v *Verifier, closeAll func(), err error) {
 	var closers []func()
 	closeAll = func() {
 		for _, c := range closers {

@@ -17,7 +17,7 @@ import (
 // when asked for; with `auto`, when it answers at boot. A Redis that dies
 // later costs requests nothing but the cache (the store's breaker).
 // closeAll releases the store.
-func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (s *Shared, closeAll func(), err error) {
+func Build(ctx context.Context, cfg *config.Static, log *slog.Logger, reg prometheus.Registerer) (s *Shared, closeAll func(), err error) {
 	closeAll = func() {}
 	stats := &Stats{}
 	if err := RegisterMetrics(stats, reg); err != nil {
@@ -56,7 +56,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		PrivateHeaders:   cfg.CachePrivateHeaders,
 		ClientRevalidate: cfg.CacheClientRevalidate,
 	})
-	log.Info("response cache ready", "backend", store.Name(), "default_ttl", cfg.CacheTTL.String(),
+	log.Info("response cache ready", "backend", store.Name(),
 		"max_bytes", cfg.CacheMaxBytes, "max_object_bytes", cfg.CacheMaxObjectBytes,
 		"private_headers", cfg.CachePrivateHeaders, "client_revalidate", cfg.CacheClientRevalidate)
 	return s, closeAll, nil

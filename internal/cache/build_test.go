@@ -42,7 +42,7 @@ func TestBuildChoosesTheStore(t *testing.T) {
 			}
 			logs := &testutil.SyncBuffer{}
 			reg := prometheus.NewRegistry()
-			s, closeAll, err := Build(context.Background(), cfg, slog.New(slog.NewJSONHandler(logs, nil)), reg)
+			s, closeAll, err := Build(context.Background(), &cfg.Static, slog.New(slog.NewJSONHandler(logs, nil)), reg)
 			if err != nil {
 				t.Fatal(err)
 			}

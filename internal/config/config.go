@@ -19,8 +19,29 @@ import (
 )
 
 // Config is the validated configuration. It is built once by Load and never
-// mutated afterwards; a reload builds a new one.
+// mutated afterwards; a reload builds a new one. Static is fixed for the
+// life of the process; Routing is what a CONFIG_FILE reload may change, and
+// is read from the configuration in force, never from the boot one.
 type Config struct {
+	Static
+	Routing
+
+	// Warnings are non-fatal notes for the caller to log at boot.
+	Warnings []string
+	// envTunables are the tunables as the environment set them, before
+	// CONFIG_FILE: a reload starts from them.
+	envTunables tunables
+	// apiKeysSet and apiKeyHashesSet say whether API_KEYS / API_KEY_HASHES
+	// were set, for the redacted view.
+	apiKeysSet, apiKeyHashesSet bool
+	// fileSum is the SHA-256 of the CONFIG_FILE content c was built from
+	// (see FileSum).
+	fileSum [sha256.Size]byte
+}
+
+// Static is the configuration fixed at boot: listeners, security, limits,
+// stores, telemetry.
+type Static struct {
 	// Env is GATEWAY_ENV: "development" (default) or "production".
 	Env string
 	// ListenAddr is GATEWAY_PORT normalised to host:port (a bare "9777" becomes
@@ -32,6 +53,30 @@ type Config struct {
 	OpsAddr string
 	// LogLevel is LOG_LEVEL (debug, info, warn, error); default info.
 	LogLevel slog.Level
+
+	// TLSCertFile and TLSKeyFile are TLS_CERT_FILE and TLS_KEY_FILE: a PEM
+	// chain and its key; set together, GATEWAY_PORT serves HTTPS. Default
+	// empty (plain HTTP).
+	TLSCertFile, TLSKeyFile string
+	// TLSCertsDir is TLS_CERTS_DIR: a directory of NAME.crt + NAME.key
+	// pairs chosen by SNI; not with TLS_CERT_FILE. Default empty.
+	TLSCertsDir string
+	// TLSMinVersion is TLS_MIN_VERSION: "1.2" (default) or "1.3".
+	TLSMinVersion string
+	// TLSClientCA is TLS_CLIENT_CA, the PEM roots client certificates
+	// must chain to; TLSClientAuth is TLS_CLIENT_AUTH: off (default),
+	// request or require.
+	TLSClientCA, TLSClientAuth string
+	// HTTP2MaxConcurrentStreams is HTTP2_MAX_CONCURRENT_STREAMS, per
+	// connection; default 250.
+	HTTP2MaxConcurrentStreams int
+	// H2C is H2C: cleartext HTTP/2 with prior knowledge on a plain-HTTP
+	// GATEWAY_PORT, for platform load balancers; default false.
+	H2C bool
+	// HTTPRedirectAddr is HTTP_REDIRECT_ADDR, normalised like ListenAddr:
+	// a plain-HTTP listener that 308-redirects to https; empty (default) =
+	// none.
+	HTTPRedirectAddr string
 
 	// JWTSecret is JWT_SECRET, the HS256 key; empty (default) = HS256 tokens are refused.
 	JWTSecret string
@@ -66,10 +111,6 @@ type Config struct {
 	// default /health, /metrics, /login, /register, /api/v1/public.
 	PublicPaths []string
 
-	// LoadBalancingAlgo is LOAD_BALANCING_ALGO: round-robin, least-conn (default),
-	// ip-hash or weighted. Routes carry their effective algorithm in Route.Algo.
-	LoadBalancingAlgo string
-
 	// RedisAddr is REDIS_ADDR (host:port); default "localhost:6379".
 	RedisAddr string
 	// RedisPassword is REDIS_PASSWORD; default empty.
@@ -84,10 +125,6 @@ type Config struct {
 	CacheMaxObjectBytes int64
 	// ClusterMode is CLUSTER_MODE: off (default) or redis.
 	ClusterMode string
-
-	// CORSAllowedOrigins is CORS_ALLOWED_ORIGINS: "*" or lower-cased origins
-	// (scheme://host[:port]); default [] (no origin, no CORS headers).
-	CORSAllowedOrigins []string
 
 	// MaxRequestsPerSecond is MAX_REQUESTS_PER_SECOND, token refill per client
 	// IP; default 100.
@@ -126,8 +163,6 @@ type Config struct {
 	// per client IP for 403/429 answers before they are only counted and
 	// summarised; 0 = log every one; default 10.
 	AccessLogRejectRate int
-	// MaxBodyBytes is MAX_BODY_BYTES, the default route body limit; default 10485760.
-	MaxBodyBytes int64
 
 	// HealthCheckInterval is HEALTH_CHECK_INTERVAL; default 10s.
 	HealthCheckInterval time.Duration
@@ -140,8 +175,6 @@ type Config struct {
 
 	// BodyReadTimeout is BODY_READ_TIMEOUT; default 60s.
 	BodyReadTimeout time.Duration
-	// ConnectionTimeout is CONNECTION_TIMEOUT, the default route timeout; default 30s.
-	ConnectionTimeout time.Duration
 	// UpstreamDialTimeout is UPSTREAM_DIAL_TIMEOUT; default 5s.
 	UpstreamDialTimeout time.Duration
 	// MaxIdleConns is MAX_IDLE_CONNS per upstream host; default 100.
@@ -159,10 +192,6 @@ type Config struct {
 	// EnableCaching is ENABLE_CACHING; default true. Route.NoCache is not
 	// set when it is false: check both.
 	EnableCaching bool
-	// CacheTTL is CACHE_TTL, the lifetime given to storable answers that
-	// carry no explicit freshness, for routes without cache_ttl_secs;
-	// default 0 = such answers are not stored.
-	CacheTTL time.Duration
 	// CachePrivateHeaders is CACHE_PRIVATE_HEADERS, canonical names of
 	// request headers that make a request personal (no shared cache), on
 	// top of Authorization, Proxy-Authorization, Cookie and X-Api-Key;
@@ -185,8 +214,6 @@ type Config struct {
 	// (SERVICE_ROUTES and ROUTE_* must be unset), and its tunables override
 	// their variables (see FileKeys).
 	ConfigFile string
-	// FileTunables are the tunables CONFIG_FILE set (its member names, sorted).
-	FileTunables []string
 	// EnableCompression is ENABLE_COMPRESSION; default true.
 	EnableCompression bool
 	// CompressionMinBytes is COMPRESSION_MIN_BYTES; default 1024.
@@ -199,7 +226,27 @@ type Config struct {
 	// OTelProtocol is OTEL_EXPORTER_OTLP_PROTOCOL, the standard OpenTelemetry
 	// variable: "http/protobuf" (default) or "grpc".
 	OTelProtocol string
+}
 
+// Routing is the configuration a CONFIG_FILE reload may change: the routes
+// and the defaults routes take when they do not say.
+type Routing struct {
+	// LoadBalancingAlgo is LOAD_BALANCING_ALGO: round-robin, least-conn (default),
+	// ip-hash or weighted. Routes carry their effective algorithm in Route.Algo.
+	LoadBalancingAlgo string
+	// CORSAllowedOrigins is CORS_ALLOWED_ORIGINS: "*" or lower-cased origins
+	// (scheme://host[:port]); default [] (no origin, no CORS headers).
+	CORSAllowedOrigins []string
+	// MaxBodyBytes is MAX_BODY_BYTES, the default route body limit; default 10485760.
+	MaxBodyBytes int64
+	// ConnectionTimeout is CONNECTION_TIMEOUT, the default route timeout; default 30s.
+	ConnectionTimeout time.Duration
+	// CacheTTL is CACHE_TTL, the lifetime given to storable answers that
+	// carry no explicit freshness, for routes without cache_ttl_secs;
+	// default 0 = such answers are not stored.
+	CacheTTL time.Duration
+	// FileTunables are the tunables CONFIG_FILE set (its member names, sorted).
+	FileTunables []string
 	// Routes are CONFIG_FILE's routes, or SERVICE_ROUTES and ROUTE_<NAME>_*
 	// routes (or the development defaults), sorted by prefix, prefixes unique.
 	Routes []Route
@@ -208,19 +255,6 @@ type Config struct {
 	// "" when none are configured (an explicit empty SERVICE_ROUTES in
 	// development).
 	RoutesSource string
-
-	// Warnings are non-fatal notes for the caller to log at boot.
-	Warnings []string
-
-	// envTunables are the tunables as the environment set them, before
-	// CONFIG_FILE: a reload starts from them.
-	envTunables tunables
-	// apiKeysSet and apiKeyHashesSet say whether API_KEYS / API_KEY_HASHES
-	// were set, for the redacted view.
-	apiKeysSet, apiKeyHashesSet bool
-	// fileSum is the SHA-256 of the CONFIG_FILE content c was built from
-	// (see FileSum).
-	fileSum [sha256.Size]byte
 }
 
 // Values of Config.Env.
@@ -268,6 +302,18 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c.ListenAddr = p.addr("GATEWAY_PORT", ":9777")
 	c.OpsAddr = p.opsAddr("OPS_ADDR", DefaultOpsAddr)
 	c.LogLevel = p.logLevel("LOG_LEVEL", slog.LevelInfo)
+
+	c.TLSCertFile = p.str("TLS_CERT_FILE", "")
+	c.TLSKeyFile = p.str("TLS_KEY_FILE", "")
+	c.TLSCertsDir = p.str("TLS_CERTS_DIR", "")
+	c.TLSMinVersion = p.enum("TLS_MIN_VERSION", "1.2", "1.2", "1.3")
+	c.TLSClientCA = p.str("TLS_CLIENT_CA", "")
+	c.TLSClientAuth = p.enum("TLS_CLIENT_AUTH", "off", "off", "request", "require")
+	c.HTTP2MaxConcurrentStreams = p.intVar("HTTP2_MAX_CONCURRENT_STREAMS", 250, 1, math.MaxInt32)
+	c.H2C = p.boolean("H2C", false)
+	if _, set := p.value("HTTP_REDIRECT_ADDR"); set {
+		c.HTTPRedirectAddr = p.addr("HTTP_REDIRECT_ADDR", "")
+	}
 
 	c.JWTSecret = p.secret("JWT_SECRET")
 	c.JWTIssuer = p.str("JWT_ISSUER", "")
@@ -362,6 +408,7 @@ func (c *Config) checkCrossField(p *parser) {
 	if c.OpsAddr != "" && c.OpsAddr == c.ListenAddr && !hasPortZero(c.OpsAddr) {
 		p.failf("OPS_ADDR", "invalid value %s: expected an address other than GATEWAY_PORT's", quote(c.OpsAddr))
 	}
+	c.checkTLS(p)
 	if slices.ContainsFunc(c.PublicPaths, func(s string) bool { return s == "/" }) {
 		p.warnf("PUBLIC_PATHS: contains \"/\": no path ever needs auth")
 	}
@@ -391,6 +438,56 @@ func (c *Config) checkCrossField(p *parser) {
 		p.warnf("ADMIN_TOKEN: empty, the admin API is off (403 for everyone)")
 	} else if len(c.AdminToken) < minSecretBytes {
 		p.warnf("ADMIN_TOKEN: shorter than %d bytes, easy to guess", minSecretBytes)
+	}
+}
+
+// TLS reports whether GATEWAY_PORT serves HTTPS.
+func (c *Static) TLS() bool { return c.TLSCertFile != "" || c.TLSCertsDir != "" }
+
+// checkTLS applies the rules between the TLS variables. Whether the files
+// exist and hold matching certificates and keys is checked when they are
+// loaded, at boot.
+func (c *Config) checkTLS(p *parser) {
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		p.failf("TLS_KEY_FILE", "not set: TLS_CERT_FILE needs its key (expected the PEM key of %s)", quote(c.TLSCertFile))
+	case c.TLSKeyFile != "" && c.TLSCertFile == "":
+		p.failf("TLS_CERT_FILE", "not set: TLS_KEY_FILE needs its certificate chain (expected a PEM file)")
+	}
+	if c.TLSCertsDir != "" && c.TLSCertFile != "" {
+		p.failf("TLS_CERTS_DIR", "set together with TLS_CERT_FILE: certificates come from one place (expected one of the two)")
+	}
+	if c.TLSClientAuth != "off" && c.TLSClientCA == "" {
+		p.failf("TLS_CLIENT_CA", "not set: TLS_CLIENT_AUTH=%s needs the roots client certificates chain to (expected a PEM file)", c.TLSClientAuth)
+	}
+	if c.TLSClientCA != "" && c.TLSClientAuth == "off" {
+		p.failf("TLS_CLIENT_AUTH", "off while TLS_CLIENT_CA is set (expected request or require, or unset TLS_CLIENT_CA)")
+	}
+	if !c.TLS() {
+		if c.TLSClientAuth != "off" {
+			p.failf("TLS_CLIENT_AUTH", "%s without TLS: client certificates need TLS_CERT_FILE or TLS_CERTS_DIR", c.TLSClientAuth)
+		}
+		if c.HTTPRedirectAddr != "" {
+			p.failf("HTTP_REDIRECT_ADDR", "set without TLS: it redirects to https, which needs TLS_CERT_FILE or TLS_CERTS_DIR")
+		}
+	}
+	for _, f := range []struct{ name, path string }{
+		{"TLS_CERT_FILE", c.TLSCertFile}, {"TLS_KEY_FILE", c.TLSKeyFile}, {"TLS_CERTS_DIR", c.TLSCertsDir}, {"TLS_CLIENT_CA", c.TLSClientCA},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if fi, err := os.Stat(f.path); err != nil {
+			p.failf(f.name, "cannot read %s: %v", quote(f.path), errors.Unwrap(err))
+		} else if isDir := fi.IsDir(); isDir != (f.name == "TLS_CERTS_DIR") {
+			p.failf(f.name, "%s is %s", quote(f.path), map[bool]string{true: "a directory (expected a PEM file)", false: "a file (expected a directory of NAME.crt and NAME.key pairs)"}[isDir])
+		}
+	}
+	if c.H2C && c.TLS() {
+		p.failf("H2C", "true with TLS: HTTPS negotiates HTTP/2 by ALPN; cleartext HTTP/2 is for a plain-HTTP GATEWAY_PORT behind a platform load balancer")
+	}
+	if a := c.HTTPRedirectAddr; a != "" && !hasPortZero(a) && (a == c.ListenAddr || a == c.OpsAddr) {
+		p.failf("HTTP_REDIRECT_ADDR", "invalid value %s: expected an address other than GATEWAY_PORT's and OPS_ADDR's", quote(a))
 	}
 }
 

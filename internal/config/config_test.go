@@ -93,77 +93,83 @@ func TestDefaults(t *testing.T) {
 		}
 	}
 	want := &Config{
-		Env:                   "development",
-		ListenAddr:            ":9777",
-		LogLevel:              slog.LevelInfo,
-		OpsAddr:               "127.0.0.1:9778",
-		PublicPaths:           []string{"/health", "/metrics", "/login", "/register", "/api/v1/public"},
-		LoadBalancingAlgo:     "least-conn",
-		RedisAddr:             "localhost:6379",
-		CacheBackend:          "memory",
-		CacheMaxBytes:         256 << 20,
-		CacheMaxObjectBytes:   1 << 20,
-		ClusterMode:           "off",
-		CORSAllowedOrigins:    []string{},
-		MaxRequestsPerSecond:  100,
-		MaxBurstSize:          200,
-		DDoSThreshold:         1000,
-		BlockDuration:         10 * time.Minute,
-		MaxConnsPerIP:         256,
-		MaxConnections:        10000,
-		MaxInflight:           5000,
-		MaxTrackedIPs:         262144,
-		MaxEjectedPercent:     50,
-		TunnelIdleTimeout:     5 * time.Minute,
-		RequestBufferBytes:    1 << 20,
-		HideUpstreamHeaders:   []string{"Server", "X-Powered-By", "X-Aspnet-Version"},
-		AccessLogRejectRate:   10,
-		CachePrivateHeaders:   []string{},
-		MaxBodyBytes:          10485760,
-		HealthCheckInterval:   10 * time.Second,
-		HealthCheckFalls:      2,
-		HealthCheckRises:      2,
-		BodyReadTimeout:       60 * time.Second,
-		ConnectionTimeout:     30 * time.Second,
-		UpstreamDialTimeout:   5 * time.Second,
-		MaxIdleConns:          100,
-		IdleConnTimeout:       90 * time.Second,
-		CircuitBreakerMax:     5,
-		CircuitBreakerTimeout: 30 * time.Second,
-		RetryMax:              3,
-		EnableCaching:         true,
-		ShutdownTimeout:       30 * time.Second,
-		Dashboard:             "auto",
-		LogFile:               "gateway.log",
-		EnableCompression:     true,
-		CompressionMinBytes:   1024,
-		OTelServiceName:       "api-gateway",
-		// Sorted by prefix.
-		Routes: []Route{
-			route("/api/admin", "http://localhost:8242"),
-			route("/api/agent", "http://localhost:8788"),
-			route("/api/ai", "http://localhost:8741"),
-			route("/api/core", "http://localhost:8743"),
-			route("/api/llm", "http://localhost:8745"),
-			route("/api/llm2", "http://localhost:8746"),
-			route("/api/node", "http://localhost:8744"),
-			route("/api/studio", "http://localhost:3000"),
-			route("/api/studio2", "http://localhost:3001"),
+		Static: Static{
+			Env:                       "development",
+			ListenAddr:                ":9777",
+			LogLevel:                  slog.LevelInfo,
+			OpsAddr:                   "127.0.0.1:9778",
+			TLSMinVersion:             "1.2",
+			TLSClientAuth:             "off",
+			HTTP2MaxConcurrentStreams: 250,
+			PublicPaths:               []string{"/health", "/metrics", "/login", "/register", "/api/v1/public"},
+			RedisAddr:                 "localhost:6379",
+			CacheBackend:              "memory",
+			CacheMaxBytes:             256 << 20,
+			CacheMaxObjectBytes:       1 << 20,
+			ClusterMode:               "off",
+			MaxRequestsPerSecond:      100,
+			MaxBurstSize:              200,
+			DDoSThreshold:             1000,
+			BlockDuration:             10 * time.Minute,
+			MaxConnsPerIP:             256,
+			MaxConnections:            10000,
+			MaxInflight:               5000,
+			MaxTrackedIPs:             262144,
+			MaxEjectedPercent:         50,
+			TunnelIdleTimeout:         5 * time.Minute,
+			RequestBufferBytes:        1 << 20,
+			HideUpstreamHeaders:       []string{"Server", "X-Powered-By", "X-Aspnet-Version"},
+			AccessLogRejectRate:       10,
+			CachePrivateHeaders:       []string{},
+			HealthCheckInterval:       10 * time.Second,
+			HealthCheckFalls:          2,
+			HealthCheckRises:          2,
+			BodyReadTimeout:           60 * time.Second,
+			UpstreamDialTimeout:       5 * time.Second,
+			MaxIdleConns:              100,
+			IdleConnTimeout:           90 * time.Second,
+			CircuitBreakerMax:         5,
+			CircuitBreakerTimeout:     30 * time.Second,
+			RetryMax:                  3,
+			EnableCaching:             true,
+			ShutdownTimeout:           30 * time.Second,
+			Dashboard:                 "auto",
+			LogFile:                   "gateway.log",
+			EnableCompression:         true,
+			CompressionMinBytes:       1024,
+			OTelServiceName:           "api-gateway",
+			OTelProtocol:              "http/protobuf",
 		},
-		RoutesSource: "defaults",
-		OTelProtocol: "http/protobuf",
+		Routing: Routing{
+			LoadBalancingAlgo:  "least-conn",
+			CORSAllowedOrigins: []string{},
+			MaxBodyBytes:       10485760,
+			ConnectionTimeout:  30 * time.Second,
+			// Sorted by prefix.
+			Routes: []Route{
+				route("/api/admin", "http://localhost:8242"),
+				route("/api/agent", "http://localhost:8788"),
+				route("/api/ai", "http://localhost:8741"),
+				route("/api/core", "http://localhost:8743"),
+				route("/api/llm", "http://localhost:8745"),
+				route("/api/llm2", "http://localhost:8746"),
+				route("/api/node", "http://localhost:8744"),
+				route("/api/studio", "http://localhost:3000"),
+				route("/api/studio2", "http://localhost:3001"),
+			},
+			RoutesSource: "defaults",
+		},
 	}
 	warnings := cfg.Warnings
 	cfg.Warnings = nil
 	want.envTunables = want.tunables() // what a reload starts from
 	if !reflect.DeepEqual(cfg, want) {
-		gv, wv := reflect.ValueOf(*cfg), reflect.ValueOf(*want)
-		for i := 0; i < gv.NumField(); i++ {
-			if !gv.Type().Field(i).IsExported() {
-				continue
-			}
-			if !reflect.DeepEqual(gv.Field(i).Interface(), wv.Field(i).Interface()) {
-				t.Errorf("%s = %#v, want %#v", gv.Type().Field(i).Name, gv.Field(i).Interface(), wv.Field(i).Interface())
+		for _, part := range [][2]any{{cfg.Static, want.Static}, {cfg.Routing, want.Routing}} {
+			gv, wv := reflect.ValueOf(part[0]), reflect.ValueOf(part[1])
+			for i := 0; i < gv.NumField(); i++ {
+				if !reflect.DeepEqual(gv.Field(i).Interface(), wv.Field(i).Interface()) {
+					t.Errorf("%s = %#v, want %#v", gv.Type().Field(i).Name, gv.Field(i).Interface(), wv.Field(i).Interface())
+				}
 			}
 		}
 	}
@@ -199,7 +205,9 @@ func TestSetButEmptyMeansDefault(t *testing.T) {
 // documentedVariables is docs/configuration.md's table (ROUTE_<NAME>_* are
 // discovered, not looked up).
 var documentedVariables = []string{
-	"GATEWAY_PORT", "OPS_ADDR", "GATEWAY_ENV", "LOG_LEVEL", "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",
+	"GATEWAY_PORT", "OPS_ADDR", "GATEWAY_ENV", "LOG_LEVEL",
+	"TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CERTS_DIR", "TLS_MIN_VERSION", "TLS_CLIENT_CA", "TLS_CLIENT_AUTH",
+	"HTTP2_MAX_CONCURRENT_STREAMS", "H2C", "HTTP_REDIRECT_ADDR", "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",
 	"JWT_JWKS_URL", "API_KEYS", "API_KEY_HASHES", "API_KEYS_FILE", "API_KEYS_REDIS", "API_KEYS_DATABASE_URL",
 	"ADMIN_TOKEN", "TRUSTED_PROXIES", "IP_WHITELIST", "IP_BLACKLIST", "PUBLIC_PATHS", "LOAD_BALANCING_ALGO",
 	"REDIS_ADDR", "REDIS_PASSWORD", "REDIS_DB", "CACHE_BACKEND", "CACHE_MAX_BYTES", "CACHE_MAX_OBJECT_BYTES",
@@ -412,6 +420,13 @@ func TestValidValues(t *testing.T) {
 }
 
 func TestInvalidValues(t *testing.T) {
+	certsDir := t.TempDir()
+	crt, key := filepath.Join(certsDir, "a.crt"), filepath.Join(certsDir, "a.key")
+	for _, f := range []string{crt, key} {
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -449,6 +464,21 @@ func TestInvalidValues(t *testing.T) {
 		{name: "port named", env: map[string]string{"GATEWAY_PORT": ":http"}, want: []string{`GATEWAY_PORT: invalid value ":http"`}},
 		{name: "address without port", env: map[string]string{"OPS_ADDR": "127.0.0.1"}, want: []string{`OPS_ADDR: invalid value "127.0.0.1"`}},
 		{name: "ops address equals listen address", env: map[string]string{"GATEWAY_PORT": "9000", "OPS_ADDR": ":9000"}, want: []string{`OPS_ADDR: invalid value ":9000": expected an address other than GATEWAY_PORT's`}},
+		{name: "TLS certificate without key", env: map[string]string{"TLS_CERT_FILE": crt}, want: []string{`TLS_KEY_FILE: not set: TLS_CERT_FILE needs its key`}},
+		{name: "TLS key without certificate", env: map[string]string{"TLS_KEY_FILE": key}, want: []string{`TLS_CERT_FILE: not set`}},
+		{name: "TLS file and directory", env: map[string]string{"TLS_CERT_FILE": crt, "TLS_KEY_FILE": key, "TLS_CERTS_DIR": certsDir}, want: []string{`TLS_CERTS_DIR: set together with TLS_CERT_FILE`}},
+		{name: "TLS files missing or of the wrong kind", env: map[string]string{"TLS_CERT_FILE": filepath.Join(certsDir, "missing.crt"), "TLS_KEY_FILE": certsDir},
+			want: []string{`TLS_CERT_FILE: cannot read "` + filepath.Join(certsDir, "missing.crt") + `": no such file or directory`, `TLS_KEY_FILE: "` + certsDir + `" is a directory`}},
+		{name: "TLS directory that is a file", env: map[string]string{"TLS_CERTS_DIR": crt}, want: []string{`TLS_CERTS_DIR: "` + crt + `" is a file`}},
+		{name: "TLS version", env: map[string]string{"TLS_MIN_VERSION": "1.1"}, want: []string{`TLS_MIN_VERSION: invalid value "1.1": expected one of 1.2, 1.3`}},
+		{name: "client auth mode", env: map[string]string{"TLS_CLIENT_AUTH": "optional"}, want: []string{`TLS_CLIENT_AUTH: invalid value "optional"`}},
+		{name: "client auth without CA or TLS", env: map[string]string{"TLS_CLIENT_AUTH": "require"}, want: []string{`TLS_CLIENT_CA: not set: TLS_CLIENT_AUTH=require`, `TLS_CLIENT_AUTH: require without TLS`}},
+		{name: "client CA with auth off", env: map[string]string{"TLS_CERTS_DIR": certsDir, "TLS_CLIENT_CA": crt}, want: []string{`TLS_CLIENT_AUTH: off while TLS_CLIENT_CA is set`}},
+		{name: "h2c with TLS", env: map[string]string{"TLS_CERTS_DIR": certsDir, "H2C": "true"}, want: []string{`H2C: true with TLS`}},
+		{name: "redirect without TLS", env: map[string]string{"HTTP_REDIRECT_ADDR": ":80"}, want: []string{`HTTP_REDIRECT_ADDR: set without TLS`}},
+		{name: "redirect on the TLS port", env: map[string]string{"TLS_CERTS_DIR": certsDir, "GATEWAY_PORT": ":443", "HTTP_REDIRECT_ADDR": "443"}, want: []string{`HTTP_REDIRECT_ADDR: invalid value ":443": expected an address other than`}},
+		{name: "redirect address", env: map[string]string{"TLS_CERTS_DIR": certsDir, "HTTP_REDIRECT_ADDR": "localhost"}, want: []string{`HTTP_REDIRECT_ADDR: invalid value "localhost"`}},
+		{name: "HTTP/2 streams zero", env: map[string]string{"HTTP2_MAX_CONCURRENT_STREAMS": "0"}, want: []string{`HTTP2_MAX_CONCURRENT_STREAMS: invalid value "0"`}},
 		{name: "ejected percent over 100", env: map[string]string{"MAX_EJECTED_PERCENT": "101"}, want: []string{`MAX_EJECTED_PERCENT: invalid value "101": expected an integer from 0 to 100`}},
 		{name: "tunnel idle timeout zero", env: map[string]string{"TUNNEL_IDLE_TIMEOUT": "0s"}, want: []string{`TUNNEL_IDLE_TIMEOUT: invalid value "0s": expected a duration > 0`}},
 		{name: "request buffer negative", env: map[string]string{"REQUEST_BUFFER_BYTES": "-1"}, want: []string{`REQUEST_BUFFER_BYTES: invalid value "-1": expected a byte count >= 0`}},

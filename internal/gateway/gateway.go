@@ -10,26 +10,23 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/portcullis/portcullis/internal/admin"
 	"github.com/portcullis/portcullis/internal/auth"
 	"github.com/portcullis/portcullis/internal/cache"
 	"github.com/portcullis/portcullis/internal/config"
-	"github.com/portcullis/portcullis/internal/connlimit"
-	"github.com/portcullis/portcullis/internal/flood"
-	"github.com/portcullis/portcullis/internal/framing"
+	"github.com/portcullis/portcullis/internal/edge"
+	"github.com/portcullis/portcullis/internal/endpoints"
 	"github.com/portcullis/portcullis/internal/health"
-	"github.com/portcullis/portcullis/internal/iplist"
-	"github.com/portcullis/portcullis/internal/limiter"
+	"github.com/portcullis/portcullis/internal/listener"
 	"github.com/portcullis/portcullis/internal/middleware"
 	"github.com/portcullis/portcullis/internal/proxy"
-	"github.com/portcullis/portcullis/internal/realip"
-	"github.com/portcullis/portcullis/internal/request"
+	"github.com/portcullis/portcullis/internal/reload"
 	"github.com/portcullis/portcullis/internal/routetable"
-	"github.com/portcullis/portcullis/internal/sysmetrics"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/upstream"
 	"github.com/portcullis/portcullis/internal/upstreamclient"
@@ -38,27 +35,24 @@ import (
 // Version is the build's version, stamped by the linker.
 var Version = "dev"
 
-// Server-side limits (docs/request-path.md, "Hostile input").
-const (
-	ReadHeaderTimeout = 10 * time.Second
-	IdleTimeout       = 120 * time.Second
-	MaxHeaderBytes    = 64 << 10
-)
-
 // Gateway is one running gateway process.
 type Gateway struct {
-	cfg      *config.Config
+	// cfg is the configuration fixed at boot: listeners, limits, features.
+	// What a reload may change (routes and their defaults) is read from
+	// Config(), the configuration in force.
+	cfg      *config.Static
 	log      *slog.Logger
 	metrics  *telemetry.Metrics
 	registry *upstream.Registry
 	engine   *proxy.Engine
 	snap     routetable.Holder
-	reload   *reloader // CONFIG_FILE reloads; the configuration in force
+	reload   *reload.Manager // CONFIG_FILE reloads; the configuration in force
 	checker  *health.Checker
 	upgrades *upgradeTracker
 
-	// readHeaderTimeout and sendTimeout are ReadHeaderTimeout and
-	// request.DefaultSendTimeout; tests shorten them.
+	// readHeaderTimeout and sendTimeout, when set, replace
+	// listener.ReadHeaderTimeout and request.DefaultSendTimeout; tests
+	// shorten them.
 	readHeaderTimeout time.Duration
 	sendTimeout       time.Duration
 
@@ -66,49 +60,34 @@ type Gateway struct {
 	draining atomic.Bool
 	conns    atomic.Int64
 
-	resolver *realip.Resolver
-	handler  http.Handler // the public listener's whole chain
+	handler http.Handler // the public listener's whole chain
 
-	lists  *iplist.Lists   // allow/deny, shared with the admin API
-	guard  *flood.Guard    // DDoS blocks, shared with the admin API and /stats
-	limits *limiter.Limits // per-IP and per-route token buckets
-	admin  *admin.API
-	auth   *auth.Verifier
-	// canAuth: a JWT secret, JWKS or API key source is configured, so a
-	// route with require_auth can be passed at all.
-	canAuth bool
-	cache   *cache.Shared // nil when ENABLE_CACHING=false
-
-	cluster *clusterNode // shared limits and lists (CLUSTER_MODE=redis); nil when off
+	public *listener.Public // GATEWAY_PORT: TLS certificates, protocols, connection caps
+	edge   *edge.State      // client IPs, lists, DDoS, per-IP limits, cluster link
+	auth   *auth.Verifier   // behind routes with require_auth
+	cache  *cache.Shared    // nil when ENABLE_CACHING=false
+	own    *endpoints.Set   // the gateway's own endpoints
 
 	tracing *telemetry.Tracing
-	sys     *sysmetrics.Sampler // host, process and traffic samples for /monitor and the dashboard
 	// pipeline is the request path (middleware.New); Run runs its
 	// background work.
 	pipeline *middleware.Pipeline
 
 	// life bounds background work started in New (JWKS refresh, key file
-	// watch); Run's shutdown ends it.
+	// watch, the cluster link); Run's shutdown ends it.
 	life     context.Context
 	stopLife context.CancelFunc
 	closers  []func() // clients to close at exit (Redis, PostgreSQL)
-
-	own      map[string]http.Handler // the gateway's own endpoints on the public listener
-	ops      *http.ServeMux          // ops endpoints on OPS_ADDR, unless OPS_ADDR=public
-	opsPaths map[string]bool         // the ops endpoints' paths, wherever they are served
 }
 
 // New builds a gateway from a validated configuration.
 func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 	g := &Gateway{
-		cfg:      cfg,
+		cfg:      &cfg.Static,
 		log:      log,
 		metrics:  telemetry.NewMetrics(Version),
 		started:  time.Now(),
 		upgrades: newUpgradeTracker(),
-
-		readHeaderTimeout: ReadHeaderTimeout,
-		sendTimeout:       request.DefaultSendTimeout,
 	}
 	circuitLog := telemetry.Component(log, "circuit")
 	g.registry = upstream.NewRegistry(upstream.BreakerSettings{
@@ -140,7 +119,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		Metrics:         g.metrics,
 		Log:             telemetry.Component(log, "proxy"),
 	}
-	g.resolver = realip.NewResolver(cfg.TrustedProxies)
 	g.life, g.stopLife = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -151,25 +129,54 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 			}
 		}
 	}()
-	if err := g.buildEdge(); err != nil {
+	if err := g.build(cfg); err != nil {
 		return nil, err
 	}
-	if err := g.buildAuth(); err != nil {
-		return nil, err
-	}
-	if err := g.buildCache(); err != nil {
-		return nil, err
-	}
-	if g.reload, err = newReloader(cfg, log, g.metrics.Registry); err != nil {
-		return nil, err
-	}
-	snap, err := routetable.Build(cfg.Routes, g.registry, g.engine, g.routeDeps(cfg).PerRoute)
+	ok = true
+	return g, nil
+}
+
+// build creates the parts New has not: the shared state, the route table
+// of boot, the own endpoints and the request path. What it opens is closed
+// by g.closers.
+func (g *Gateway) build(boot *config.Config) error {
+	cfg := g.cfg
+	var closeAll func()
+	var err error
+	g.edge, closeAll, err = edge.Build(g.life, cfg, g.log, g.metrics.Registry)
+	g.closers = append(g.closers, closeAll)
 	if err != nil {
-		return nil, fmt.Errorf("building routes: %w", err)
+		return err
+	}
+	if g.public, err = listener.NewPublic(cfg, listener.Options{
+		Caps: connCaps(cfg, g.edge), Log: g.log, Registerer: g.metrics.Registry,
+	}); err != nil {
+		return err
+	}
+	g.auth, closeAll, err = auth.Build(g.life, cfg, g.log, g.metrics.Registry)
+	g.closers = append(g.closers, closeAll)
+	if err != nil {
+		return err
+	}
+	g.warnAuthless(boot)
+	g.cache, closeAll, err = cache.Build(g.life, cfg, telemetry.Component(g.log, "cache"), g.metrics.Registry)
+	g.closers = append(g.closers, closeAll)
+	if err != nil {
+		return err
+	}
+	snap, err := g.buildRoutes(boot, nil)
+	if err != nil {
+		return fmt.Errorf("building routes: %w", err)
 	}
 	g.snap.Store(snap)
 	for _, b := range snap.Backends {
 		g.metrics.BackendHealth.WithLabelValues(b.String()).Set(1)
+	}
+	if g.reload, err = reload.New(reload.Options{
+		Config: boot, Routes: &g.snap, Registry: g.registry, Build: g.buildRoutes,
+		Forget: g.engine.Forget, Metrics: g.metrics, Applied: g.warnAuthless, Log: g.log,
+	}); err != nil {
+		return err
 	}
 	g.checker = health.New(health.Options{
 		Interval: cfg.HealthCheckInterval,
@@ -177,99 +184,131 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		Falls:    cfg.HealthCheckFalls,
 		Rises:    cfg.HealthCheckRises,
 		Timeout:  min(cfg.HealthCheckInterval, cfg.UpstreamDialTimeout),
-		Logger:   log,
-		OnProbe:  g.onProbe,
+		Logger:   g.log,
+		OnProbe:  g.reload.OnProbe,
 	})
-	g.buildEndpoints()
-	g.metrics.GateEndpoints(g.liveEndpoint)
-	if g.pipeline, err = middleware.New(g.deps()); err != nil {
-		return nil, err
-	}
-	g.handler = g.pipeline.Public
-	ok = true
-	return g, nil
-}
-
-// buildAuth creates the verifier behind routes with require_auth.
-func (g *Gateway) buildAuth() error {
-	v, closeAll, err := auth.Build(g.life, g.cfg, g.log, g.metrics.Registry)
-	g.closers = append(g.closers, closeAll)
-	if err != nil {
+	if g.own, err = endpoints.New(endpoints.Options{
+		Config: cfg, Version: Version, Started: g.started,
+		Draining: g.draining.Load, Conns: g.conns.Load,
+		Metrics: g.metrics, Routes: &g.snap, Edge: g.edge, Cache: g.cache,
+		Algorithm: func() string { return g.Config().LoadBalancingAlgo },
+		Admin: map[string]endpoints.Admin{
+			"/admin/reload": {Methods: "POST", Handler: http.HandlerFunc(g.reload.ServeReload)},
+			"/admin/config": {Methods: "GET, HEAD", Handler: http.HandlerFunc(g.reload.ServeConfig)},
+		},
+		Log: g.log,
+	}); err != nil {
 		return err
 	}
-	g.auth = v
-	g.canAuth = v.Enabled()
-	g.warnAuthless(g.cfg.Routes)
+	g.metrics.GateEndpoints(g.liveEndpoint)
+	if g.pipeline, err = middleware.New(g.deps()); err != nil {
+		return err
+	}
+	g.handler = g.pipeline.Public
 	return nil
 }
 
-// buildEdge creates the edge-protection state shared by the chain, the admin
-// API and /stats.
-func (g *Gateway) buildEdge() error {
-	cfg := g.cfg
-	g.lists = iplist.NewLists(cfg.IPWhitelist, cfg.IPBlacklist)
-	var err error
-	if g.cluster, err = g.buildCluster(); err != nil {
-		return err
-	}
-	g.guard, err = flood.New(flood.Config{
-		Threshold:     cfg.DDoSThreshold,
-		BlockDuration: cfg.BlockDuration,
-		MaxTrackedIPs: cfg.MaxTrackedIPs,
-		Log:           g.log,
-		Registerer:    g.metrics.Registry,
-		Share:         g.clusterShare(),
-	})
-	if err != nil {
-		return fmt.Errorf("DDOS_THRESHOLD/BLOCK_DURATION: %w", err)
-	}
-	g.limits, err = limiter.NewLimits(limiter.Config{
-		MaxTrackedIPs: cfg.MaxTrackedIPs,
-		Log:           g.log,
-		Registerer:    g.metrics.Registry,
-		Remote:        g.clusterRemote(),
-	})
-	if err != nil {
-		return fmt.Errorf("MAX_TRACKED_IPS: %w", err)
-	}
-	g.startCluster()
-	g.admin, err = admin.New(admin.Options{
-		Token: cfg.AdminToken,
-		Lists: g.lists,
-		Blocker: admin.BlockerFuncs{
-			BlockedFunc: func(now time.Time) []admin.Block {
-				bs := g.guard.Blocked(now)
-				out := make([]admin.Block, len(bs))
-				for i, b := range bs {
-					out[i] = admin.Block{IP: b.IP, Until: b.Until}
-				}
-				return out
-			},
-			UnblockFunc: g.guard.Unblock,
-		},
-		Trusted:    cfg.TrustedProxies,
-		Log:        g.log,
-		Registerer: g.metrics.Registry,
-	})
-	return err
+// buildRoutes makes the route table of next, taking over the routes of
+// prev (nil at boot) whose configuration did not change.
+func (g *Gateway) buildRoutes(next *config.Config, prev *routetable.Snapshot) (*routetable.Snapshot, error) {
+	return routetable.BuildFrom(prev, next.Routes, g.registry, g.engine, g.routeDeps(next).PerRoute)
 }
+
+// routeDeps is what every route's chain shares; the CORS origins come from
+// the configuration the routes are built for.
+func (g *Gateway) routeDeps(next *config.Config) middleware.RouteDeps {
+	rd := middleware.RouteDeps{Limits: g.edge.Limits, CORSOrigins: next.CORSAllowedOrigins, Auth: g.auth, Cache: g.cache, Log: telemetry.Component(g.log, "auth")}
+	if g.cfg.EnableCompression {
+		rd.CompressMinBytes = g.cfg.CompressionMinBytes
+	} else {
+		rd.CompressMinBytes = -1
+	}
+	return rd
+}
+
+// warnAuthless warns when routes require auth that nothing can grant.
+func (g *Gateway) warnAuthless(c *config.Config) {
+	if g.auth.Enabled() {
+		return
+	}
+	for _, r := range c.Routes {
+		if r.RequireAuth {
+			telemetry.Component(g.log, "config").Warn("routes require auth but no JWT_SECRET, JWT_JWKS_URL or API key source is set: every request to them gets 401")
+			return
+		}
+	}
+}
+
+// liveEndpoint is the request metrics' endpoint gate
+// (telemetry.Metrics.GateEndpoints): fixed words such as "unmatched" and
+// the gateway's own paths always have series, a route prefix only while the
+// table in force has that route. Without it every prefix a CONFIG_FILE ever
+// held would keep its series, and a request finishing on a removed route
+// would bring them back. It runs only when a label is first counted.
+func (g *Gateway) liveEndpoint(label string) bool {
+	if g.own.Serves(label) || !strings.HasPrefix(label, "/") {
+		return true
+	}
+	e, ok := g.snap.Load().Table.Match(label)
+	return ok && e.Value.Config.Prefix == label
+}
+
+// Config returns the configuration in force (the boot one until a reload).
+func (g *Gateway) Config() *config.Config { return g.reload.Config() }
+
+// Reload reads CONFIG_FILE again and swaps in its routes when it is valid
+// whole (reload.Manager.Reload).
+func (g *Gateway) Reload(trigger string) (reload.Result, error) { return g.reload.Reload(trigger) }
+
+// ReloadOnSignal reloads CONFIG_FILE and the TLS certificates each time sig
+// delivers, until ctx ends (SIGHUP, wired by main). Each logs its own
+// outcome; with neither configured the signal is logged and ignored.
+func (g *Gateway) ReloadOnSignal(ctx context.Context, sig <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+			_, err := g.reload.Reload(reload.TriggerSignal)
+			if g.public.TLS() {
+				_ = g.public.ReloadCertificates()
+			} else if errors.Is(err, reload.ErrNoConfigFile) {
+				telemetry.Component(g.log, "config").Warn("SIGHUP ignored: " + err.Error())
+			}
+		}
+	}
+}
+
+// connCaps are the public listener's connection caps.
+func connCaps(cfg *config.Static, e *edge.State) listener.Caps {
+	return listener.Caps{
+		MaxConnsPerIP:  cfg.MaxConnsPerIP,
+		MaxConnections: cfg.MaxConnections,
+		Trusted:        e.Resolver.Trusted,
+		MaxTrackedIPs:  cfg.MaxTrackedIPs,
+	}
+}
+
+// Endpoints are the gateway's own endpoints; the dashboard reads their
+// Overview.
+func (g *Gateway) Endpoints() *endpoints.Set { return g.own }
 
 func (g *Gateway) deps() middleware.Deps {
 	return middleware.Deps{
 		Log:                 g.log,
 		Metrics:             g.metrics,
-		Resolver:            g.resolver,
+		Resolver:            g.edge.Resolver,
 		BodyReadTimeout:     g.cfg.BodyReadTimeout,
 		SendTimeout:         g.sendTimeout,
 		AccessLogRejectRate: g.cfg.AccessLogRejectRate,
 		MaxTrackedIPs:       g.cfg.MaxTrackedIPs,
 		Tracing:             g.tracing,
-		Lists:               g.lists,
-		Guard:               g.guard,
-		Limits:              g.limits,
+		Lists:               g.edge.Lists,
+		Guard:               g.edge.Guard,
+		Limits:              g.edge.Limits,
 		RPS:                 g.cfg.MaxRequestsPerSecond,
 		Burst:               g.cfg.MaxBurstSize,
-		Own:                 g.own,
+		Own:                 g.own.Public,
 		MaxInflight:         g.cfg.MaxInflight,
 		Routes:              &g.snap,
 		Tunnel:              g.tunnel,
@@ -290,33 +329,37 @@ func (g *Gateway) tunnel(c net.Conn, cancel func()) net.Conn {
 // Run listens and serves until ctx is cancelled (SIGTERM/SIGINT), then shuts
 // down gracefully (docs/operations.md). ready, if not nil, gets the bound addresses.
 func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) error {
-	rawLn, err := net.Listen("tcp", g.cfg.ListenAddr)
+	ln, err := g.public.Listen()
 	if err != nil {
-		return fmt.Errorf("GATEWAY_PORT: listening on %s: %w", g.cfg.ListenAddr, err)
+		return err
 	}
-	// Connection caps at accept time (MAX_CONNS_PER_IP, MAX_CONNECTIONS;
-	// the ops listener is not capped, so it stays reachable when this one
-	// is full), and a watch on each connection's request heads for what
-	// net/http hides from handlers (package framing).
-	var ln net.Listener = framing.Listener{Listener: connlimit.NewListener(rawLn, connlimit.Options{
-		MaxConnsPerIP:  g.cfg.MaxConnsPerIP,
-		MaxConnections: g.cfg.MaxConnections,
-		Trusted:        g.resolver.Trusted,
-		MaxTrackedIPs:  g.cfg.MaxTrackedIPs,
-		Log:            telemetry.Component(g.log, "gateway"),
-		Registerer:     g.metrics.Registry,
-	})}
-	srv := g.newServer(g.handler)
+	srv := g.public.Server(g.handler, g.readHeaderTimeout)
 	srv.ConnState = g.connState
 
-	var opsLn net.Listener
-	var opsSrv *http.Server
-	if g.cfg.OpsAddr != "" {
-		if opsLn, err = net.Listen("tcp", g.cfg.OpsAddr); err != nil {
-			ln.Close()
+	// The side listeners: ops (unless OPS_ADDR=public) and the redirect
+	// to https (HTTP_REDIRECT_ADDR).
+	var side []served
+	closeAll := func() {
+		ln.Close()
+		for _, sv := range side {
+			sv.ln.Close()
+		}
+	}
+	if g.own.Ops != nil {
+		opsLn, err := net.Listen("tcp", g.cfg.OpsAddr)
+		if err != nil {
+			closeAll()
 			return fmt.Errorf("OPS_ADDR: listening on %s: %w", g.cfg.OpsAddr, err)
 		}
-		opsSrv = g.newServer(g.pipeline.Ops(g.ops))
+		side = append(side, served{"ops_addr", opsLn, g.newServer(g.pipeline.Ops(g.own.Ops))})
+	}
+	if a := g.cfg.HTTPRedirectAddr; a != "" {
+		rln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("HTTP_REDIRECT_ADDR: listening on %s: %w", a, err)
+		}
+		side = append(side, served{"redirect_addr", rln, g.newServer(g.pipeline.Ops(listener.Redirect(ln.Addr().String())))})
 	}
 
 	bg, stopBG := context.WithCancel(context.Background())
@@ -324,26 +367,24 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	wg.Go(func() {
 		g.checker.Run(bg, func() []*upstream.Backend { return g.snap.Load().Backends })
 	})
-	wg.Go(func() { g.guard.Run(bg) })
-	wg.Go(func() { g.limits.Run(bg) })
-	wg.Go(func() { g.sys.Run(bg) })
+	wg.Go(func() { g.edge.Run(bg) })
+	wg.Go(func() { g.own.Run(bg) })
+	wg.Go(func() { g.public.Run(bg) })
 	// Stopped after the listeners drained, so its last summary counts
 	// every request.
 	wg.Go(func() { g.pipeline.Run(bg) })
-	if g.cfg.ConfigFile != "" {
-		wg.Go(func() { g.watchConfig(bg) })
-	}
+	wg.Go(func() { g.reload.Watch(bg) })
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 1+len(side))
 	go func() { errc <- srv.Serve(ln) }()
+	attrs := []any{"addr", ln.Addr().String(), "tls", g.public.TLS(), "routes", len(g.snap.Load().Routes), "version", Version}
 	var opsAddr net.Addr
-	if opsSrv != nil {
-		opsAddr = opsLn.Addr()
-		go func() { errc <- opsSrv.Serve(opsLn) }()
-	}
-	attrs := []any{"addr", ln.Addr().String(), "routes", len(g.snap.Load().Routes), "version", Version}
-	if opsAddr != nil {
-		attrs = append(attrs, "ops_addr", opsAddr.String())
+	for _, sv := range side {
+		go func() { errc <- sv.srv.Serve(sv.ln) }()
+		attrs = append(attrs, sv.name, sv.ln.Addr().String())
+		if sv.name == "ops_addr" {
+			opsAddr = sv.ln.Addr()
+		}
 	}
 	g.log.Info("gateway listening", attrs...)
 	if ready != nil {
@@ -355,7 +396,7 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
-	g.shutdown(srv, opsSrv)
+	g.shutdown(srv, side)
 	stopBG()
 	g.stopLife()
 	for _, c := range g.closers {
@@ -374,7 +415,7 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 // shutdown: readiness fails at once, traffic is still served for
 // SHUTDOWN_DELAY, then the listener closes, WebSockets get a 1001 close and
 // in-flight requests have SHUTDOWN_TIMEOUT to finish.
-func (g *Gateway) shutdown(srv, opsSrv *http.Server) {
+func (g *Gateway) shutdown(srv *http.Server, side []served) {
 	g.draining.Store(true)
 	log := telemetry.Component(g.log, "gateway")
 	log.Info("shutting down", "delay", g.cfg.ShutdownDelay.String(), "timeout", g.cfg.ShutdownTimeout.String())
@@ -389,25 +430,22 @@ func (g *Gateway) shutdown(srv, opsSrv *http.Server) {
 		log.Warn("drain window ended with requests in flight; closing them", "error", err.Error())
 		srv.Close()
 	}
-	if opsSrv != nil {
-		opsSrv.Shutdown(ctx)
+	for _, sv := range side {
+		_ = sv.srv.Shutdown(ctx)
 	}
 	log.Info("stopped", "websockets_closed", closed, "clean", err == nil)
 }
 
+// served is a side listener and its server; name is its address's key in
+// the "gateway listening" log line.
+type served struct {
+	name string
+	ln   net.Listener
+	srv  *http.Server
+}
+
 func (g *Gateway) newServer(h http.Handler) *http.Server {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: g.readHeaderTimeout,
-		IdleTimeout:       IdleTimeout,
-		MaxHeaderBytes:    MaxHeaderBytes,
-		ConnContext:       request.ConnContext,
-		ErrorLog:          slog.NewLogLogger(telemetry.Component(g.log, "gateway").Handler(), slog.LevelDebug),
-	}
-	// Plain HTTP/1.1 only: no h2c, so no HTTP/2 tunnel past routing.
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetHTTP1(true)
-	return srv
+	return listener.Server(h, g.readHeaderTimeout, telemetry.Component(g.log, "gateway"))
 }
 
 func (g *Gateway) connState(_ net.Conn, s http.ConnState) {

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/json"
-	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/overview"
 )
 
@@ -98,7 +96,7 @@ func TestSystemMetricsThroughTheGateway(t *testing.T) {
 
 	// The histogram the percentiles come from counts exactly the requests
 	// the totals count.
-	traffic := gw.G.traffic()
+	traffic := gw.G.Endpoints().Traffic()
 	if n := len(traffic.Latency.Counts); n == 0 || int64(traffic.Latency.Counts[n-1]) != traffic.Requests {
 		t.Errorf("latency histogram total %v, requests %d", traffic.Latency.Counts, traffic.Requests)
 	}
@@ -110,7 +108,7 @@ func TestSystemMetricsThroughTheGateway(t *testing.T) {
 	// Overview: the dashboard's view, with the dead backend down.
 	var o overview.Overview
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if o = gw.G.Overview(5); len(o.Routes) == 2 && !o.Routes[1].Backends[0].Alive {
+		if o = gw.G.Endpoints().Overview(5); len(o.Routes) == 2 && !o.Routes[1].Backends[0].Alive {
 			break
 		}
 	}
@@ -156,29 +154,5 @@ func TestMonitorIsAnOpsEndpoint(t *testing.T) {
 	r2, body := get(t, "http://"+opsAddr+"/api/system-metrics")
 	if r2.StatusCode != 200 || !strings.Contains(string(body), `"traffic"`) {
 		t.Errorf("ops /api/system-metrics: %d %s", r2.StatusCode, body)
-	}
-}
-
-// BenchmarkTraffic is the sampler's once-a-second read of the registry
-// (totals, the request-duration histogram summed over every series, cache
-// counters).
-func BenchmarkTraffic(b *testing.B) {
-	env := map[string]string{"SERVICE_ROUTES": routes(`{"prefix":"/api","target_url":"http://127.0.0.1:9"}`)}
-	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(g.stopLife)
-	for i, ep := range []string{"/api", "/health", "/metrics", "unmatched"} {
-		for _, m := range []string{"GET", "POST", "HEAD"} {
-			g.metrics.Endpoint(ep).Observe(m, 200+i, 0.003)
-		}
-	}
-	for b.Loop() {
-		_ = g.traffic()
 	}
 }

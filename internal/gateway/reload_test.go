@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/reload"
+
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/testutil"
@@ -245,7 +247,7 @@ routes:
 			if code != http.StatusBadRequest || !strings.Contains(body, `CONFIG_FILE.routes[0]: unknown field \"colour\"`) {
 				t.Errorf("invalid file: %d %s", code, body)
 			}
-			time.Sleep(3 * watchDebounce) // the watcher sees it too
+			time.Sleep(3 * reload.WatchDebounce) // the watcher sees it too
 			if resp, body := get(t, gw.URL+"/gen/50/x"); resp.StatusCode != http.StatusOK || string(body) != "b" {
 				t.Errorf("after a refused file /gen/50 answers %d %q", resp.StatusCode, body)
 			}
@@ -459,7 +461,7 @@ func TestReloadCarriesBackendStateOver(t *testing.T) {
 	}
 
 	writeAtomically(t, path, fmt.Sprintf("routes:\n  - {prefix: /k, target_url: '%s', timeout_secs: 3}\n  - {prefix: /d, target_url: '%s'}\n", keep, dead))
-	res, err := gw.G.Reload(TriggerAdmin)
+	res, err := gw.G.Reload(reload.TriggerAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,7 +515,7 @@ func TestUnchangedRoutesKeepTheirState(t *testing.T) {
 	}
 	first := gw.G.snap.Load().Routes[0]
 	writeAtomically(t, path, fmt.Sprintf("routes:\n  - {prefix: /limited, target_url: '%s', rate_limit_rps: 0.01, rate_limit_burst: 2}\n  - {prefix: /other, target_url: '%s', timeout_secs: 2}\n", up, up))
-	if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+	if _, err := gw.G.Reload(reload.TriggerAdmin); err != nil {
 		t.Fatal(err)
 	}
 	if gw.G.snap.Load().Routes[0] != first {
@@ -524,7 +526,7 @@ func TestUnchangedRoutesKeepTheirState(t *testing.T) {
 	}
 	// A changed CORS list rebuilds every chain.
 	writeAtomically(t, path, fmt.Sprintf("cors_allowed_origins: ['https://x.example']\nroutes:\n  - {prefix: /limited, target_url: '%s', rate_limit_rps: 0.01, rate_limit_burst: 2}\n  - {prefix: /other, target_url: '%s', timeout_secs: 2}\n", up, up))
-	if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+	if _, err := gw.G.Reload(reload.TriggerAdmin); err != nil {
 		t.Fatal(err)
 	}
 	if gw.G.snap.Load().Routes[0] == first {
@@ -601,7 +603,7 @@ func TestWatcherFollowsAConfigMapSwap(t *testing.T) {
 
 // TestWatcherReloadsInABusyDirectory pins that a directory that is never
 // quiet for the debounce (a log written beside the file, say) still gets
-// the reload, after at most watchMaxDelay.
+// the reload, after at most reload.WatchMaxDelay.
 func TestWatcherReloadsInABusyDirectory(t *testing.T) {
 	a, _ := serve(t, named("a"))
 	b, _ := serve(t, named("b"))
@@ -618,14 +620,14 @@ func TestWatcherReloadsInABusyDirectory(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(watchDebounce / 4):
+			case <-time.After(reload.WatchDebounce / 4):
 				os.WriteFile(noise, []byte(fmt.Sprint(i)), 0o600)
 			}
 		}
 	}()
 	defer func() { close(stop); <-done }()
 	writeAtomically(t, path, "routes: [{prefix: /r, target_url: '"+b+"'}]\n")
-	if d := waitAnswer(t, gw.URL+"/r/x", "b", 3*time.Second); d > watchMaxDelay+time.Second {
+	if d := waitAnswer(t, gw.URL+"/r/x", "b", 3*time.Second); d > reload.WatchMaxDelay+time.Second {
 		t.Errorf("reload in a busy directory took %v", d)
 	}
 }
@@ -645,7 +647,7 @@ func TestReloadsDoNotLeakBackends(t *testing.T) {
 	const reloads = 200
 	for i := 1; i <= reloads; i++ {
 		writeAtomically(t, path, file(i))
-		if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+		if _, err := gw.G.Reload(reload.TriggerAdmin); err != nil {
 			t.Fatal(err)
 		}
 		if resp, _ := get(t, gw.URL+"/r/x"); resp.StatusCode != http.StatusOK {
@@ -720,7 +722,7 @@ func TestRefusedFileReportsBoundedProblems(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &refused); err != nil || code != http.StatusBadRequest {
 		t.Fatalf("%d %.300s", code, body)
 	}
-	if n := len(refused.Problems); n > maxProblems+1 || !strings.Contains(refused.Problems[n-1], "more problems") {
+	if n := len(refused.Problems); n > reload.MaxProblems+1 || !strings.Contains(refused.Problems[n-1], "more problems") {
 		t.Errorf("%d problems returned, the last %q", n, refused.Problems[n-1])
 	}
 	_, cfgBody := adminDo(t, http.MethodGet, gw.OpsURL+"/admin/config", reloadToken)
@@ -788,7 +790,7 @@ func TestReloadsDoNotLeakEndpointSeries(t *testing.T) {
 	for i := 0; i <= reloads; i++ {
 		if i > 0 {
 			writeAtomically(t, path, file(i))
-			if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+			if _, err := gw.G.Reload(reload.TriggerAdmin); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -852,7 +854,7 @@ func TestRequestOnARemovedRouteDoesNotBringItsSeriesBack(t *testing.T) {
 		t.Fatal("the slow request never reached its backend")
 	}
 	writeAtomically(t, path, without)
-	if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+	if _, err := gw.G.Reload(reload.TriggerAdmin); err != nil {
 		t.Fatal(err)
 	}
 	if got := endpointSeries(string(mustMetrics(t, gw.OpsURL))); slices.Contains(got, "/doomed") {
@@ -875,7 +877,7 @@ func TestRequestOnARemovedRouteDoesNotBringItsSeriesBack(t *testing.T) {
 	}
 
 	writeAtomically(t, path, with)
-	if _, err := gw.G.Reload(TriggerAdmin); err != nil {
+	if _, err := gw.G.Reload(reload.TriggerAdmin); err != nil {
 		t.Fatal(err)
 	}
 	if resp, _ := get(t, gw.URL+"/doomed/x"); resp.StatusCode != http.StatusOK {
@@ -907,7 +909,7 @@ func TestWatcherAppliesAnEditMadeDuringTheBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.stopLife)
-	res, err := g.reloadFile(TriggerFile, true) // what the watcher does on the edit's event
+	res, err := g.reload.ReloadIfChanged(reload.TriggerFile) // what the watcher does on the edit's event
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
-// Package gwerror writes the errors the gateway itself produces as JSON:
-// {"error":"…","request_id":"…"} with the right status.
+// Package gwerror writes the answers the gateway itself produces as JSON:
+// its errors ({"error":"…","request_id":"…"} with the right status) and the
+// documents of its own endpoints.
 package gwerror
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
@@ -60,4 +62,15 @@ func appendJSONString(b []byte, s string) []byte {
 		i += size
 	}
 	return append(b, '"')
+}
+
+// JSON sends status with v as indented JSON, never to be cached: the
+// answers of the gateway's own endpoints (/health, /stats, /admin/config).
+func JSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
 }

@@ -79,7 +79,8 @@ type Deps struct {
 	// BodyReadTimeout bounds how long an unread request body may hold the
 	// connection after the handler is done (BODY_READ_TIMEOUT).
 	BodyReadTimeout time.Duration
-	// SendTimeout bounds a blocked write to the client (see request.New).
+	// SendTimeout bounds a blocked write to the client (see request.New);
+	// 0 = request.DefaultSendTimeout.
 	SendTimeout time.Duration
 	// AccessLogRejectRate is ACCESS_LOG_REJECT_RATE: the access lines of
 	// 403/429 answers a second per client; 0 writes them all.
@@ -128,6 +129,9 @@ type Pipeline struct {
 
 // New builds the pipeline.
 func New(d Deps) (*Pipeline, error) {
+	if d.SendTimeout <= 0 {
+		d.SendTimeout = request.DefaultSendTimeout
+	}
 	p := &Pipeline{d: d, ids: requestid.NewGenerator()}
 	var err error
 	if p.accessLog, err = accesslog.NewSampler(accesslog.SamplerConfig{

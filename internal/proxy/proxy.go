@@ -301,10 +301,33 @@ func rewrite(pr *httputil.ProxyRequest) {
 		h["X-User-Id"] = []string{in.UserID}
 		h["X-Auth-Method"] = []string{in.AuthMethod}
 	}
+	if st := pr.In.TLS; st != nil && len(st.VerifiedChains) > 0 && len(st.VerifiedChains[0]) > 0 {
+		// The subject of the client certificate the handshake verified
+		// (TLS_CLIENT_AUTH); a client's own copy was removed on entry.
+		h["X-Client-Cert-Subject"] = []string{headerSafe(st.VerifiedChains[0][0].Subject.String())}
+	}
 	pr.Out.Host = ""
 	// Trailers would carry headers past every check above (identity,
 	// forwarding, underscore twins) to backends that merge them.
 	pr.Out.Trailer = nil
+}
+
+// headerSafe replaces the bytes a header value may not carry (controls)
+// with '?': a certificate subject is the CA's text, and a value net/http
+// refuses would fail the whole request.
+func headerSafe(v string) string {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			b := []byte(v)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; c < 0x20 && c != '\t' || c == 0x7f {
+					b[j] = '?'
+				}
+			}
+			return string(b)
+		}
+	}
+	return v
 }
 
 var (

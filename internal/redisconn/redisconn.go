@@ -32,7 +32,7 @@ type Server struct {
 }
 
 // FromConfig is the Redis the configuration names.
-func FromConfig(c *config.Config) Server {
+func FromConfig(c *config.Static) Server {
 	return Server{Addr: c.RedisAddr, Password: c.RedisPassword, DB: c.RedisDB}
 }
 

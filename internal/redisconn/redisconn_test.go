@@ -122,7 +122,7 @@ func plainFieldDiff(a, b redis.Options) string {
 }
 
 func TestFromConfigTakesTheRedisSettings(t *testing.T) {
-	got := FromConfig(&config.Config{RedisAddr: "redis.internal:6380", RedisPassword: "s3cret", RedisDB: 4})
+	got := FromConfig(&config.Static{RedisAddr: "redis.internal:6380", RedisPassword: "s3cret", RedisDB: 4})
 	if want := (Server{Addr: "redis.internal:6380", Password: "s3cret", DB: 4}); got != want {
 		t.Fatalf("FromConfig = %+v, want %+v", got, want)
 	}

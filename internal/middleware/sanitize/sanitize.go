@@ -20,7 +20,7 @@ const MaxRequestTarget = 8 << 10
 
 // identityHeaders are set only by the gateway's auth step; a client's copies
 // are always removed, trusted peer or not.
-var identityHeaders = []string{"X-User-Id", "X-Auth-Method"}
+var identityHeaders = []string{"X-User-Id", "X-Auth-Method", "X-Client-Cert-Subject"}
 
 // allowAll is the Allow header of the gateway's own 405 to CONNECT and
 // TRACE: the methods some route may serve.
@@ -65,13 +65,21 @@ func New() func(http.Handler) http.Handler {
 				delete(h, "Http2-Settings")
 			}
 			if !r.ProtoAtLeast(1, 1) {
-				if f := request.From(r.Context()).Framing(); f != nil && f.SawTransferEncoding() {
+				f := request.From(r.Context()).Framing()
+				if f != nil && f.SawTransferEncoding() {
 					// net/http ignored the header and framed the body some
 					// other way: what follows on the connection would be
 					// read as requests (RFC 9112 §6.1: faulty, close).
 					w.Header().Set("Connection", "close")
 					gwerror.Write(w, r, http.StatusBadRequest, "Transfer-Encoding in an HTTP/1.0 request")
 					return
+				}
+				if f == nil {
+					// No watch on this connection's bytes (TLS hides them
+					// from the listener): whatever an ignored
+					// Transfer-Encoding left behind must not be read as a
+					// next request, so none is.
+					w.Header().Set("Connection", "close")
 				}
 			}
 			if len(r.TransferEncoding) > 0 || (!r.ProtoAtLeast(1, 1) && r.ContentLength != 0) {

@@ -1,6 +1,7 @@
 package secheaders
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,25 +15,43 @@ import (
 )
 
 // serve runs h behind the gateway's envelope (request.New as order.go's
-// begin does, then this middleware) on a real server.
+// begin does, then this middleware) on a real plain-HTTP server.
 func serve(t *testing.T, h http.HandlerFunc) *httptest.Server {
+	return serveOn(t, httptest.NewUnstartedServer(nil), false, h)
+}
+
+// serveOn starts srv with h behind the envelope; trusted marks every peer
+// as a trusted proxy, as the client-IP step would.
+func serveOn(t *testing.T, srv *httptest.Server, trusted bool, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	inner := New()(h)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, r := request.New(w, r, time.Now(), 0)
+		in.PeerTrusted = trusted
 		inner.ServeHTTP(in.Writer(), r)
-	}))
+	})
+	if srv.TLS != nil {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	return srv
 }
 
 func get(t *testing.T, method, url string) *http.Response {
 	t.Helper()
+	return getWith(t, http.DefaultClient, method, url, nil)
+}
+
+func getWith(t *testing.T, c *http.Client, method, url string, header http.Header) *http.Response {
+	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	req.Header = header
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +140,7 @@ func TestUpstreamHeadersKept(t *testing.T) {
 		{
 			name:   "upstream CSP kept",
 			set:    map[string]string{"Content-Security-Policy": csp},
-			expect: map[string]string{"Content-Security-Policy": csp, "Strict-Transport-Security": "max-age=31536000; includeSubDomains"},
+			expect: map[string]string{"Content-Security-Policy": csp, "X-Frame-Options": "DENY"},
 		},
 		{
 			name:   "upstream HSTS kept",
@@ -152,6 +171,52 @@ func TestUpstreamHeadersKept(t *testing.T) {
 				got := resp.Header.Values(k)
 				if len(got) != 1 || got[0] != want {
 					t.Errorf("%s = %q, want exactly [%q]", k, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestHSTSOnlyOverHTTPS: Strict-Transport-Security goes on answers to
+// HTTPS requests, the gateway's own TLS or a trusted proxy's
+// X-Forwarded-Proto: https, and nowhere else; the other headers go
+// everywhere.
+func TestHSTSOnlyOverHTTPS(t *testing.T) {
+	https := func() *httptest.Server {
+		s := httptest.NewUnstartedServer(nil)
+		s.TLS = new(tls.Config)
+		return s
+	}
+	plain := func() *httptest.Server { return httptest.NewUnstartedServer(nil) }
+	tests := []struct {
+		name     string
+		srv      func() *httptest.Server
+		trusted  bool
+		xfp      string
+		wantHSTS bool
+	}{
+		{name: "plain HTTP", srv: plain},
+		{name: "gateway TLS", srv: https, wantHSTS: true},
+		{name: "trusted proxy says https", srv: plain, trusted: true, xfp: "https", wantHSTS: true},
+		{name: "trusted proxy says https first of two", srv: plain, trusted: true, xfp: "HTTPS, http", wantHSTS: true},
+		{name: "trusted proxy says http", srv: plain, trusted: true, xfp: "http"},
+		{name: "untrusted client claims https", srv: plain, xfp: "https"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := serveOn(t, tc.srv(), tc.trusted, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+			h := http.Header{}
+			if tc.xfp != "" {
+				h.Set("X-Forwarded-Proto", tc.xfp)
+			}
+			resp := getWith(t, srv.Client(), http.MethodGet, srv.URL, h)
+			got := resp.Header.Values(HSTS.Name)
+			if tc.wantHSTS != (len(got) == 1 && got[0] == HSTS.Value) || len(got) > 1 {
+				t.Errorf("%s = %q, want it: %v", HSTS.Name, got, tc.wantHSTS)
+			}
+			for _, d := range Defaults {
+				if resp.Header.Get(d.Name) != d.Value {
+					t.Errorf("%s = %q, want %q", d.Name, resp.Header.Get(d.Name), d.Value)
 				}
 			}
 		})
