@@ -43,4 +43,5 @@ go mod download
 # Jaeger v1.76.0 for the tracing tests: built once (about 8-10 minutes the
 # first time on 2 cores), then cached.
 ./scripts/build-jaeger.sh >/dev/null
+./scripts/build-pebble.sh >/dev/null
 echo "test-deps: ok"

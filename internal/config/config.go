@@ -67,6 +67,22 @@ type Static struct {
 	// must chain to; TLSClientAuth is TLS_CLIENT_AUTH: off (default),
 	// request or require.
 	TLSClientCA, TLSClientAuth string
+	// ACMEDomains is ACME_DOMAINS: names to obtain and renew certificates
+	// for automatically (lower case, each once); empty (default) = none.
+	// Not with TLS_CERT_FILE or TLS_CERTS_DIR.
+	ACMEDomains []string
+	// ACMEEmail is ACME_EMAIL, the account's contact; default empty.
+	ACMEEmail string
+	// ACMECA is ACME_CA, the directory URL; default Let's Encrypt's
+	// production directory.
+	ACMECA string
+	// ACMECARoot is ACME_CA_ROOT, a PEM file of the roots the directory's
+	// HTTPS certificate chains to; empty (default) = the system roots.
+	ACMECARoot string
+	// ACMEStorage is ACME_STORAGE, the directory of accounts, keys and
+	// certificates; default "./acme". In CLUSTER_MODE=redis they live in
+	// Redis instead.
+	ACMEStorage string
 	// HTTP2MaxConcurrentStreams is HTTP2_MAX_CONCURRENT_STREAMS, per
 	// connection; default 250.
 	HTTP2MaxConcurrentStreams int
@@ -309,6 +325,11 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c.TLSMinVersion = p.enum("TLS_MIN_VERSION", "1.2", "1.2", "1.3")
 	c.TLSClientCA = p.str("TLS_CLIENT_CA", "")
 	c.TLSClientAuth = p.enum("TLS_CLIENT_AUTH", "off", "off", "request", "require")
+	c.ACMEDomains = p.domains("ACME_DOMAINS")
+	c.ACMEEmail = p.str("ACME_EMAIL", "")
+	c.ACMECA = p.httpsURL("ACME_CA", LetsEncryptDirectory)
+	c.ACMECARoot = p.str("ACME_CA_ROOT", "")
+	c.ACMEStorage = p.str("ACME_STORAGE", "./acme")
 	c.HTTP2MaxConcurrentStreams = p.intVar("HTTP2_MAX_CONCURRENT_STREAMS", 250, 1, math.MaxInt32)
 	c.H2C = p.boolean("H2C", false)
 	if _, set := p.value("HTTP_REDIRECT_ADDR"); set {
@@ -441,8 +462,14 @@ func (c *Config) checkCrossField(p *parser) {
 	}
 }
 
+// LetsEncryptDirectory is ACME_CA's default: Let's Encrypt's production
+// ACME directory.
+const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
 // TLS reports whether GATEWAY_PORT serves HTTPS.
-func (c *Static) TLS() bool { return c.TLSCertFile != "" || c.TLSCertsDir != "" }
+func (c *Static) TLS() bool {
+	return c.TLSCertFile != "" || c.TLSCertsDir != "" || len(c.ACMEDomains) > 0
+}
 
 // checkTLS applies the rules between the TLS variables. Whether the files
 // exist and hold matching certificates and keys is checked when they are
@@ -457,6 +484,12 @@ func (c *Config) checkTLS(p *parser) {
 	if c.TLSCertsDir != "" && c.TLSCertFile != "" {
 		p.failf("TLS_CERTS_DIR", "set together with TLS_CERT_FILE: certificates come from one place (expected one of the two)")
 	}
+	if len(c.ACMEDomains) > 0 && (c.TLSCertsDir != "" || c.TLSCertFile != "") {
+		p.failf("ACME_DOMAINS", "set together with TLS_CERT_FILE or TLS_CERTS_DIR: certificates come from one place (expected one of them)")
+	}
+	if len(c.ACMEDomains) > 0 && c.TLSClientAuth != "off" {
+		p.failf("TLS_CLIENT_AUTH", "%s with ACME_DOMAINS: client certificates need TLS_CERT_FILE or TLS_CERTS_DIR for now", c.TLSClientAuth)
+	}
 	if c.TLSClientAuth != "off" && c.TLSClientCA == "" {
 		p.failf("TLS_CLIENT_CA", "not set: TLS_CLIENT_AUTH=%s needs the roots client certificates chain to (expected a PEM file)", c.TLSClientAuth)
 	}
@@ -468,11 +501,12 @@ func (c *Config) checkTLS(p *parser) {
 			p.failf("TLS_CLIENT_AUTH", "%s without TLS: client certificates need TLS_CERT_FILE or TLS_CERTS_DIR", c.TLSClientAuth)
 		}
 		if c.HTTPRedirectAddr != "" {
-			p.failf("HTTP_REDIRECT_ADDR", "set without TLS: it redirects to https, which needs TLS_CERT_FILE or TLS_CERTS_DIR")
+			p.failf("HTTP_REDIRECT_ADDR", "set without TLS: it redirects to https, which needs TLS_CERT_FILE, TLS_CERTS_DIR or ACME_DOMAINS")
 		}
 	}
 	for _, f := range []struct{ name, path string }{
 		{"TLS_CERT_FILE", c.TLSCertFile}, {"TLS_KEY_FILE", c.TLSKeyFile}, {"TLS_CERTS_DIR", c.TLSCertsDir}, {"TLS_CLIENT_CA", c.TLSClientCA},
+		{"ACME_CA_ROOT", c.ACMECARoot},
 	} {
 		if f.path == "" {
 			continue

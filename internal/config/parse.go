@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -349,6 +350,73 @@ func (p *parser) httpURL(name string) string {
 		return ""
 	}
 	return v
+}
+
+// httpsURL parses an absolute https:// URL, def when unset.
+func (p *parser) httpsURL(name, def string) string {
+	v, ok := p.value(name)
+	if !ok {
+		return def
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+		p.invalid(name, v, "an absolute https:// URL")
+		return def
+	}
+	return v
+}
+
+// domains parses a comma-separated list of DNS names (lower-cased, a
+// trailing dot dropped, each once). A wildcard is refused: it needs the
+// DNS-01 challenge, which the gateway does not solve; an IP address too:
+// public CAs do not issue for those over ACME's HTTP and TLS challenges.
+func (p *parser) domains(name string) []string {
+	v, ok := p.value(name)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		d := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(item)), ".")
+		if d == "" {
+			continue
+		}
+		if !validDNSName(d) {
+			p.invalid(name, item, "DNS names such as api.example.com, separated by commas (no wildcards, no IP addresses)")
+			continue
+		}
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		p.invalid(name, v, "at least one DNS name")
+	}
+	return out
+}
+
+// validDNSName accepts letters, digits and inner hyphens in labels of 1 to
+// 63 bytes, at least two labels, 253 bytes in all, the last label not all
+// digits (so no IPv4 address passes).
+func validDNSName(d string) bool {
+	if len(d) > 253 {
+		return false
+	}
+	labels := strings.Split(d, ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			if c := l[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return !isDigits(labels[len(labels)-1])
 }
 
 // databaseURL accepts a postgres:// URL or a libpq key=value DSN. The value may

@@ -148,9 +148,11 @@ func (g *Gateway) build(boot *config.Config) error {
 	if err != nil {
 		return err
 	}
-	if g.public, err = listener.NewPublic(cfg, listener.Options{
+	g.public, closeAll, err = listener.NewPublic(g.life, cfg, listener.Options{
 		Caps: connCaps(cfg, g.edge), Log: g.log, Registerer: g.metrics.Registry,
-	}); err != nil {
+	})
+	g.closers = append(g.closers, closeAll)
+	if err != nil {
 		return err
 	}
 	g.auth, closeAll, err = auth.Build(g.life, cfg, g.log, g.metrics.Registry)
@@ -359,7 +361,7 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 			closeAll()
 			return fmt.Errorf("HTTP_REDIRECT_ADDR: listening on %s: %w", a, err)
 		}
-		side = append(side, served{"redirect_addr", rln, g.newServer(g.pipeline.Ops(listener.Redirect(ln.Addr().String())))})
+		side = append(side, served{"redirect_addr", rln, g.newServer(g.pipeline.Ops(g.public.Challenges(listener.Redirect(ln.Addr().String()))))})
 	}
 
 	bg, stopBG := context.WithCancel(context.Background())

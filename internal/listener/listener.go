@@ -11,13 +11,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portcullis/portcullis/internal/acme"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/connlimit"
 	"github.com/portcullis/portcullis/internal/framing"
+	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/tlscert"
@@ -50,29 +53,76 @@ type Options struct {
 type Public struct {
 	cfg   *config.Static
 	o     Options
-	certs *tlscert.Store // nil for plain HTTP
+	certs *tlscert.Store // TLS_CERT_FILE / TLS_CERTS_DIR; nil otherwise
+	acme  *acme.Manager  // ACME_DOMAINS; nil otherwise
 	log   *slog.Logger
 }
 
 // NewPublic loads what GATEWAY_PORT serves with: the certificates when TLS
-// is on (an unreadable or mismatched file is an error naming its variable).
-func NewPublic(cfg *config.Static, o Options) (*Public, error) {
-	p := &Public{cfg: cfg, o: o, log: telemetry.Component(o.Log, "gateway")}
+// is on (an unreadable or mismatched file is an error naming its
+// variable), or the automatic-certificate manager with ACME_DOMAINS, which
+// lives until ctx ends and whose Redis client (cluster mode) closeAll
+// closes. closeAll is never nil.
+func NewPublic(ctx context.Context, cfg *config.Static, o Options) (p *Public, closeAll func(), err error) {
+	p = &Public{cfg: cfg, o: o, log: telemetry.Component(o.Log, "gateway")}
+	closeAll = func() {}
 	if !cfg.TLS() {
-		return p, nil
+		return p, closeAll, nil
 	}
-	var err error
+	if len(cfg.ACMEDomains) > 0 {
+		ao := acme.Options{
+			Domains: cfg.ACMEDomains, Email: cfg.ACMEEmail, CA: cfg.ACMECA, CARoot: cfg.ACMECARoot, Storage: cfg.ACMEStorage,
+			// The CA validates on the ports the gateway really binds.
+			TLSPort: portOf(cfg.ListenAddr), ListenHost: hostOf(cfg.ListenAddr),
+			HTTPPort:             portOf(cfg.HTTPRedirectAddr),
+			DisableHTTPChallenge: cfg.HTTPRedirectAddr == "",
+			Log:                  o.Log, Registerer: o.Registerer,
+		}
+		if cfg.ClusterMode == "redis" {
+			rdb := redisconn.New(redisconn.FromConfig(cfg), redisconn.ForACME())
+			ao.Redis, closeAll = rdb, func() { _ = rdb.Close() }
+		}
+		p.acme, err = acme.New(ctx, ao)
+		return p, closeAll, err
+	}
 	p.certs, err = tlscert.New(tlscert.Options{
 		CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, Dir: cfg.TLSCertsDir,
 		MinVersion:   cfg.TLSMinVersion,
 		ClientCAFile: cfg.TLSClientCA, ClientAuth: cfg.TLSClientAuth,
 		Log: o.Log, Registerer: o.Registerer,
 	})
-	return p, err
+	return p, closeAll, err
+}
+
+// portOf is addr's port as a number, 0 when it has none.
+func portOf(addr string) int {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
+func hostOf(addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	return host
 }
 
 // TLS reports whether the public listener serves HTTPS.
-func (p *Public) TLS() bool { return p.certs != nil }
+func (p *Public) TLS() bool { return p.certs != nil || p.acme != nil }
+
+// tlsConfig is the public listener's TLS configuration, nil for plain HTTP.
+func (p *Public) tlsConfig() (*tls.Config, error) {
+	switch {
+	case p.certs != nil:
+		return p.certs.TLSConfig(), nil
+	case p.acme != nil:
+		c := p.acme.TLSConfig()
+		return c, tlscert.Harden(c, p.cfg.TLSMinVersion)
+	}
+	return nil, nil
+}
 
 // Listen opens GATEWAY_PORT. Over TLS the handshake happens in the server,
 // so its deadline and errors are the server's; over plain HTTP each
@@ -84,11 +134,16 @@ func (p *Public) Listen() (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("GATEWAY_PORT: listening on %s: %w", p.cfg.ListenAddr, err)
 	}
+	tc, err := p.tlsConfig()
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	caps := p.o.Caps
 	caps.Log, caps.Registerer = p.log, p.o.Registerer
 	capped := connlimit.NewListener(ln, caps)
-	if p.certs != nil {
-		return tls.NewListener(capped, p.certs.TLSConfig()), nil
+	if tc != nil {
+		return tls.NewListener(capped, tc), nil
 	}
 	return framing.Listener{Listener: capped}, nil
 }
@@ -99,7 +154,7 @@ func (p *Public) Listen() (net.Listener, error) {
 func (p *Public) Server(h http.Handler, readHeaderTimeout time.Duration) *http.Server {
 	srv := Server(h, readHeaderTimeout, p.log)
 	srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: p.cfg.HTTP2MaxConcurrentStreams}
-	if p.certs != nil {
+	if p.TLS() {
 		srv.Protocols.SetHTTP2(true)
 	}
 	if p.cfg.H2C {
@@ -108,11 +163,29 @@ func (p *Public) Server(h http.Handler, readHeaderTimeout time.Duration) *http.S
 	return srv
 }
 
-// Run reloads the certificates when their files change, until ctx ends.
+// Run keeps the certificates current until ctx ends: it reloads the files
+// when they change, or starts obtaining and renewing the ACME_DOMAINS
+// certificates in the background. Call it once the listeners are bound: a
+// challenge presented while nothing holds its port would make the ACME
+// client bind it itself.
 func (p *Public) Run(ctx context.Context) {
-	if p.certs != nil {
+	switch {
+	case p.certs != nil:
 		p.certs.Run(ctx)
+	case p.acme != nil:
+		if err := p.acme.Manage(ctx); err != nil {
+			p.log.Error("automatic certificates not started", "error", err.Error())
+		}
 	}
+}
+
+// Challenges wraps the redirect listener's handler with the answers to
+// ACME HTTP-01 validations; without ACME it returns h.
+func (p *Public) Challenges(h http.Handler) http.Handler {
+	if p.acme == nil {
+		return h
+	}
+	return p.acme.HTTPChallenge(h)
 }
 
 // ReloadCertificates reads the certificate files again (SIGHUP); the ones

@@ -125,6 +125,22 @@ func ForCluster(op, background time.Duration) Tuning {
 	}
 }
 
+// ForACME is the certificate storage's tuning (ACME_DOMAINS with
+// CLUSTER_MODE=redis). Nothing on the request path waits for it: a
+// handshake reads certificates from memory, and the storage is read when a
+// certificate is obtained, renewed or loaded, and when another replica's
+// challenge is answered. Those calls may wait a few seconds and retry once,
+// rather than fail an order over one slow reply.
+func ForACME() Tuning {
+	return Tuning{
+		DialTimeout:  2 * time.Second,
+		ReadTimeout:  3 * time.Second,
+		WriteTimeout: 3 * time.Second,
+		Retries:      1,
+		PoolSize:     4,
+	}
+}
+
 // New returns a client for s tuned by t. It does not touch the network:
 // go-redis connects on the first command. The caller closes it.
 func New(s Server, t Tuning) redis.UniversalClient {

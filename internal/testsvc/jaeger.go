@@ -2,13 +2,14 @@ package testsvc
 
 import (
 	"fmt"
-	"github.com/portcullis/portcullis/internal/testutil"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // jaegerBinary is where scripts/build-jaeger.sh caches Jaeger v1.76.0.
@@ -16,16 +17,21 @@ func jaegerBinary() string {
 	if p := os.Getenv("PORTCULLIS_JAEGER"); p != "" {
 		return p
 	}
-	cache := os.Getenv("PORTCULLIS_TOOLS_CACHE")
-	if cache == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, _ := os.UserHomeDir()
-			base = filepath.Join(home, ".cache")
-		}
-		cache = filepath.Join(base, "portcullis")
+	return filepath.Join(toolsCache(), "jaeger-v1.76.0", "jaeger")
+}
+
+// toolsCache is where the scripts/build-*.sh scripts cache the test tools
+// they build: $PORTCULLIS_TOOLS_CACHE, else ~/.cache/portcullis.
+func toolsCache() string {
+	if cache := os.Getenv("PORTCULLIS_TOOLS_CACHE"); cache != "" {
+		return cache
 	}
-	return filepath.Join(cache, "jaeger-v1.76.0", "jaeger")
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "portcullis")
 }
 
 const jaegerConfig = `service:

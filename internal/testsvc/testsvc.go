@@ -1,5 +1,6 @@
-// Package testsvc starts real services (redis-server, PostgreSQL) for tests,
-// each private to the test that asked for it, on ephemeral 127.0.0.1 ports.
+// Package testsvc starts real services (redis-server, PostgreSQL, Jaeger,
+// the Pebble ACME server) for tests, each private to the test that asked
+// for it, on ephemeral 127.0.0.1 ports.
 //
 // Binaries are found with exec.LookPath and, for PostgreSQL, also under
 // /usr/lib/postgresql/*/bin (Debian's layout). When one is missing the test

@@ -203,6 +203,19 @@ var tls12Suites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
+// Harden sets the version floor (TLS_MIN_VERSION: "1.2", "1.3", "" for
+// 1.2) and the TLS 1.2 suites every server configuration of the gateway
+// uses, for a configuration built elsewhere (automatic certificates).
+func Harden(c *tls.Config, minVersion string) error {
+	v, ok := minVersions[minVersion]
+	if !ok {
+		return fmt.Errorf("TLS_MIN_VERSION: invalid value %q: expected 1.2 or 1.3", minVersion)
+	}
+	c.MinVersion = v
+	c.CipherSuites = append([]uint16(nil), tls12Suites...)
+	return nil
+}
+
 // TLSConfig returns a new server configuration over the store: the minimum
 // version, AEAD suites, NextProtos h2 and http/1.1 (change them on the
 // result before serving), and client certificates when configured.
