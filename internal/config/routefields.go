@@ -63,6 +63,14 @@ var routeFields = []routeField{
 	stringList("methods", `an array of methods such as ["GET","POST"]`, checkMethods, func(r *Route) *[]string { return &r.Methods }),
 	flag("breaker_on_5xx", false, func(r *Route) *bool { return &r.BreakerOn5xx }),
 	flag("upstream_keepalive", true, func(r *Route) *bool { return &r.UpstreamKeepalive }),
+	held[UpstreamTLS]("upstream_tls", `an object such as {"ca_file":"/etc/ca.pem","cert_file":"/etc/gw.crt","key_file":"/etc/gw.key","server_name":"api.internal"}`).
+		shown(func(r *Route) any {
+			if r.UpstreamTLS == nil {
+				return nil
+			}
+			return *r.UpstreamTLS
+		}),
+	flag("upstream_http2", false, func(r *Route) *bool { return &r.UpstreamHTTP2 }),
 }
 
 // routeField is one member of a route object; build it with member, held

@@ -27,6 +27,8 @@ var routeSample = map[string]string{
 	"methods":             `["GET"]`,
 	"breaker_on_5xx":      `true`,
 	"upstream_keepalive":  `false`,
+	"upstream_tls":        `{"server_name":"api.internal"}`,
+	"upstream_http2":      `true`,
 }
 
 // shownWithin are the members the view shows inside another one.

@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"net/url"
+	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,6 +71,32 @@ type Route struct {
 	// UpstreamKeepalive is upstream_keepalive: upstream connections are
 	// reused; false = a fresh connection per request; default true.
 	UpstreamKeepalive bool
+	// UpstreamTLS is upstream_tls: how https targets are verified and
+	// whether the gateway shows them a client certificate; nil = the
+	// system roots, the target's host name, no client certificate.
+	UpstreamTLS *UpstreamTLS
+	// UpstreamHTTP2 is upstream_http2: https targets are offered HTTP/2 by
+	// ALPN (gRPC backends); default false (HTTP/1.1). h2c:// targets always
+	// speak cleartext HTTP/2.
+	UpstreamHTTP2 bool
+}
+
+// UpstreamTLS is a route's upstream_tls object. The files are read when the
+// route table is built, at boot and on every reload.
+type UpstreamTLS struct {
+	// CAFile is ca_file: PEM roots the targets' certificates must chain
+	// to, instead of the system roots.
+	CAFile string `json:"ca_file,omitempty"`
+	// CertFile and KeyFile are cert_file and key_file: a client
+	// certificate and its key, shown to the targets (mutual TLS).
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+	// ServerName is server_name: the name verified in the targets'
+	// certificates (and sent as SNI) instead of each target's host.
+	ServerName string `json:"server_name,omitempty"`
+	// InsecureSkipVerify is insecure_skip_verify: no verification at all;
+	// refused in production.
+	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
 }
 
 // Bounds of route fields.
@@ -110,6 +138,42 @@ type routeBuilder struct {
 	seen   map[string]string // prefix → label of the route that has it
 	routes []Route
 	count  int // route entries found, valid or not
+	// speech records, per backend URL, the first route that speaks to it
+	// (see sameSpeech).
+	speech map[string]speech
+}
+
+// speech is how a route speaks to its https and h2c backends.
+type speech struct {
+	label string
+	tls   *UpstreamTLS
+	http2 bool
+}
+
+// sameSpeech checks that every route naming one of r's backends speaks to
+// it the same way: a backend is one connection pool, one health state and
+// one breaker, probed with one set of TLS settings, so two routes that
+// disagree about its upstream_tls or upstream_http2 would have one of them
+// silently win.
+func (b *routeBuilder) sameSpeech(r Route, label string) {
+	if b.speech == nil {
+		b.speech = map[string]speech{}
+	}
+	mine := speech{label: label, tls: r.UpstreamTLS, http2: r.UpstreamHTTP2}
+	for _, t := range r.Targets {
+		if t.URL.Scheme == "http" {
+			continue // plain HTTP/1.1 whatever the route says
+		}
+		key := t.URL.String()
+		first, ok := b.speech[key]
+		if !ok {
+			b.speech[key] = mine
+			continue
+		}
+		if first.http2 != mine.http2 || !reflect.DeepEqual(first.tls, mine.tls) {
+			b.p.failf(label, "target %s is also a target of %s with other upstream_tls or upstream_http2 settings (expected the same: a backend has one connection pool and one health state)", quote(key), first.label)
+		}
+	}
 }
 
 // loadRoutes fills Routes and RoutesSource; it runs after the global variables
@@ -216,6 +280,7 @@ func (b *routeBuilder) routeArray(name string, items []json.RawMessage) {
 			continue
 		}
 		if r, ok := b.routeObject(label, given, bad); ok && len(b.p.errs) == before {
+			b.sameSpeech(r, label)
 			b.routes = append(b.routes, r)
 		}
 	}
@@ -262,6 +327,9 @@ func (b *routeBuilder) crossCheck(r *Route, label string, given map[string]any, 
 	}
 
 	r.Targets = b.pool(label, given, bad)
+	if ut, ok := givenAs[UpstreamTLS](given, "upstream_tls"); ok && !bad["upstream_tls"] {
+		r.UpstreamTLS = b.upstreamTLS(label+".upstream_tls", ut)
+	}
 
 	// A burst sizes the bucket rate_limit_rps fills: alone it limits
 	// nothing. The rate counts as given when it is a number other than 0,
@@ -272,6 +340,38 @@ func (b *routeBuilder) crossCheck(r *Route, label string, given map[string]any, 
 	if r.RateLimitRPS > 0 && r.RateLimitBurst == 0 {
 		r.RateLimitBurst = int(math.Ceil(r.RateLimitRPS))
 	}
+}
+
+// upstreamTLS checks a route's upstream_tls: the files readable, a
+// certificate with its key, and insecure_skip_verify refused in production
+// (anyone on the path to the backend could read and change the traffic)
+// and warned about elsewhere.
+func (b *routeBuilder) upstreamTLS(label string, ut UpstreamTLS) *UpstreamTLS {
+	p := b.p
+	for name, path := range map[string]string{"ca_file": ut.CAFile, "cert_file": ut.CertFile, "key_file": ut.KeyFile} {
+		if path == "" {
+			continue
+		}
+		if fi, err := os.Stat(path); err != nil {
+			p.failf(label+"."+name, "cannot read %s: %v", quote(path), errors.Unwrap(err))
+		} else if fi.IsDir() {
+			p.failf(label+"."+name, "%s is a directory (expected a PEM file)", quote(path))
+		}
+	}
+	if (ut.CertFile == "") != (ut.KeyFile == "") {
+		p.failf(label, "cert_file and key_file go together (a client certificate and its key)")
+	}
+	if ut.ServerName != "" && !validHost(ut.ServerName) {
+		p.failf(label+".server_name", "invalid value %s: expected a host name", quote(ut.ServerName))
+	}
+	if ut.InsecureSkipVerify {
+		if p.production {
+			p.failf(label+".insecure_skip_verify", "refused in production: the backends' certificates would not be verified (expected ca_file with their CA)")
+		} else {
+			p.warnf("%s.insecure_skip_verify: true: the backends' certificates are not verified; production refuses it", label)
+		}
+	}
+	return &ut
 }
 
 // pool gathers a route object's targets: target_url's, each with weight,
@@ -403,7 +503,7 @@ type targetPool struct {
 func (tp *targetPool) add(name, s string, weight int) {
 	u, why := parseTarget(s)
 	if why != "" {
-		tp.p.failf(name, "invalid value %s: expected an absolute http:// or https:// URL (%s)", quote(s), why)
+		tp.p.failf(name, "invalid value %s: expected an absolute http://, https:// or h2c:// URL (%s)", quote(s), why)
 		tp.bad = true
 		return
 	}
@@ -453,8 +553,8 @@ func parseTarget(s string) (*url.URL, string) {
 	switch {
 	case err != nil:
 		return nil, "not a URL"
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, "scheme must be http or https"
+	case u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "h2c":
+		return nil, "scheme must be http, https or h2c"
 	case u.Opaque != "" || u.Host == "":
 		return nil, "no host"
 	case u.User != nil:

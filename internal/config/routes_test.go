@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -170,7 +171,7 @@ func TestRouteProblems(t *testing.T) {
 		{name: "null", env: sr(`null`), want: []string{`SERVICE_ROUTES: invalid value "null": expected a JSON array of route objects (it is null)`}},
 		{name: "trailing data", env: sr(`[{"prefix":"/a","target_url":"http://a"}] []`), want: []string{`SERVICE_ROUTES: invalid value: trailing data after the JSON array`}},
 		{name: "element not an object", env: sr(`[{"prefix":"/a","target_url":"http://a"}, "/b"]`), want: []string{`SERVICE_ROUTES[1]: invalid value "/b": expected a JSON object`}},
-		{name: "unknown field", env: sr(`[{"prefix":"/a","target_url":"http://a","retries":3}]`), want: []string{`SERVICE_ROUTES[0]: unknown field "retries" (expected one of algo, breaker_on_5xx, cache_authenticated, cache_ttl_secs, max_body_bytes, methods, prefix, rate_limit_burst, rate_limit_rps, require_auth, strip_prefix, target_url, targets, timeout_secs, upstream_keepalive, weight)`}},
+		{name: "unknown field", env: sr(`[{"prefix":"/a","target_url":"http://a","retries":3}]`), want: []string{`SERVICE_ROUTES[0]: unknown field "retries" (expected one of algo, breaker_on_5xx, cache_authenticated, cache_ttl_secs, max_body_bytes, methods, prefix, rate_limit_burst, rate_limit_rps, require_auth, strip_prefix, target_url, targets, timeout_secs, upstream_http2, upstream_keepalive, upstream_tls, weight)`}},
 		{name: "field in another case", env: sr(`[{"Prefix":"/a","target_url":"http://a"}]`), want: []string{`SERVICE_ROUTES[0]: unknown field "Prefix" (did you mean "prefix"?)`}},
 		{name: "field given twice", env: sr(`[{"prefix":"/a","prefix":"/b","target_url":"http://a"}]`), want: []string{`SERVICE_ROUTES[0].prefix: given twice`}},
 		{name: "unknown target field", env: sr(`[{"prefix":"/a","targets":[{"url":"http://a","wieght":2}]}]`), want: []string{`SERVICE_ROUTES[0].targets[0]: unknown field "wieght" (expected one of url, weight)`}},
@@ -213,14 +214,24 @@ func TestRouteProblems(t *testing.T) {
 			want: []string{`SERVICE_ROUTES[0].targets[0].url: duplicate target "http://a:80" in the route's pool`}},
 
 		// Target URLs.
-		{name: "relative URL", env: sr(`[{"prefix":"/a","target_url":"/b"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "/b": expected an absolute http:// or https:// URL (scheme must be http or https)`}},
+		{name: "upstream_tls key without certificate", env: sr(`[{"prefix":"/a","target_url":"https://a","upstream_tls":{"key_file":"` + os.Args[0] + `"}}]`),
+			want: []string{`SERVICE_ROUTES[0].upstream_tls: cert_file and key_file go together`}},
+		{name: "upstream_tls CA missing", env: sr(`[{"prefix":"/a","target_url":"https://a","upstream_tls":{"ca_file":"/nonexistent/ca.pem"}}]`),
+			want: []string{`SERVICE_ROUTES[0].upstream_tls.ca_file: cannot read "/nonexistent/ca.pem": no such file or directory`}},
+		{name: "upstream_tls unknown member", env: sr(`[{"prefix":"/a","target_url":"https://a","upstream_tls":{"verify":false}}]`),
+			want: []string{`SERVICE_ROUTES[0].upstream_tls: `}},
+		{name: "upstream_tls insecure in production", env: map[string]string{"GATEWAY_ENV": "production", "SERVICE_ROUTES": `[{"prefix":"/a","target_url":"https://a","upstream_tls":{"insecure_skip_verify":true}}]`},
+			want: []string{`SERVICE_ROUTES[0].upstream_tls.insecure_skip_verify: refused in production`}},
+		{name: "one backend, two ways to speak to it", env: sr(`[{"prefix":"/a","target_url":"https://b","upstream_http2":true},{"prefix":"/c","target_url":"https://b"}]`),
+			want: []string{`SERVICE_ROUTES[1]: target "https://b" is also a target of SERVICE_ROUTES[0] with other upstream_tls or upstream_http2 settings`}},
+		{name: "relative URL", env: sr(`[{"prefix":"/a","target_url":"/b"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "/b": expected an absolute http://, https:// or h2c:// URL (scheme must be http, https or h2c)`}},
 		{name: "host:port without scheme", env: sr(`[{"prefix":"/a","target_url":"backend:8080"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "backend:8080"`}},
 		{name: "scheme", env: sr(`[{"prefix":"/a","target_url":"ftp://a"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "ftp://a"`}},
-		{name: "no host", env: sr(`[{"prefix":"/a","target_url":"http:///x"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http:///x": expected an absolute http:// or https:// URL (no host)`}},
-		{name: "user info", env: sr(`[{"prefix":"/a","target_url":"http://u@a"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://[redacted]@a": expected an absolute http:// or https:// URL (user info is not allowed)`}},
-		{name: "query", env: sr(`[{"prefix":"/a","target_url":"http://a/?x=1"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://a/?x=1": expected an absolute http:// or https:// URL (a query is not allowed)`}},
+		{name: "no host", env: sr(`[{"prefix":"/a","target_url":"http:///x"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http:///x": expected an absolute http://, https:// or h2c:// URL (no host)`}},
+		{name: "user info", env: sr(`[{"prefix":"/a","target_url":"http://u@a"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://[redacted]@a": expected an absolute http://, https:// or h2c:// URL (user info is not allowed)`}},
+		{name: "query", env: sr(`[{"prefix":"/a","target_url":"http://a/?x=1"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://a/?x=1": expected an absolute http://, https:// or h2c:// URL (a query is not allowed)`}},
 		{name: "empty query", env: sr(`[{"prefix":"/a","target_url":"http://a/?"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://a/?"`}},
-		{name: "fragment", env: sr(`[{"prefix":"/a","targets":[{"url":"http://a/#x"}]}]`), want: []string{`SERVICE_ROUTES[0].targets[0].url: invalid value "http://a/#x": expected an absolute http:// or https:// URL (a fragment is not allowed)`}},
+		{name: "fragment", env: sr(`[{"prefix":"/a","targets":[{"url":"http://a/#x"}]}]`), want: []string{`SERVICE_ROUTES[0].targets[0].url: invalid value "http://a/#x": expected an absolute http://, https:// or h2c:// URL (a fragment is not allowed)`}},
 		{name: "bad port", env: sr(`[{"prefix":"/a","target_url":"http://a:0"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://a:0"`}},
 		{name: "base path with dot-dot", env: sr(`[{"prefix":"/a","target_url":"http://a/x/../y"}]`), want: []string{`SERVICE_ROUTES[0].target_url: invalid value "http://a/x/../y"`}},
 		{name: "one bad URL in a pool", env: map[string]string{"ROUTE_A_PREFIX": "/a", "ROUTE_A_URL": "http://a,b:80"}, want: []string{`ROUTE_A_URL: invalid value "b:80"`}},

@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -118,6 +119,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		HideHeaders:     cfg.HideUpstreamHeaders,
 		Metrics:         g.metrics,
 		Log:             telemetry.Component(log, "proxy"),
+	}
+	g.engine.ClientFor = func(tc *tls.Config, http2 bool) proxy.Client {
+		return upstreamclient.NewRouteClient(upstreamclient.RouteOptions{
+			TLS: tc, HTTP2: http2, Plain: g.engine.Client,
+			MaxIdlePerHost: cfg.MaxIdleConns, IdleTimeout: cfg.IdleConnTimeout, DialTimeout: cfg.UpstreamDialTimeout,
+		})
 	}
 	g.life, g.stopLife = context.WithCancel(context.Background())
 	ok := false

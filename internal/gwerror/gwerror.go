@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/portcullis/portcullis/internal/request"
@@ -15,6 +16,10 @@ import (
 // Write sends status with a JSON body naming msg and the request ID. msg is
 // gateway-controlled text; it is JSON-escaped anyway.
 func Write(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	if IsGRPC(r) {
+		writeGRPC(w, r, status, msg)
+		return
+	}
 	id := ""
 	if in := request.From(r.Context()); in != nil {
 		id = in.ID
@@ -73,4 +78,71 @@ func JSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// IsGRPC reports whether r is a gRPC call (Content-Type application/grpc,
+// application/grpc+proto, ...): its client reads a status from the
+// grpc-status header, not the HTTP status.
+func IsGRPC(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return len(ct) >= 16 && strings.EqualFold(ct[:16], "application/grpc") && (len(ct) == 16 || ct[16] == '+' || ct[16] == ';')
+}
+
+// grpcCodes maps the gateway's own refusals to gRPC status codes, as
+// Envoy's local replies do.
+var grpcCodes = map[int]string{
+	http.StatusBadRequest:            "13", // INTERNAL: the call is malformed
+	http.StatusUnauthorized:          "16", // UNAUTHENTICATED
+	http.StatusForbidden:             "7",  // PERMISSION_DENIED
+	http.StatusNotFound:              "12", // UNIMPLEMENTED: no route serves the method
+	http.StatusMethodNotAllowed:      "12",
+	http.StatusRequestEntityTooLarge: "8", // RESOURCE_EXHAUSTED
+	http.StatusTooManyRequests:       "8",
+	http.StatusBadGateway:            "14", // UNAVAILABLE
+	http.StatusServiceUnavailable:    "14",
+	http.StatusGatewayTimeout:        "4", // DEADLINE_EXCEEDED
+}
+
+// writeGRPC answers a gRPC call with a trailers-only response: HTTP 200
+// with grpc-status and grpc-message (percent-encoded) in the headers. The
+// access log and metrics still record the HTTP status the refusal stands
+// for.
+func writeGRPC(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	code, ok := grpcCodes[status]
+	if !ok {
+		code = "2" // UNKNOWN
+	}
+	if in := request.From(r.Context()); in != nil && in.LogStatus == 0 {
+		in.LogStatus = status
+	}
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Del("Content-Encoding")
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", code)
+	h.Set("Grpc-Message", grpcMessage(msg))
+	w.WriteHeader(http.StatusOK)
+}
+
+// grpcMessage percent-encodes what the gRPC protocol wants encoded in
+// grpc-message: '%' and bytes outside printable ASCII.
+func grpcMessage(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			if b != nil {
+				b = append(b, c)
+			}
+			continue
+		}
+		if b == nil {
+			b = append([]byte(nil), s[:i]...)
+		}
+		b = append(b, '%', hex[c>>4], hex[c&15])
+	}
+	if b == nil {
+		return s
+	}
+	return string(b)
 }

@@ -332,7 +332,14 @@ func (c *Checker) probe(ctx context.Context, b *upstream.Backend) (reason string
 		return fmt.Sprintf("building probe request: %v", err), false
 	}
 	req.Header.Set("User-Agent", UserAgent)
-	resp, err := c.client.Do(req)
+	client := c.client
+	if rt := b.ProbeClient(); rt != nil {
+		// The route's own client: its TLS settings, HTTP/2, h2c.
+		cc := *c.client
+		cc.Transport = rt
+		client = &cc
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err.Error(), false
 	}

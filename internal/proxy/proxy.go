@@ -8,6 +8,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -51,7 +52,12 @@ const MinBufferBudget = 64 << 20
 // uses: the upstream client, the retry policy, the request-buffering
 // budget, and the upstream metrics.
 type Engine struct {
-	Client          Client
+	Client Client
+	// ClientFor builds the client of a route that needs its own: https
+	// targets verified with tlsConfig (upstream_tls; nil = the defaults),
+	// HTTP/2 offered to them (upstream_http2), h2c:// targets. nil = every
+	// route uses Client.
+	ClientFor       func(tlsConfig *tls.Config, http2 bool) Client
 	RetryMax        int           // attempts per request, first included (RETRY_MAX)
 	BodyReadTimeout time.Duration // BODY_READ_TIMEOUT
 	// BufferBytes is REQUEST_BUFFER_BYTES: a body up to this size is read
@@ -121,6 +127,9 @@ type Route struct {
 	// Keepalive (upstream_keepalive) reuses upstream connections; false
 	// sends each request on a connection of its own, closed after it.
 	Keepalive bool
+	// Client is the route's own client (Engine.ClientFor); nil = the
+	// engine's.
+	Client Client
 }
 
 // Handler proxies requests of one route.
@@ -183,6 +192,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.body = &clientBody{r: r.Body, rc: http.NewResponseController(w), limit: h.route.MaxBody, timeout: h.shared.BodyReadTimeout}
 		r.Body = st.body
 		defer func() { h.shared.buffered.Add(-st.held) }()
+		if gwerror.IsGRPC(r) {
+			// A gRPC stream's messages go upstream as they come: a
+			// bidirectional call waits for answers between them, so
+			// reading ahead (to buffer, or to check framing HTTP/2 does
+			// not have) would stall it.
+			h.rp.ServeHTTP(w, r)
+			return
+		}
 		if err := h.buffer(r, st); err != nil {
 			errorHandler(w, r, err)
 			return
@@ -451,7 +468,11 @@ func (t *transport) RoundTrip(out *http.Request) (*http.Response, error) {
 			sh.Propagator.Inject(sctx, propagation.HeaderCarrier(req.Header))
 		}
 		start := time.Now()
-		resp, err := sh.Client.RoundTrip(req)
+		client := sh.Client
+		if rt.Client != nil {
+			client = rt.Client
+		}
+		resp, err := client.RoundTrip(req)
 		sh.upstreamObserver(b).Observe(time.Since(start).Seconds())
 		if span != nil {
 			switch {

@@ -5,9 +5,13 @@
 package routetable
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
+	"os"
 	"reflect"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +97,17 @@ func BuildFrom(prev *Snapshot, routes []config.Route, reg *upstream.Registry, sh
 		if err != nil {
 			return nil, fmt.Errorf("route %d (%s): %w", i, rc.Prefix, err)
 		}
+		client, err := routeClient(rc, sh)
+		if err != nil {
+			return nil, fmt.Errorf("route %d (%s): %w", i, rc.Prefix, err)
+		}
+		if client != nil {
+			if rt, ok := client.(http.RoundTripper); ok {
+				for _, m := range pool.Members {
+					m.Backend.SetProbeClient(rt)
+				}
+			}
+		}
 		pr := &proxy.Route{
 			Prefix:       rc.Prefix,
 			StripPrefix:  rc.StripPrefix,
@@ -103,6 +118,7 @@ func BuildFrom(prev *Snapshot, routes []config.Route, reg *upstream.Registry, sh
 			Budget:       proxy.NewRetryBudget(0.2, 1, 10*time.Second, nil),
 			BreakerOn5xx: rc.BreakerOn5xx,
 			Keepalive:    rc.UpstreamKeepalive,
+			Client:       client,
 		}
 		var h http.Handler = proxy.New(pr, sh)
 		if wrap != nil {
@@ -120,6 +136,52 @@ func BuildFrom(prev *Snapshot, routes []config.Route, reg *upstream.Registry, sh
 	}
 	s.Table = t
 	return s, nil
+}
+
+// routeClient is the route's own upstream client when it needs one
+// (upstream_tls, upstream_http2, h2c:// targets), nil when the engine's
+// serves it. The upstream_tls files are read here, at every build, so a
+// reload picks up a rotated CA or client certificate.
+func routeClient(rc config.Route, sh *proxy.Engine) (proxy.Client, error) {
+	h2c := slices.ContainsFunc(rc.Targets, func(t config.Target) bool { return t.URL.Scheme == "h2c" })
+	if sh.ClientFor == nil || (rc.UpstreamTLS == nil && !rc.UpstreamHTTP2 && !h2c) {
+		return nil, nil
+	}
+	tc, err := upstreamTLS(rc.UpstreamTLS)
+	if err != nil {
+		return nil, err
+	}
+	return sh.ClientFor(tc, rc.UpstreamHTTP2), nil
+}
+
+// upstreamTLS is the client TLS configuration of an upstream_tls object.
+func upstreamTLS(ut *config.UpstreamTLS) (*tls.Config, error) {
+	if ut == nil {
+		return nil, nil
+	}
+	tc := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         ut.ServerName,
+		InsecureSkipVerify: ut.InsecureSkipVerify, // refused in production by config
+	}
+	if ut.CAFile != "" {
+		pem, err := os.ReadFile(ut.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream_tls.ca_file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("upstream_tls.ca_file: %s holds no PEM certificate", ut.CAFile)
+		}
+	}
+	if ut.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(ut.CertFile, ut.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream_tls.cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 // Holder holds the snapshot in force.

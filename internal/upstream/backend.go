@@ -6,6 +6,7 @@ package upstream
 
 import (
 	"errors"
+	"net/http"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -96,6 +97,24 @@ type Backend struct {
 	ejectPercent int
 	ejectMu      *sync.Mutex // shared by the backends of one registry
 	onCapped     func(*Backend)
+
+	// probe is the client health checks reach b with when its route
+	// speaks something other than the defaults (upstream_tls, HTTP/2,
+	// h2c); nil = the checker's own.
+	probe atomic.Pointer[http.RoundTripper]
+}
+
+// SetProbeClient makes health checks reach b through rt, the client its
+// route's requests use; the last route table built decides when routes
+// sharing b differ.
+func (b *Backend) SetProbeClient(rt http.RoundTripper) { b.probe.Store(&rt) }
+
+// ProbeClient is the client set by SetProbeClient, nil when none.
+func (b *Backend) ProbeClient() http.RoundTripper {
+	if p := b.probe.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Retired reports whether a reload dropped b from every route (see

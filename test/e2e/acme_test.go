@@ -37,7 +37,9 @@ func TestACMEObtainsAndServesACertificate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tlsPort, httpPort := freePort(t), freePort(t)
 			ca := testsvc.Pebble(t, testsvc.PebbleOptions{HTTPPort: httpPort, TLSPort: tlsPort})
-			up := backend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello over "+r.Header.Get("X-Forwarded-Proto")) })
+			up := backend(t, func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "hello over "+r.Header.Get("X-Forwarded-Proto"))
+			})
 			env := []string{
 				"GATEWAY_PORT=127.0.0.1:" + strconv.Itoa(tlsPort),
 				"ACME_DOMAINS=gw.portcullis.test", "ACME_EMAIL=ops@portcullis.test",

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/portcullis/portcullis/internal/gwerror"
+
 	"github.com/klauspost/compress/gzhttp"
 )
 
@@ -54,9 +56,11 @@ var pairs = sync.Pool{New: func() any { return new(pair) }}
 
 func (s *step) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(r.Header["Accept-Encoding"]) == 0 || r.Method == http.MethodHead ||
-		len(r.Header["Upgrade"]) > 0 || strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
-		// Nothing to encode for this client; upgrades and event streams
-		// are never buffered behind an encoder.
+		len(r.Header["Upgrade"]) > 0 || strings.Contains(r.Header.Get("Accept"), "text/event-stream") ||
+		gwerror.IsGRPC(r) {
+		// Nothing to encode for this client; upgrades, event streams and
+		// gRPC (which compresses its own messages) are never buffered
+		// behind an encoder.
 		s.plain.ServeHTTP(w, r)
 		return
 	}
