@@ -89,6 +89,9 @@ type Static struct {
 	// H2C is H2C: cleartext HTTP/2 with prior knowledge on a plain-HTTP
 	// GATEWAY_PORT, for platform load balancers; default false.
 	H2C bool
+	// HTTP3 is HTTP3: also serve HTTP/3 over QUIC on GATEWAY_PORT's port
+	// number (UDP) and advertise it with Alt-Svc; needs TLS; default false.
+	HTTP3 bool
 	// HTTPRedirectAddr is HTTP_REDIRECT_ADDR, normalised like ListenAddr:
 	// a plain-HTTP listener that 308-redirects to https; empty (default) =
 	// none.
@@ -332,6 +335,7 @@ func Load(lookup func(string) (string, bool), environ []string) (*Config, error)
 	c.ACMEStorage = p.str("ACME_STORAGE", "./acme")
 	c.HTTP2MaxConcurrentStreams = p.intVar("HTTP2_MAX_CONCURRENT_STREAMS", 250, 1, math.MaxInt32)
 	c.H2C = p.boolean("H2C", false)
+	c.HTTP3 = p.boolean("HTTP3", false)
 	if _, set := p.value("HTTP_REDIRECT_ADDR"); set {
 		c.HTTPRedirectAddr = p.addr("HTTP_REDIRECT_ADDR", "")
 	}
@@ -502,6 +506,9 @@ func (c *Config) checkTLS(p *parser) {
 		}
 		if c.HTTPRedirectAddr != "" {
 			p.failf("HTTP_REDIRECT_ADDR", "set without TLS: it redirects to https, which needs TLS_CERT_FILE, TLS_CERTS_DIR or ACME_DOMAINS")
+		}
+		if c.HTTP3 {
+			p.failf("HTTP3", "true without TLS: HTTP/3 runs over QUIC, which is always encrypted (set TLS_CERT_FILE, TLS_CERTS_DIR or ACME_DOMAINS)")
 		}
 	}
 	for _, f := range []struct{ name, path string }{

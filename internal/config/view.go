@@ -120,6 +120,7 @@ func (c *Config) View() View {
 		"ACME_STORAGE":                 c.ACMEStorage,
 		"HTTP2_MAX_CONCURRENT_STREAMS": c.HTTP2MaxConcurrentStreams,
 		"H2C":                          c.H2C,
+		"HTTP3":                        c.HTTP3,
 		"HTTP_REDIRECT_ADDR":           c.HTTPRedirectAddr,
 		"JWT_SECRET":                   secret(c.JWTSecret != ""),
 		"JWT_ISSUER":                   c.JWTIssuer,

@@ -342,7 +342,18 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	if err != nil {
 		return err
 	}
-	srv := g.public.Server(g.handler, g.readHeaderTimeout)
+	// HTTP/3 (HTTP3=true) on the same port number over UDP, advertised to
+	// the TCP clients.
+	h := g.handler
+	var q *listener.QUIC
+	if g.public.HTTP3() {
+		if q, err = g.public.ListenQUIC(ln.Addr(), g.handler); err != nil {
+			ln.Close()
+			return err
+		}
+		h = listener.WithAltSvc(h, q)
+	}
+	srv := g.public.Server(h, g.readHeaderTimeout)
 	srv.ConnState = g.connState
 
 	// The side listeners: ops (unless OPS_ADDR=public) and the redirect
@@ -350,6 +361,9 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	var side []served
 	closeAll := func() {
 		ln.Close()
+		if q != nil {
+			q.Close()
+		}
 		for _, sv := range side {
 			sv.ln.Close()
 		}
@@ -384,9 +398,13 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	wg.Go(func() { g.pipeline.Run(bg) })
 	wg.Go(func() { g.reload.Watch(bg) })
 
-	errc := make(chan error, 1+len(side))
+	errc := make(chan error, 2+len(side))
 	go func() { errc <- srv.Serve(ln) }()
 	attrs := []any{"addr", ln.Addr().String(), "tls", g.public.TLS(), "routes", len(g.snap.Load().Routes), "version", Version}
+	if q != nil {
+		go func() { errc <- q.Serve() }()
+		attrs = append(attrs, "http3_addr", q.Addr().String())
+	}
 	var opsAddr net.Addr
 	for _, sv := range side {
 		go func() { errc <- sv.srv.Serve(sv.ln) }()
@@ -406,6 +424,9 @@ func (g *Gateway) Run(ctx context.Context, ready func(public, ops net.Addr)) err
 	case serveErr = <-errc:
 	}
 	g.shutdown(srv, side)
+	if q != nil {
+		q.Close()
+	}
 	stopBG()
 	g.stopLife()
 	for _, c := range g.closers {

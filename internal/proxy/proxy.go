@@ -162,18 +162,19 @@ func New(rt *Route, sh *Engine) *Handler {
 		BufferPool:   &sh.bufPool,
 		ErrorLog:     sh.errorLog.logger(),
 	}
-	if len(sh.HideHeaders) > 0 {
-		h.rp.ModifyResponse = sh.hideHeaders
-	}
+	h.rp.ModifyResponse = sh.hideHeaders
 	return h
 }
 
-// hideHeaders removes HIDE_UPSTREAM_HEADERS from an upstream answer: a
-// Server or X-Powered-By tells an attacker which exploits to try.
+// hideHeaders removes HIDE_UPSTREAM_HEADERS from an upstream answer (a
+// Server or X-Powered-By tells an attacker which exploits to try), and
+// always Alt-Svc: a backend's alternative services name the backend, not
+// the gateway clients must keep talking to.
 func (sh *Engine) hideHeaders(resp *http.Response) error {
 	for _, k := range sh.HideHeaders {
 		delete(resp.Header, k)
 	}
+	delete(resp.Header, "Alt-Svc")
 	return nil
 }
 
