@@ -51,7 +51,8 @@ type Options struct {
 // Public is the public listener's configuration, checked and loaded at
 // boot (certificates included), before anything listens.
 type Public struct {
-	cfg   *config.Static
+	handshakes *prometheus.CounterVec // tls_handshakes_total{version}
+	cfg        *config.Static
 	o     Options
 	certs *tlscert.Store // TLS_CERT_FILE / TLS_CERTS_DIR; nil otherwise
 	acme  *acme.Manager  // ACME_DOMAINS; nil otherwise
@@ -68,6 +69,18 @@ func NewPublic(ctx context.Context, cfg *config.Static, o Options) (p *Public, c
 	closeAll = func() {}
 	if !cfg.TLS() {
 		return p, closeAll, nil
+	}
+	p.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tls_handshakes_total",
+		Help: "Completed TLS handshakes on the public listener (TCP and QUIC), by protocol version.",
+	}, []string{"version"})
+	if o.Registerer != nil {
+		if err := o.Registerer.Register(p.handshakes); err != nil {
+			return nil, closeAll, err
+		}
+	}
+	for _, v := range []string{"1.2", "1.3"} {
+		p.handshakes.WithLabelValues(v)
 	}
 	if len(cfg.ACMEDomains) > 0 {
 		ao := acme.Options{
@@ -114,14 +127,31 @@ func (p *Public) TLS() bool { return p.certs != nil || p.acme != nil }
 
 // tlsConfig is the public listener's TLS configuration, nil for plain HTTP.
 func (p *Public) tlsConfig() (*tls.Config, error) {
+	var c *tls.Config
 	switch {
 	case p.certs != nil:
-		return p.certs.TLSConfig(), nil
+		c = p.certs.TLSConfig()
 	case p.acme != nil:
-		c := p.acme.TLSConfig()
-		return c, tlscert.Harden(c, p.cfg.TLSMinVersion)
+		c = p.acme.TLSConfig()
+		if err := tlscert.Harden(c, p.cfg.TLSMinVersion); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, nil
 	}
-	return nil, nil
+	// VerifyConnection runs once per completed handshake, resumed ones
+	// included, with the negotiated version: the count by version tells
+	// when raising TLS_MIN_VERSION would turn clients away.
+	v12, v13 := p.handshakes.WithLabelValues("1.2"), p.handshakes.WithLabelValues("1.3")
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if cs.Version == tls.VersionTLS13 {
+			v13.Inc()
+		} else {
+			v12.Inc()
+		}
+		return nil
+	}
+	return c, nil
 }
 
 // Listen opens GATEWAY_PORT. Over TLS the handshake happens in the server,

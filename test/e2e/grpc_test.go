@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -74,10 +75,11 @@ func TestGRPCProxiedEndToEnd(t *testing.T) {
 	s := newTLSSetup(t)
 	s.write(t, "gw", "gw", "gw.portcullis.test")
 	up := grpcBackend(t)
-	p := startGateway(t, "TLS_CERTS_DIR="+s.dir, "JWT_SECRET=0123456789abcdef0123456789abcdef-grpc",
+	// The health service sits behind API-key auth and a route rate limit,
+	// like any other route.
+	p := startGateway(t, "TLS_CERTS_DIR="+s.dir, "API_KEYS=grpc-client-key-0123456789abcdef",
 		`SERVICE_ROUTES=[{"prefix":"/grpc.testing.TestService","target_url":"h2c://`+up+`","strip_prefix":false},`+
-			`{"prefix":"/grpc.health.v1.Health","target_url":"h2c://`+up+`","strip_prefix":false},`+
-			`{"prefix":"/private","target_url":"h2c://`+up+`","require_auth":true}]`)
+			`{"prefix":"/grpc.health.v1.Health","target_url":"h2c://`+up+`","strip_prefix":false,"require_auth":true,"rate_limit_rps":0.001,"rate_limit_burst":3}]`)
 	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: s.ca.Pool(), ServerName: "gw.portcullis.test"})))
 	if err != nil {
 		t.Fatal(err)
@@ -87,12 +89,22 @@ func TestGRPCProxiedEndToEnd(t *testing.T) {
 	defer cancel()
 
 	hc := healthpb.NewHealthClient(conn)
-	if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "orders"}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+	// Without credentials: the gateway's 401, as gRPC's UNAUTHENTICATED.
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "orders"}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("no credentials: %v, want Unauthenticated", err)
+	}
+	authed := metadata.AppendToOutgoingContext(ctx, "x-api-key", "grpc-client-key-0123456789abcdef")
+	if r, err := hc.Check(authed, &healthpb.HealthCheckRequest{Service: "orders"}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("unary call: %v %v", r, err)
 	}
 	// The backend's own error status travels in its trailers.
-	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "nope"}); status.Code(err) != codes.NotFound {
+	if _, err := hc.Check(authed, &healthpb.HealthCheckRequest{Service: "nope"}); status.Code(err) != codes.NotFound {
 		t.Errorf("a status in trailers: %v, want NotFound", err)
+	}
+	// The route's burst of 3 is spent (the refused call counted too): the
+	// gateway's 429, as RESOURCE_EXHAUSTED.
+	if _, err := hc.Check(authed, &healthpb.HealthCheckRequest{Service: "orders"}); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("over the route limit: %v, want ResourceExhausted", err)
 	}
 
 	tc := testpb.NewTestServiceClient(conn)
@@ -125,17 +137,13 @@ func TestGRPCProxiedEndToEnd(t *testing.T) {
 		t.Errorf("deadline: %v", err)
 	}
 
-	// The gateway's own refusals, as gRPC statuses.
-	err = conn.Invoke(ctx, "/private/Check", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
-	if status.Code(err) != codes.Unauthenticated {
-		t.Errorf("no credentials: %v, want Unauthenticated", err)
-	}
+	// No route: the gateway's 404, as UNIMPLEMENTED.
 	err = conn.Invoke(ctx, "/nowhere.Service/Method", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
 	if status.Code(err) != codes.Unimplemented {
 		t.Errorf("no route: %v, want Unimplemented", err)
 	}
 	_, metrics := get(t, p.opsURL("/metrics"))
-	if sumMetric(metrics, "http_requests_total", `status="401"`) < 1 {
+	if sumMetric(metrics, "http_requests_total", `status="401"`) < 1 || sumMetric(metrics, "http_requests_total", `status="429"`) < 1 {
 		t.Errorf("the refusal is not counted as a 401:\n%s", grepLines(metrics, "http_requests_total"))
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -149,7 +151,7 @@ func TestTLSServesHTTPSAndHTTP2BySNI(t *testing.T) {
 	}
 	_, metrics := get(t, p.opsURL("/metrics"))
 	if !strings.Contains(metrics, "tls_certificate_expiry_timestamp_seconds{name=\"api.portcullis.test\"}") ||
-		sumMetric(metrics, "tls_sni_unmatched_total", "") < 2 {
+		sumMetric(metrics, "tls_sni_unmatched_total", "") < 2 || sumMetric(metrics, "tls_handshakes_total", `version="1.3"`) < 5 {
 		t.Errorf("TLS metrics missing or wrong:\n%s", grepLines(metrics, "tls_"))
 	}
 
@@ -195,6 +197,37 @@ func TestTLSCertificateRotatesWithoutDroppingConnections(t *testing.T) {
 	if resp, _ := fetch(t, kept, base+"/x"); resp.StatusCode != 200 || resp.TLS.PeerCertificates[0].Subject.CommonName != "v1" {
 		t.Fatalf("first request: %d", resp.StatusCode)
 	}
+	// Load through the rotation: new connections (a handshake each) and
+	// kept-alive ones, none of which may fail. Either certificate is fine,
+	// since the client trusts the CA; a half-written pair never may be
+	// served.
+	var failed, done atomic.Int64
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	for i := range 4 {
+		load.Go(func() {
+			c := s.client("gw.portcullis.test", i%2 == 0)
+			if i%2 == 1 {
+				c.Transport.(*http.Transport).DisableKeepAlives = true
+			}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := c.Get(base + "/x")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+				done.Add(1)
+			}
+		})
+	}
 	s.write(t, "gw", "v2", "gw.portcullis.test")
 	deadline := time.Now().Add(5 * time.Second)
 	for s.presented(t, p.addr, "gw.portcullis.test") != "v2" {
@@ -202,6 +235,12 @@ func TestTLSCertificateRotatesWithoutDroppingConnections(t *testing.T) {
 			t.Fatalf("the replaced certificate is not served\n%s", p.logs())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // load on the new certificate too
+	close(stop)
+	load.Wait()
+	if failed.Load() != 0 || done.Load() < 20 {
+		t.Errorf("%d of %d requests failed during the rotation", failed.Load(), done.Load())
 	}
 	// The HTTP/2 connection opened before the swap is still the one used.
 	resp, _ := fetch(t, kept, base+"/x")
