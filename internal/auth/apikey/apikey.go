@@ -519,16 +519,16 @@ func (s *Store) fetch(ctx context.Context, d digest, q question) (Identity, erro
 			// Scheduled revocation: trusted only until then, never stale.
 			e.exp, e.final = revokeAt.UnixNano(), true
 		}
-		s.known.put(d, e, now.UnixNano())
+		s.known.put(d, e)
 		return Identity{Name: name}, nil
 	case storeErr != nil:
 		return Identity{}, fmt.Errorf("%w: %w", ErrStore, storeErr)
 	case q == revokedQ:
 		// The revoking stores do not hold this local key: not revoked.
-		s.known.put(d, cacheEntry{unlisted: true, exp: now.Add(s.posTTL).UnixNano()}, now.UnixNano())
+		s.known.put(d, cacheEntry{unlisted: true, exp: now.Add(s.posTTL).UnixNano()})
 		return Identity{}, nil
 	}
-	s.unknown.put(d, cacheEntry{err: ErrUnknown, exp: now.Add(s.negTTL).UnixNano()}, now.UnixNano())
+	s.unknown.put(d, cacheEntry{err: ErrUnknown, exp: now.Add(s.negTTL).UnixNano()})
 	return Identity{}, ErrUnknown
 }
 
@@ -553,7 +553,7 @@ func (s *Store) usableName(st *remoteStore, name string, d digest) string {
 func (s *Store) refuseRevoked(d digest, revoker, holder *remoteStore) (Identity, error) {
 	now := s.now()
 	prev, seen := s.known.peek(d)
-	s.known.put(d, cacheEntry{err: ErrRevoked, exp: now.Add(s.negTTL).UnixNano()}, now.UnixNano())
+	s.known.put(d, cacheEntry{err: ErrRevoked, exp: now.Add(s.negTTL).UnixNano()})
 	listedIn := s.listedLocally(d)
 	if listedIn == "" && holder != nil {
 		listedIn = holder.name

@@ -1,10 +1,8 @@
 package apikey
 
-import "sync"
-
-// cacheShards spreads the cache over independently locked maps; digests are
-// uniform, so d[0] picks a shard evenly.
-const cacheShards = 64
+import (
+	"github.com/maypok86/otter/v2"
+)
 
 // cacheEntry is a cached remote answer: a name, ErrRevoked, ErrUnknown, or
 // unlisted, valid until exp (Unix nanoseconds).
@@ -19,39 +17,31 @@ type cacheEntry struct {
 	unlisted bool
 }
 
-// cache is a bounded map of digest → answer with random eviction. Keys a
-// store holds and unknown keys live in separate caches, so a flood of random
-// keys can only evict other unknown keys, never a valid key's entry or a
-// revocation.
+// cache is a bounded map of digest → answer (otter: W-TinyLFU admission and
+// eviction, lock-free reads). Keys a store holds and unknown keys live in
+// separate caches, so a flood of random keys can only evict other unknown
+// keys, never a valid key's entry or a revocation. Entries are not expired
+// by the cache itself: an answer past its exp is still wanted for a
+// while (getStale serves a confirmed key through a store outage, peek
+// keeps an old revocation in force), and exp is judged on the Store's
+// clock, which tests move.
 type cache struct {
-	perShard int
-	shards   [cacheShards]cacheShard
+	c *otter.Cache[digest, cacheEntry]
 }
 
-// cacheShard is one lock and map. The RWMutex is on the request path for
-// remote keys only; its critical sections are a single map access.
-type cacheShard struct {
-	mu sync.RWMutex
-	m  map[digest]cacheEntry
-}
-
-// newCache holds about size entries (at least one per shard).
+// newCache holds about size entries.
 func newCache(size int) *cache {
-	c := &cache{perShard: max(1, size/cacheShards)}
-	for i := range c.shards {
-		c.shards[i].m = make(map[digest]cacheEntry)
+	c, err := otter.New(&otter.Options[digest, cacheEntry]{MaximumSize: max(1, size)})
+	if err != nil {
+		// Only invalid options fail, and these are fixed.
+		panic("apikey: building the answer cache: " + err.Error())
 	}
-	return c
+	return &cache{c: c}
 }
-
-func (c *cache) shard(d digest) *cacheShard { return &c.shards[d[0]%cacheShards] }
 
 // get returns the entry for d if it has not expired at now.
 func (c *cache) get(d digest, now int64) (cacheEntry, bool) {
-	sh := c.shard(d)
-	sh.mu.RLock()
-	e, ok := sh.m[d]
-	sh.mu.RUnlock()
+	e, ok := c.c.GetIfPresent(d)
 	if !ok || now >= e.exp {
 		return cacheEntry{}, false
 	}
@@ -69,57 +59,14 @@ func (c *cache) getStale(d digest, now, maxStale int64) (cacheEntry, bool) {
 }
 
 // peek returns the entry for d, expired or not.
-func (c *cache) peek(d digest) (cacheEntry, bool) {
-	sh := c.shard(d)
-	sh.mu.RLock()
-	e, ok := sh.m[d]
-	sh.mu.RUnlock()
-	return e, ok
-}
+func (c *cache) peek(d digest) (cacheEntry, bool) { return c.c.GetIfPresent(d) }
 
-// put stores e for d, evicting an entry of the shard first when it is full.
-func (c *cache) put(d digest, e cacheEntry, now int64) {
-	sh := c.shard(d)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if _, ok := sh.m[d]; !ok && len(sh.m) >= c.perShard {
-		sh.evict(now)
-	}
-	sh.m[d] = e
-}
+// put stores e for d; the cache evicts what its policy says when full.
+func (c *cache) put(d digest, e cacheEntry) { c.c.Set(d, e) }
 
-// evictSample is how many entries evict looks at for an expired one.
-const evictSample = 8
-
-// evict removes one entry: an expired one among the first few the map
-// yields, else the first. Go starts every map iteration at a random place,
-// so this is random eviction without keeping any order.
-func (sh *cacheShard) evict(now int64) {
-	var victim digest
-	n := 0
-	for k, e := range sh.m {
-		if now >= e.exp {
-			victim = k
-			break
-		}
-		if n == 0 {
-			victim = k
-		}
-		if n++; n == evictSample {
-			break
-		}
-	}
-	delete(sh.m, victim)
-}
-
-// len returns the number of entries, expired ones included.
+// len returns the number of entries, expired ones included, once pending
+// evictions are done.
 func (c *cache) len() int {
-	n := 0
-	for i := range c.shards {
-		sh := &c.shards[i]
-		sh.mu.RLock()
-		n += len(sh.m)
-		sh.mu.RUnlock()
-	}
-	return n
+	c.c.CleanUp()
+	return c.c.EstimatedSize()
 }

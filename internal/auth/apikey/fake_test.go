@@ -216,21 +216,25 @@ func TestCachesAreBounded(t *testing.T) {
 	}
 }
 
-func TestCacheEvictsExpiredFirst(t *testing.T) {
+func TestCacheBoundedAndExpiryJudgedOnTheStoreClock(t *testing.T) {
 	t.Parallel()
-	c := newCache(cacheShards) // one entry per shard
-	var a, b digest            // same shard (d[0] == 0)
-	a[1], b[1] = 1, 2
-	c.put(a, cacheEntry{name: "a", exp: 10}, 0)
-	c.put(b, cacheEntry{name: "b", exp: 100}, 20) // a has expired at 20: evicted
+	c := newCache(100)
+	var a digest
+	a[0] = 1
+	c.put(a, cacheEntry{name: "a", exp: 10})
 	if _, ok := c.get(a, 20); ok {
-		t.Error("expired entry still served")
+		t.Error("expired entry served")
 	}
-	if e, ok := c.get(b, 20); !ok || e.name != "b" {
-		t.Errorf("get(b) = %+v, %v", e, ok)
+	if e, ok := c.getStale(a, 20, 100); !ok || e.name != "a" {
+		t.Errorf("an expired entry within maxStale: %+v %v", e, ok)
 	}
-	if n := c.len(); n != 1 {
-		t.Errorf("len = %d, want 1", n)
+	for i := range 10_000 {
+		var d digest
+		d[0], d[1], d[2] = byte(i), byte(i>>8), 7
+		c.put(d, cacheEntry{err: ErrUnknown, exp: 1 << 62})
+	}
+	if n := c.len(); n > 100 {
+		t.Errorf("len = %d, bound 100", n)
 	}
 }
 
@@ -270,11 +274,11 @@ func TestScheduledRevocationIsNeverServedStale(t *testing.T) {
 	c := newCache(64)
 	var d digest
 	now := time.Now().UnixNano()
-	c.put(d, cacheEntry{name: "svc", exp: now, final: true}, now)
+	c.put(d, cacheEntry{name: "svc", exp: now, final: true})
 	if _, ok := c.getStale(d, now+1, int64(MaxStale)); ok {
 		t.Fatal("an entry that expired at its revocation was served stale")
 	}
-	c.put(d, cacheEntry{name: "svc", exp: now}, now)
+	c.put(d, cacheEntry{name: "svc", exp: now})
 	if _, ok := c.getStale(d, now+1, int64(MaxStale)); !ok {
 		t.Fatal("an ordinary expired entry was not served stale")
 	}
