@@ -2,8 +2,15 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -87,13 +94,7 @@ const chartsJS = `[...document.querySelectorAll("canvas")].map(c => ({id: c.id, 
 // logged); `MONITOR_SCREENSHOT_DIR=$PWD/../docs MONITOR_SCREENSHOT_AFTER=90s`
 // refreshes docs/monitor.png with a minute and a half of history.
 func TestMonitorInChromium(t *testing.T) {
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		t.Fatalf("Chromium is needed (make test-deps installs Debian's chromium): %v", err)
-	}
+	chromium := chromiumPath(t)
 
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(time.Duration(1+len(r.URL.Path)%7) * time.Millisecond)
@@ -136,37 +137,8 @@ func TestMonitorInChromium(t *testing.T) {
 		}
 	})
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.WindowSize(1440, 1000))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-
-	var problems browserProblems
-	if err := chromedp.Listen(bctx, problems.listen); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	enable := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-		if _, err := cdp.Call(ctx, tg, cdplog.Enable, cdp.Empty{}); err != nil {
-			return err
-		}
-		_, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{})
-		return err
-	})
-	// The first run starts the browser: no timeout on it (a timeout
-	// there would stop the whole browser when it fires).
-	if err := chromedp.Do(bctx, enable, chromedp.EmulateViewport(1440, 1000)); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	// A page that never renders fails here, not at the test binary's timeout.
-	lctx, cancelLoad := context.WithTimeout(bctx, 30*time.Second)
-	err := chromedp.Do(lctx, chromedp.Navigate(opsBase+"/monitor"), chromedp.WaitVisible(chromedp.CSS("#c-rps")))
-	cancelLoad()
-	if err != nil {
-		t.Fatalf("loading %s/monitor: %v", opsBase, err)
-	}
+	bctx, problems := startChromium(t, chromium)
+	loadMonitor(t, bctx, opsBase)
 
 	// Every chart gets points as samples arrive (one a second).
 	var charts []chartPoints
@@ -224,6 +196,10 @@ func TestMonitorInChromium(t *testing.T) {
 	if !strings.HasSuffix(f.P99, "ms") && !strings.HasSuffix(f.P99, " s") {
 		t.Errorf("p99 reads %q, want a duration", f.P99)
 	}
+	// Without TLS there is no certificate to show: the card stays hidden.
+	if c := readCertCard(t, bctx); !c.Hidden || c.Display != "none" {
+		t.Errorf("without TLS the certificates card shows: %+v", c)
+	}
 
 	dir := os.Getenv("MONITOR_SCREENSHOT_DIR")
 	if dir == "" {
@@ -273,6 +249,201 @@ func TestMonitorInChromium(t *testing.T) {
 		t.Errorf("dark mode background is %s, want the dark theme's rgb(11, 15, 23)", l.Background)
 	}
 	shot("monitor-phone-dark.png")
+
+	for _, p := range problems.all() {
+		t.Errorf("browser: %s", p)
+	}
+}
+
+// chromiumPath is $CHROMIUM, else Debian's chromium.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		t.Fatalf("Chromium is needed (make test-deps installs Debian's chromium): %v", err)
+	}
+	return chromium
+}
+
+// startChromium starts a headless Chromium with a 1440×1000 viewport that
+// records what a person would see as broken; it stops with the test.
+func startChromium(t *testing.T, chromium string) (context.Context, *browserProblems) {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.WindowSize(1440, 1000))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+
+	problems := &browserProblems{}
+	if err := chromedp.Listen(bctx, problems.listen); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	enable := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, tg, cdplog.Enable, cdp.Empty{}); err != nil {
+			return err
+		}
+		_, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{})
+		return err
+	})
+	// The first run starts the browser: no timeout on it (a timeout
+	// there would stop the whole browser when it fires).
+	if err := chromedp.Do(bctx, enable, chromedp.EmulateViewport(1440, 1000)); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	return bctx, problems
+}
+
+// loadMonitor opens opsBase/monitor and waits for the first chart. A page
+// that never renders fails here, not at the test binary's timeout.
+func loadMonitor(t *testing.T, bctx context.Context, opsBase string) {
+	t.Helper()
+	lctx, cancelLoad := context.WithTimeout(bctx, 30*time.Second)
+	err := chromedp.Do(lctx, chromedp.Navigate(opsBase+"/monitor"), chromedp.WaitVisible(chromedp.CSS("#c-rps")))
+	cancelLoad()
+	if err != nil {
+		t.Fatalf("loading %s/monitor: %v", opsBase, err)
+	}
+}
+
+// certCard is what the monitor's certificates card shows.
+type certCard struct {
+	Hidden  bool
+	Display string
+	Rows    []struct {
+		Class string
+		Cells []string
+		Color string // the days-left cell's text colour
+	}
+}
+
+func readCertCard(t *testing.T, bctx context.Context) certCard {
+	t.Helper()
+	c, err := chromedp.Run(bctx, chromedp.Evaluate[certCard](`(() => {
+		const card = document.getElementById("certs");
+		return {Hidden: card.hidden, Display: getComputedStyle(card).display,
+			Rows: [...document.querySelectorAll("#certs-body tr")].map((r) => ({Class: r.className,
+				Cells: [...r.cells].map((c) => c.textContent), Color: getComputedStyle(r.cells[2]).color}))};
+	})()`))
+	if err != nil {
+		t.Fatalf("reading the certificates card: %v", err)
+	}
+	return c
+}
+
+// writeCertificate writes dir/name.crt and dir/name.key: a self-signed
+// certificate for name that expires at notAfter.
+func writeCertificate(t *testing.T, dir, name string, notAfter time.Time) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notBefore := time.Now().Add(-24 * time.Hour)
+	if notAfter.Before(notBefore) { // an expired one: valid for a day, once
+		notBefore = notAfter.Add(-24 * time.Hour)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		name + ".crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		name + ".key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}),
+	}
+	for file, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, file), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestMonitorShowsCertificates: with TLS_CERTS_DIR the monitor lists every
+// served certificate with its expiry date and the days it has left, one
+// under two weeks in the warning colour and an expired one in the alarm
+// colour, and the card fits a phone.
+func TestMonitorShowsCertificates(t *testing.T) {
+	chromium := chromiumPath(t)
+	dir := t.TempDir()
+	day := 24 * time.Hour
+	api, old, gone := time.Now().Add(90*day+time.Hour), time.Now().Add(10*day+time.Hour), time.Now().Add(-2*day)
+	writeCertificate(t, dir, "api.portcullis.test", api)
+	writeCertificate(t, dir, "old.portcullis.test", old)
+	writeCertificate(t, dir, "gone.portcullis.test", gone)
+	gw := deployStartGateway(t, "TLS_CERTS_DIR="+dir, `SERVICE_ROUTES=[{"prefix":"/api","target_url":"http://127.0.0.1:9"}]`)
+
+	bctx, problems := startChromium(t, chromium)
+	loadMonitor(t, bctx, "http://"+gw.OpsAddr)
+	var card certCard
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if card = readCertCard(t, bctx); len(card.Rows) == 3 {
+			break
+		}
+	}
+	if card.Hidden || card.Display == "none" || len(card.Rows) != 3 {
+		t.Fatalf("the certificates card: %+v, want three rows shown", card)
+	}
+	date := func(tm time.Time) string { return tm.UTC().Format("2006-01-02") }
+	want := []struct {
+		cells []string
+		class string
+	}{
+		{cells: []string{"api.portcullis.test", date(api), "90 days"}, class: ""},
+		{cells: []string{"gone.portcullis.test", date(gone), "expired"}, class: "bad"},
+		{cells: []string{"old.portcullis.test", date(old), "10 days"}, class: "warn"},
+	}
+	for i, w := range want {
+		r := card.Rows[i]
+		if strings.Join(r.Cells, " | ") != strings.Join(w.cells, " | ") || r.Class != w.class {
+			t.Errorf("row %d: %q class %q, want %q class %q", i, r.Cells, r.Class, w.cells, w.class)
+		}
+	}
+	if c := card.Rows; c[0].Color == c[1].Color || c[0].Color == c[2].Color || c[1].Color == c[2].Color {
+		t.Errorf("days-left colours %s (ok), %s (expired), %s (10 days): want three different ones", c[0].Color, c[1].Color, c[2].Color)
+	}
+
+	if dir := os.Getenv("MONITOR_SCREENSHOT_DIR"); dir != "" {
+		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "monitor-certificates.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A phone: the table wraps rather than widening the page.
+	if err := chromedp.Do(bctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+		chromedp.Sleep(500*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	type layout struct{ ScrollWidth, InnerWidth, CardRight int }
+	l, err := chromedp.Run(bctx, chromedp.Evaluate[layout](`({ScrollWidth: document.documentElement.scrollWidth,
+		InnerWidth: window.innerWidth, CardRight: Math.ceil(document.getElementById("certs").getBoundingClientRect().right)})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.ScrollWidth > l.InnerWidth || l.CardRight > l.InnerWidth {
+		t.Errorf("on a 390 px phone the page is %d px wide and the card ends at %d px: it scrolls sideways", l.ScrollWidth, l.CardRight)
+	}
 
 	for _, p := range problems.all() {
 		t.Errorf("browser: %s", p)

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/telemetry"
 	"github.com/portcullis/portcullis/internal/testsvc"
 	"github.com/portcullis/portcullis/internal/testutil"
@@ -227,6 +228,9 @@ func TestObtainsWithHTTP01(t *testing.T) {
 		t.Errorf("%d validation requests reached the next handler", n)
 	}
 	assertObtained(t, reg, logs, domain, leaf)
+	if got := m.Certificates(); len(got) != 1 || got[0].Name != domain || !got[0].NotAfter.Equal(leaf.NotAfter) {
+		t.Errorf("Certificates() = %v, want %s until %v", got, domain, leaf.NotAfter)
+	}
 }
 
 // assertObtained checks the metrics and our own log line of one new
@@ -500,6 +504,47 @@ func TestNewNormalisesDomainsAndDefaults(t *testing.T) {
 	c := m.TLSConfig()
 	if strings.Join(c.NextProtos, ",") != "h2,http/1.1,acme-tls/1" || c.MinVersion != tls.VersionTLS12 || c.GetCertificate == nil {
 		t.Errorf("TLSConfig: NextProtos %v, MinVersion %x, GetCertificate set %v", c.NextProtos, c.MinVersion, c.GetCertificate != nil)
+	}
+}
+
+// TestCertificatesListsCachedDomains: the operator views list the domains
+// that have a certificate, with the latest expiry, sorted; a domain still
+// waiting for one is left out.
+func TestCertificatesListsCachedDomains(t *testing.T) {
+	t.Parallel()
+	m, err := New(t.Context(), Options{Domains: []string{"b.portcullis.test", "a.portcullis.test", "c.portcullis.test"}, Storage: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Certificates(); len(got) != 0 {
+		t.Errorf("before any certificate: %v", got)
+	}
+	ca := testutil.NewCA(t, "Test CA")
+	day := 24 * time.Hour
+	add := func(name string, notAfter time.Time) {
+		t.Helper()
+		c, k := ca.Leaf(t, testutil.LeafSpec{CN: name, DNS: []string{name}, NotAfter: notAfter})
+		if _, err := m.cfg.CacheUnmanagedCertificatePEMBytes(t.Context(), c, k, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aOld, aNew, b := time.Now().Add(5*day), time.Now().Add(60*day), time.Now().Add(30*day)
+	add("b.portcullis.test", b)
+	add("a.portcullis.test", aOld)
+	add("a.portcullis.test", aNew) // a renewal next to the old one
+	add("other.test", b)           // not an ACME domain
+	got := m.Certificates()
+	want := []overview.Certificate{
+		{Name: "a.portcullis.test", NotAfter: aNew.Truncate(time.Second)},
+		{Name: "b.portcullis.test", NotAfter: b.Truncate(time.Second)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Certificates() = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].Name != want[i].Name || !got[i].NotAfter.Equal(want[i].NotAfter) {
+			t.Errorf("Certificates()[%d] = %v, want %v", i, got[i], want[i])
+		}
 	}
 }
 

@@ -2,10 +2,13 @@ package acme
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
@@ -64,6 +67,21 @@ func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, float64(na.Unix()), d)
 		}
 	}
+}
+
+// Certificates lists the ACME_DOMAINS that have a certificate in the cache
+// (loaded from storage or obtained), with when the one served expires,
+// sorted by domain; a domain still waiting for its first certificate is
+// left out. It reads what the expiry gauge reads.
+func (m *Manager) Certificates() []overview.Certificate {
+	var out []overview.Certificate
+	for _, d := range m.domains {
+		if na := m.notAfter(d); !na.IsZero() {
+			out = append(out, overview.Certificate{Name: d, NotAfter: na})
+		}
+	}
+	slices.SortFunc(out, func(a, b overview.Certificate) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // notAfter is the latest expiry among the cached certificates for name;

@@ -28,6 +28,9 @@ type Options struct {
 	LogFile string
 	// Interval between redraws; default one second.
 	Interval time.Duration
+	// Now is the clock the certificates' days left are counted by; nil
+	// means time.Now.
+	Now func() time.Time
 	// Input and Output default to the process's stdin and stdout.
 	Input  io.Reader
 	Output io.Writer

@@ -238,3 +238,68 @@ func TestRunEndsOnQAndOnCancel(t *testing.T) {
 		}
 	})
 }
+
+// TestRenderCertificates: with TLS a line lists every served certificate
+// with the days it has left, one under two weeks in the warning colour and
+// an expired one in red; a narrow terminal shows the soonest to expire and
+// counts the rest; without TLS there is no line.
+func TestRenderCertificates(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	o := opts
+	o.Now = func() time.Time { return now }
+	ov := fakeOverview(0)
+	ov.Certificates = []overview.Certificate{
+		{Name: "api.example.test", NotAfter: now.Add(89*day + time.Hour)},
+		{Name: "gone.example.test", NotAfter: now.Add(-time.Hour)},
+		{Name: "old.example.test", NotAfter: now.Add(10*day + 3*time.Hour)},
+		{Name: "today.example.test", NotAfter: now.Add(5*time.Hour + time.Minute)},
+	}
+
+	out := render(ov, o, 140, 40, false)
+	plain := ansi.Strip(out)
+	for _, w := range []string{"TLS certificates", "api.example.test 89d", "old.example.test 10d", "today.example.test 5h", "gone.example.test expired"} {
+		if !strings.Contains(plain, w) {
+			t.Errorf("missing %q in\n%s", w, plain)
+		}
+	}
+	if !strings.Contains(out, sWarn.Render("old.example.test 10d")) || !strings.Contains(out, sWarn.Render("today.example.test 5h")) {
+		t.Error("a certificate with less than 14 days left is not in the warning colour")
+	}
+	if !strings.Contains(out, sBad.Render("gone.example.test expired")) {
+		t.Error("an expired certificate is not in red")
+	}
+	if strings.Contains(out, sWarn.Render("api.example.test 89d")) {
+		t.Error("a certificate with 89 days left is highlighted")
+	}
+
+	t.Run("narrow", func(t *testing.T) {
+		out := render(ov, o, 60, 30, false)
+		for i, l := range strings.Split(out, "\n") {
+			if w := lipgloss.Width(l); w > 60 {
+				t.Errorf("line %d is %d cells wide on a 60-cell terminal: %q", i, w, ansi.Strip(l))
+			}
+		}
+		var line string
+		for _, l := range strings.Split(ansi.Strip(out), "\n") {
+			if strings.HasPrefix(l, "TLS certificates") {
+				line = l
+			}
+		}
+		if !strings.Contains(line, "gone.example.test expired") || !strings.Contains(line, "more") || strings.Contains(line, "…") {
+			t.Errorf("a narrow terminal should show the soonest to expire first and count the rest, got %q", line)
+		}
+	})
+	t.Run("phone-sized", func(t *testing.T) {
+		plain := ansi.Strip(render(ov, o, 40, 30, false))
+		if !strings.Contains(plain, "TLS  gone.example.test expired +3 more") {
+			t.Errorf("a 40-cell terminal should show the expired certificate and count the rest:\n%s", plain)
+		}
+	})
+	t.Run("no TLS", func(t *testing.T) {
+		ov.Certificates = nil
+		if plain := ansi.Strip(render(ov, o, 140, 40, false)); strings.Contains(plain, "TLS certificates") {
+			t.Errorf("a certificates line without TLS:\n%s", plain)
+		}
+	})
+}

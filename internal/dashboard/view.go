@@ -3,6 +3,7 @@ package dashboard
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -92,7 +93,15 @@ func render(ov overview.Overview, o Options, width, height int, stopping bool) s
 
 	top := []string{header, ""}
 	top = append(top, strings.Split(panels, "\n")...)
-	top = append(top, "", hostLine, "")
+	top = append(top, "", hostLine)
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	if certs := certLine(ov.Certificates, now(), width); certs != "" {
+		top = append(top, certs)
+	}
+	top = append(top, "")
 	// Whatever height is left goes to the routes table.
 	rows := height - len(top) - 1
 	lines := append(top, routesTable(ov.Routes, width, rows)...)
@@ -144,6 +153,78 @@ func panel(title string, lines []string) string {
 }
 
 func kv(k, v string) string { return sMuted.Render(fmt.Sprintf("%-12s", k)) + v }
+
+// certWarn is how close to expiry a certificate is shown in the warning
+// colour: ACME clients (the gateway's own, cert-manager) renew about a month
+// ahead, so a certificate this close is one whose renewal needs a look.
+const certWarn = 14 * 24 * time.Hour
+
+// certLine lists the served certificates with the time each has left
+// (nothing without TLS): those under certWarn in the warning colour, expired
+// ones in red. When they do not all fit the width, the soonest to expire
+// come first and the rest are counted, never silently cut.
+func certLine(certs []overview.Certificate, now time.Time, width int) string {
+	if len(certs) == 0 {
+		return ""
+	}
+	label := sMuted.Render("TLS certificates  ")
+	if width < 60 {
+		label = sMuted.Render("TLS  ")
+	}
+	sep := sMuted.Render(" · ")
+	items := make([]string, len(certs))
+	for i, c := range certs {
+		items[i] = certItem(c, now)
+	}
+	if line := label + strings.Join(items, sep); lipgloss.Width(line) <= width {
+		return line
+	}
+	order := make([]int, len(certs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return certs[a].NotAfter.Compare(certs[b].NotAfter) })
+	line := label
+	for n, i := range order {
+		next := line
+		if n > 0 {
+			next += sep
+		}
+		next += items[i]
+		more := ""
+		if rest := len(order) - n - 1; rest > 0 {
+			more = sMuted.Render(fmt.Sprintf(" +%d more", rest))
+		}
+		if n > 0 && lipgloss.Width(next+more) > width {
+			return line + sMuted.Render(fmt.Sprintf(" +%d more", len(order)-n))
+		}
+		line = next
+	}
+	return line
+}
+
+// certItem is one certificate's name and time left: "api.example.com 82d".
+func certItem(c overview.Certificate, now time.Time) string {
+	left := c.NotAfter.Sub(now)
+	switch {
+	case left <= 0:
+		return sBad.Render(c.Name + " expired")
+	case left < certWarn:
+		return sWarn.Render(c.Name + " " + timeLeft(left))
+	}
+	return c.Name + " " + sBold.Render(timeLeft(left))
+}
+
+// timeLeft is whole days, or hours in the last day.
+func timeLeft(d time.Duration) string {
+	switch {
+	case d >= 24*time.Hour:
+		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh", int(d/time.Hour))
+	}
+	return "<1h"
+}
 
 // routesTable lists every backend of every route, within rows lines.
 func routesTable(routes []overview.Route, width, rows int) []string {

@@ -18,6 +18,7 @@ import (
 	"github.com/portcullis/portcullis/internal/edge"
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/monitor"
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/routetable"
 	"github.com/portcullis/portcullis/internal/sysmetrics"
@@ -32,7 +33,7 @@ type Admin struct {
 }
 
 // Options is what the endpoints read. Every field but Cache (nil when
-// caching is off) and Admin is required.
+// caching is off), Admin and Certificates is required.
 type Options struct {
 	Config   *config.Static // listeners, tokens, features
 	Version  string
@@ -47,7 +48,11 @@ type Options struct {
 	Algorithm func() string
 	// Admin are further admin endpoints by path (hot reload's).
 	Admin map[string]Admin
-	Log   *slog.Logger
+	// Certificates lists the certificates the public listener serves
+	// (listener.Public.Certificates), for /stats, the monitor and the
+	// dashboard; nil means none (no TLS).
+	Certificates func() []overview.Certificate
+	Log          *slog.Logger
 }
 
 // Set is the gateway's own endpoints, built once.
@@ -102,7 +107,7 @@ func New(o Options) (*Set, error) {
 		"/metrics":            o.Metrics.Handler(),
 		"/stats":              http.HandlerFunc(s.stats),
 		"/monitor":            monitor.Page(),
-		"/api/system-metrics": monitor.API(monitor.Options{Sampler: s.sys, Version: o.Version, Started: o.Started}),
+		"/api/system-metrics": monitor.API(monitor.Options{Sampler: s.sys, Version: o.Version, Started: o.Started, Certificates: s.certificates}),
 		"/health":             http.HandlerFunc(s.health),
 	}
 	for p, h := range s.admin.Routes() {
@@ -138,6 +143,14 @@ func New(o Options) (*Set, error) {
 // Run samples the host, the process and the traffic once a second for
 // /api/system-metrics, /stats and the dashboard, until ctx ends.
 func (s *Set) Run(ctx context.Context) { s.sys.Run(ctx) }
+
+// certificates lists the served certificates; none without TLS.
+func (s *Set) certificates() []overview.Certificate {
+	if s.o.Certificates == nil {
+		return nil
+	}
+	return s.o.Certificates()
+}
 
 // Serves reports whether path is one of the gateway's own endpoints, on
 // either listener.

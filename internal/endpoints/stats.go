@@ -11,6 +11,7 @@ import (
 	"github.com/portcullis/portcullis/internal/cache"
 	"github.com/portcullis/portcullis/internal/gwerror"
 	"github.com/portcullis/portcullis/internal/iplist"
+	"github.com/portcullis/portcullis/internal/monitor"
 	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/sysmetrics"
 	"github.com/portcullis/portcullis/internal/telemetry"
@@ -95,6 +96,9 @@ func (s *Set) stats(w http.ResponseWriter, _ *http.Request) {
 		// Rates over the last sample (about a second; latency over 10 s),
 		// from the same sampler as /api/system-metrics.
 		"rates": s.rates(),
+		// The certificates GATEWAY_PORT serves and how long each has left
+		// ([] without TLS), as /api/system-metrics lists them.
+		"certificates": monitor.Certificates(s.certificates(), time.Now()),
 		"features": map[string]bool{
 			"caching":     cfg.EnableCaching,
 			"compression": cfg.EnableCompression,
@@ -161,6 +165,7 @@ func (s *Set) Overview(history int) overview.Overview {
 		Routes: make([]overview.Route, len(views)),
 		System: s.sys.Latest(),
 	}
+	ov.Certificates = s.certificates()
 	if history > 0 {
 		ov.History = s.sys.Last(history)
 	}

@@ -198,7 +198,7 @@ func (g *Gateway) build(boot *config.Config) error {
 	})
 	if g.own, err = endpoints.New(endpoints.Options{
 		Config: cfg, Version: Version, Started: g.started,
-		Draining: g.draining.Load, Conns: g.conns.Load,
+		Draining: g.draining.Load, Conns: g.conns.Load, Certificates: g.public.Certificates,
 		Metrics: g.metrics, Routes: &g.snap, Edge: g.edge, Cache: g.cache,
 		Algorithm: func() string { return g.Config().LoadBalancingAlgo },
 		Admin: map[string]endpoints.Admin{

@@ -20,6 +20,7 @@ import (
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/connlimit"
 	"github.com/portcullis/portcullis/internal/framing"
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/redisconn"
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/telemetry"
@@ -53,10 +54,10 @@ type Options struct {
 type Public struct {
 	handshakes *prometheus.CounterVec // tls_handshakes_total{version}
 	cfg        *config.Static
-	o     Options
-	certs *tlscert.Store // TLS_CERT_FILE / TLS_CERTS_DIR; nil otherwise
-	acme  *acme.Manager  // ACME_DOMAINS; nil otherwise
-	log   *slog.Logger
+	o          Options
+	certs      *tlscert.Store // TLS_CERT_FILE / TLS_CERTS_DIR; nil otherwise
+	acme       *acme.Manager  // ACME_DOMAINS; nil otherwise
+	log        *slog.Logger
 }
 
 // NewPublic loads what GATEWAY_PORT serves with: the certificates when TLS
@@ -124,6 +125,19 @@ func hostOf(addr string) string {
 
 // TLS reports whether the public listener serves HTTPS.
 func (p *Public) TLS() bool { return p.certs != nil || p.acme != nil }
+
+// Certificates lists the certificates GATEWAY_PORT serves, sorted by name,
+// with when each expires: the files' (TLS_CERT_FILE, TLS_CERTS_DIR), or the
+// ACME_DOMAINS that have one so far. Nil without TLS.
+func (p *Public) Certificates() []overview.Certificate {
+	switch {
+	case p.certs != nil:
+		return p.certs.Certificates()
+	case p.acme != nil:
+		return p.acme.Certificates()
+	}
+	return nil
+}
 
 // tlsConfig is the public listener's TLS configuration, nil for plain HTTP.
 func (p *Public) tlsConfig() (*tls.Config, error) {

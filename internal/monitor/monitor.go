@@ -1,7 +1,7 @@
 // Package monitor serves the web system monitor: one self-contained HTML page
 // (/monitor, everything embedded, nothing fetched from elsewhere, so it works
 // air-gapped) and the JSON it polls (/api/system-metrics), both read from
-// the last sysmetrics sample.
+// the last sysmetrics sample and the served certificates.
 package monitor
 
 import (
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/gwerror"
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/sysmetrics"
 )
 
@@ -48,6 +49,34 @@ type Options struct {
 	Sampler *sysmetrics.Sampler
 	Version string
 	Started time.Time
+	// Certificates lists the certificates the public listener serves; nil
+	// (no TLS) lists none.
+	Certificates func() []overview.Certificate
+}
+
+// Certificate is one served certificate as /api/system-metrics and /stats
+// show it.
+type Certificate struct {
+	Name string `json:"name"`
+	// NotAfter is when it expires, RFC 3339 in UTC.
+	NotAfter string `json:"not_after"`
+	// ExpiresInSeconds is how long it has left at the time of the answer;
+	// negative once it has expired.
+	ExpiresInSeconds int64 `json:"expires_in_seconds"`
+}
+
+// Certificates describes certs as they stand at now, in their order. The
+// result is never nil, so the JSON says [] without TLS.
+func Certificates(certs []overview.Certificate, now time.Time) []Certificate {
+	out := make([]Certificate, len(certs))
+	for i, c := range certs {
+		out[i] = Certificate{
+			Name:             c.Name,
+			NotAfter:         c.NotAfter.UTC().Format(time.RFC3339),
+			ExpiresInSeconds: int64(c.NotAfter.Sub(now) / time.Second),
+		}
+	}
+	return out
 }
 
 // Page serves the monitor's HTML.
@@ -69,13 +98,14 @@ func Page() http.Handler {
 }
 
 // Response is the body of /api/system-metrics: the last sample, the
-// gateway's version and uptime, and with ?since= the history points newer
-// than that Unix-millisecond time.
+// gateway's version and uptime, the served certificates, and with ?since=
+// the history points newer than that Unix-millisecond time.
 type Response struct {
 	Version       string  `json:"version"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	sysmetrics.Sample
-	History []sysmetrics.Point `json:"history,omitzero"`
+	Certificates []Certificate      `json:"certificates"`
+	History      []sysmetrics.Point `json:"history,omitzero"`
 }
 
 // API serves /api/system-metrics.
@@ -85,6 +115,11 @@ func API(o Options) http.Handler {
 			return
 		}
 		resp := Response{Version: o.Version, Sample: o.Sampler.Latest()}
+		var certs []overview.Certificate
+		if o.Certificates != nil {
+			certs = o.Certificates()
+		}
+		resp.Certificates = Certificates(certs, time.Now())
 		if !o.Started.IsZero() {
 			resp.UptimeSeconds = float64(time.Since(o.Started).Milliseconds()) / 1000
 		}

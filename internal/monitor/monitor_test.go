@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/sysmetrics"
 )
 
@@ -131,5 +132,73 @@ func TestAPI(t *testing.T) {
 	}
 	if r, _ := do(t, api, http.MethodDelete, "/api/system-metrics"); r.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("DELETE: %d", r.StatusCode)
+	}
+}
+
+// TestAPICertificates: /api/system-metrics lists the served certificates
+// with their expiry and the seconds left (negative once expired), and an
+// empty list without TLS, so the page can hide its card.
+func TestAPICertificates(t *testing.T) {
+	s := sysmetrics.New(sysmetrics.Options{Dir: t.TempDir(), Traffic: func() sysmetrics.Traffic { return sysmetrics.Traffic{} }})
+	now := time.Now()
+	soon := now.Add(10 * 24 * time.Hour).Truncate(time.Second)
+	gone := now.Add(-time.Hour).Truncate(time.Second)
+	certs := []overview.Certificate{{Name: "api.example.test", NotAfter: soon}, {Name: "old.example.test", NotAfter: gone}}
+
+	tests := []struct {
+		name  string
+		certs func() []overview.Certificate
+		want  []overview.Certificate
+	}{
+		{name: "no TLS", certs: nil},
+		{name: "no certificate yet", certs: func() []overview.Certificate { return nil }},
+		{name: "two certificates", certs: func() []overview.Certificate { return certs }, want: certs},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, body := do(t, API(Options{Sampler: s, Certificates: tt.certs}), http.MethodGet, "/api/system-metrics")
+			var got struct {
+				Certificates []struct {
+					Name             string `json:"name"`
+					NotAfter         string `json:"not_after"`
+					ExpiresInSeconds *int64 `json:"expires_in_seconds"`
+				} `json:"certificates"`
+			}
+			if err := json.Unmarshal([]byte(body), &got); err != nil {
+				t.Fatalf("%v: %s", err, body)
+			}
+			if len(tt.want) == 0 {
+				if !strings.Contains(body, `"certificates":[]`) {
+					t.Errorf("want an empty certificates array, got %s", body)
+				}
+				return
+			}
+			if len(got.Certificates) != len(tt.want) {
+				t.Fatalf("certificates %+v, want %d", got.Certificates, len(tt.want))
+			}
+			for i, w := range tt.want {
+				c := got.Certificates[i]
+				if c.Name != w.Name || c.NotAfter != w.NotAfter.UTC().Format(time.RFC3339) || c.ExpiresInSeconds == nil {
+					t.Errorf("certificate %d = %+v, want %s expiring %s", i, c, w.Name, w.NotAfter.UTC().Format(time.RFC3339))
+					continue
+				}
+				left := time.Until(w.NotAfter).Seconds()
+				if d := float64(*c.ExpiresInSeconds) - left; d < -5 || d > 5 {
+					t.Errorf("%s: expires_in_seconds %d, want about %.0f", c.Name, *c.ExpiresInSeconds, left)
+				}
+			}
+			if *got.Certificates[1].ExpiresInSeconds >= 0 {
+				t.Errorf("an expired certificate has %d seconds left, want a negative number", *got.Certificates[1].ExpiresInSeconds)
+			}
+		})
+	}
+}
+
+// TestPageHasACertificatesCard: the card the script fills is on the page,
+// hidden until there is a certificate to show.
+func TestPageHasACertificatesCard(t *testing.T) {
+	_, body := do(t, Page(), http.MethodGet, "/monitor")
+	if !strings.Contains(body, `<figure class="card" id="certs" hidden>`) || !strings.Contains(body, `id="certs-body"`) {
+		t.Error("no hidden certificates card on the page")
 	}
 }

@@ -1,6 +1,6 @@
 // Package overview is the plain snapshot of a running gateway that the
 // operator views read (the TTY dashboard): counters, routes and backends,
-// and the last system sample. It holds data only, so the views depend on
+// the served certificates, and the last system sample. It holds data only, so the views depend on
 // it rather than on the gateway.
 package overview
 
@@ -30,6 +30,18 @@ type Overview struct {
 	// History is up to the requested number of newest samples, oldest
 	// first (sparklines).
 	History []sysmetrics.Point
+	// Certificates are the certificates the public listener serves, sorted
+	// by name; empty without TLS.
+	Certificates []Certificate
+}
+
+// Certificate is one certificate the public listener serves.
+type Certificate struct {
+	// Name is the certificate's first DNS name (else its file's name), as
+	// the expiry metrics label it; an ACME certificate's domain.
+	Name string
+	// NotAfter is when it expires.
+	NotAfter time.Time
 }
 
 // Route is one route and its backends.

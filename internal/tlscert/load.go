@@ -150,6 +150,18 @@ func (snap *snapshot) add(c *tls.Certificate, file string) {
 	}
 }
 
+// expiry maps each certificate's label to its NotAfter; of two certificates
+// with one label, the one valid longest counts, as it is the one served.
+func (snap *snapshot) expiry() map[string]time.Time {
+	out := make(map[string]time.Time, len(snap.certs))
+	for _, c := range snap.certs {
+		if t, ok := out[c.label]; !ok || c.notAfter.After(t) {
+			out[c.label] = c.notAfter
+		}
+	}
+	return out
+}
+
 // loadClientCAs reads a PEM bundle; unlike CertPool.AppendCertsFromPEM it
 // refuses a block it cannot parse rather than skip it.
 func loadClientCAs(file string) (*x509.CertPool, error) {
@@ -185,15 +197,12 @@ func loadClientCAs(file string) (*x509.CertPool, error) {
 func (s *Store) install(snap *snapshot) {
 	s.snap.Store(snap)
 	now := s.now()
-	expiry := make(map[string]time.Time, len(snap.certs))
 	for _, c := range snap.certs {
 		if now.After(c.notAfter) {
 			s.log.Warn("TLS certificate expired; serving it until it is replaced", "name", c.label, "file", c.file, "not_after", c.notAfter)
 		}
-		if t, ok := expiry[c.label]; !ok || c.notAfter.After(t) {
-			expiry[c.label] = c.notAfter
-		}
 	}
+	expiry := snap.expiry()
 	for label, t := range expiry {
 		s.expiry.WithLabelValues(label).Set(float64(t.Unix()))
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/telemetry"
 )
 
@@ -190,6 +192,20 @@ func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 		s.unmatched.Inc()
 	}
 	return snap.def, nil
+}
+
+// Certificates lists the certificates in force with when each expires,
+// sorted by name: one entry per name the expiry gauge carries (the first
+// DNS name, else the file's base name), the one valid longest when two
+// certificates share it. It reads the snapshot in force, as handshakes do.
+func (s *Store) Certificates() []overview.Certificate {
+	expiry := s.snap.Load().expiry()
+	out := make([]overview.Certificate, 0, len(expiry))
+	for name, t := range expiry {
+		out = append(out, overview.Certificate{Name: name, NotAfter: t})
+	}
+	slices.SortFunc(out, func(a, b overview.Certificate) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // tls12Suites are the TLS 1.2 suites served: forward secrecy and AEAD only.

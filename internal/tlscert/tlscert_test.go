@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portcullis/portcullis/internal/overview"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
 
@@ -323,6 +324,48 @@ func TestExpiredCertificateIsServedAndLogged(t *testing.T) {
 	if got := testutil.SeriesValue(t, f.reg, "tls_certificate_expiry_timestamp_seconds", map[string]string{"name": "00-default.crt"}); got == 0 {
 		t.Error("a certificate without DNS names has no expiry series under its file name")
 	}
+}
+
+// TestCertificates: the dashboard, the monitor and /stats list what the
+// expiry gauge carries: one entry per name (the longest-valid of two
+// certificates sharing it), sorted by name, following reloads.
+func TestCertificates(t *testing.T) {
+	f := newFixture(t)
+	day := 24 * time.Hour
+	soon, later := time.Now().Add(10*day), time.Now().Add(90*day)
+	f.write(t, "b-old", testutil.LeafSpec{CN: "b-old", DNS: []string{"b.example.test", "c.example.test"}, NotAfter: soon})
+	f.write(t, "b-renewed", testutil.LeafSpec{CN: "b-renewed", DNS: []string{"b.example.test"}, NotAfter: later})
+	s := f.store(t, f.options())
+
+	leafOf := func(name string) time.Time {
+		t.Helper()
+		c, _ := s.GetCertificate(&tls.ClientHelloInfo{ServerName: name})
+		return c.Leaf.NotAfter
+	}
+	def, _ := s.GetCertificate(&tls.ClientHelloInfo{})
+	want := []overview.Certificate{
+		{Name: "*.wild.example.test", NotAfter: leafOf("x.wild.example.test")},
+		{Name: "00-default.crt", NotAfter: def.Leaf.NotAfter},
+		{Name: "a.example.test", NotAfter: leafOf("a.example.test")},
+		{Name: "b.example.test", NotAfter: later.Truncate(time.Second)},
+	}
+	if got := s.Certificates(); !slices.EqualFunc(got, want, sameCert) {
+		t.Errorf("Certificates() = %v, want %v", got, want)
+	}
+
+	os.Remove(filepath.Join(f.dir, "b-renewed.crt"))
+	os.Remove(filepath.Join(f.dir, "b-renewed.key"))
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	want[3].NotAfter = soon.Truncate(time.Second)
+	if got := s.Certificates(); !slices.EqualFunc(got, want, sameCert) {
+		t.Errorf("after the renewed pair is removed, Certificates() = %v, want %v", got, want)
+	}
+}
+
+func sameCert(a, b overview.Certificate) bool {
+	return a.Name == b.Name && a.NotAfter.Equal(b.NotAfter)
 }
 
 func TestVersionsAndSuites(t *testing.T) {

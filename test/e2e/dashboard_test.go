@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // tmuxPane runs the gateway in a detached tmux session on the test's own
@@ -223,6 +226,87 @@ func TestDashboardCtrlCStopsTheGateway(t *testing.T) {
 		t.Errorf("the shutdown was not logged on the terminal:\n%s", screen)
 	}
 	assertSaneTerminal(t, p.dir)
+}
+
+// TestDashboardShowsCertificates: with TLS_CERTS_DIR the dashboard lists
+// each served certificate with the days it has left, the one about to
+// expire in the warning colour, and /stats lists them too.
+func TestDashboardShowsCertificates(t *testing.T) {
+	s := newTLSSetup(t)
+	day := 24 * time.Hour
+	for name, notAfter := range map[string]time.Time{
+		"api.portcullis.test": time.Now().Add(90*day + time.Hour),
+		"old.portcullis.test": time.Now().Add(10*day + time.Hour),
+	} {
+		c, k := s.ca.Leaf(t, testutil.LeafSpec{CN: name, DNS: []string{name}, NotAfter: notAfter})
+		stem := filepath.Join(s.dir, strings.TrimSuffix(name, ".portcullis.test"))
+		if err := os.WriteFile(stem+".crt", c, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(stem+".key", k, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The ops listener on a port of its own, known before the boot lines
+	// give way to the dashboard.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := ln.Addr().String()
+	ln.Close()
+	p := startInTmux(t, "TLS_CERTS_DIR="+s.dir, "OPS_ADDR="+ops,
+		`SERVICE_ROUTES=[{"prefix":"/api","target_url":"http://127.0.0.1:9"}]`)
+
+	certLine := func(screen string) string {
+		for _, l := range strings.Split(screen, "\n") {
+			if strings.HasPrefix(l, "TLS certificates ") {
+				return l
+			}
+		}
+		return ""
+	}
+	screen := p.waitFor("the certificates line", func(s string) bool {
+		return strings.Contains(s, "PORTCULLIS") && certLine(s) != ""
+	})
+	line := certLine(screen)
+	for _, want := range []string{"api.portcullis.test 90d", "old.portcullis.test 10d"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("the certificates line %q lacks %q", line, want)
+		}
+	}
+	// With the colours: the one with 10 days left is in the warning colour
+	// (yellow, SGR 33), the other is not.
+	colored := p.tmux("capture-pane", "-p", "-e", "-t", "gw")
+	if !regexp.MustCompile(`\x1b\[[0-9;]*33m[^\x1b]*old\.portcullis\.test 10d`).MatchString(colored) {
+		t.Errorf("old.portcullis.test is not highlighted:\n%q", colored)
+	}
+	if regexp.MustCompile(`\x1b\[[0-9;]*33m[^\x1b]*api\.portcullis\.test`).MatchString(colored) {
+		t.Errorf("api.portcullis.test, 90 days from expiry, is highlighted:\n%q", colored)
+	}
+
+	status, body := get(t, "http://"+ops+"/stats")
+	var stats struct {
+		Certificates []struct {
+			Name             string `json:"name"`
+			NotAfter         string `json:"not_after"`
+			ExpiresInSeconds int64  `json:"expires_in_seconds"`
+		} `json:"certificates"`
+	}
+	if err := json.Unmarshal([]byte(body), &stats); status != 200 || err != nil {
+		t.Fatalf("/stats: %d %v %s", status, err, body)
+	}
+	if len(stats.Certificates) != 2 || stats.Certificates[0].Name != "api.portcullis.test" || stats.Certificates[1].Name != "old.portcullis.test" {
+		t.Fatalf("/stats certificates = %+v, want api then old", stats.Certificates)
+	}
+	if d := stats.Certificates[1].ExpiresInSeconds / 86400; d != 10 {
+		t.Errorf("/stats: old.portcullis.test has %d days left, want 10", d)
+	}
+
+	p.tmux("send-keys", "-t", "gw", "C-c")
+	if code := p.exitCode(); code != 0 {
+		t.Fatalf("exit status %d after Ctrl-C, want 0", code)
+	}
 }
 
 func assertSaneTerminal(t *testing.T, dir string) {

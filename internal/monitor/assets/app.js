@@ -268,6 +268,32 @@
     fact(dl, "Process", "pid " + pr.pid + " · " + num(pr.gc_cycles, 0) + " GC cycles");
   }
 
+  // The served certificates, by name as the server lists them; the card
+  // stays hidden without TLS. Days left come from the server's
+  // expires_in_seconds, so a skewed browser clock does not change them.
+  const CERT_WARN_DAYS = 14;
+  function certificates(list) {
+    list = list || [];
+    $("certs").hidden = list.length === 0;
+    $("certs-body").replaceChildren(...list.map((c) => {
+      const left = c.expires_in_seconds, days = Math.floor(left / 86400);
+      const tr = document.createElement("tr");
+      tr.className = left <= 0 ? "bad" : left < CERT_WARN_DAYS * 86400 ? "warn" : "";
+      const text = [
+        c.name,
+        c.not_after.slice(0, 10),
+        left <= 0 ? "expired" : days >= 1 ? days + (days === 1 ? " day" : " days") : Math.ceil(left / 3600) + " h",
+      ];
+      tr.append(...text.map((v) => {
+        const td = document.createElement("td");
+        td.textContent = v;
+        return td;
+      }));
+      tr.cells[1].title = c.not_after;
+      return tr;
+    }));
+  }
+
   function status(kind, text) {
     const el = $("status");
     el.className = "chip status " + kind;
@@ -288,6 +314,7 @@
       if (m.interval_seconds > 0) every = Math.max(500, Math.round(m.interval_seconds * 10) * 100);
       $("every").textContent = String(every / 1000);
       render(m);
+      certificates(m.certificates);
       drawAll();
       failures = 0; lastOK = Date.now();
       status("live", "live");
