@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/upstream"
@@ -23,6 +25,7 @@ import (
 // is published through atomics.
 type clientBody struct {
 	r       io.ReadCloser
+	ctx     context.Context // the request's: done when the client left
 	rc      *http.ResponseController
 	limit   int64
 	timeout time.Duration
@@ -104,6 +107,11 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.clearDeadline()
 	case err != nil:
 		b.clearDeadline()
+		if b.ctx != nil && b.ctx.Err() != nil {
+			// The client reset its stream (HTTP/2, HTTP/3) or closed the
+			// connection: its request was cancelled, nothing was malformed.
+			return n, b.fail(ErrClientGone)
+		}
 		return n, b.fail(classifyBodyErr(err))
 	}
 	return n, err
@@ -127,8 +135,9 @@ func classifyBodyErr(err error) error {
 		return ErrBodyTooLarge
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return ErrBodyTimeout
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		// The client closed mid-body (or sent a truncated chunk).
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
+		// The client closed mid-body, abruptly or not (or sent a
+		// truncated chunk).
 		return ErrClientGone
 	}
 	return ErrBadBody

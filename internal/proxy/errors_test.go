@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -155,6 +156,28 @@ func TestBackoff(t *testing.T) {
 			}
 			if len(seen) < 2 {
 				t.Errorf("backoff(100ms, %d) is not jittered: always %v", n, seen)
+			}
+		})
+	}
+}
+
+func TestClassifyBodyErr(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{name: "too large", err: &http.MaxBytesError{Limit: 1}, want: ErrBodyTooLarge},
+		{name: "idle", err: os.ErrDeadlineExceeded, want: ErrBodyTimeout},
+		{name: "closed mid-body", err: io.ErrUnexpectedEOF, want: ErrClientGone},
+		{name: "reset mid-body", err: &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, want: ErrClientGone},
+		{name: "connection closed", err: net.ErrClosed, want: ErrClientGone},
+		{name: "bad chunk", err: errors.New("invalid byte in chunk length"), want: ErrBadBody},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := classifyBodyErr(tc.err); got != tc.want {
+				t.Errorf("classifyBodyErr(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})
 	}

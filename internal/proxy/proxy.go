@@ -182,7 +182,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in := request.From(r.Context())
 	if r.ContentLength > h.route.MaxBody {
 		// Declared too large: refuse before reading or forwarding a byte.
-		w.Header().Set("Connection", "close")
+		request.CloseConnection(w, r)
 		in.Err = ErrBodyTooLarge
 		gwerror.Write(w, r, http.StatusRequestEntityTooLarge, "request body too large")
 		return
@@ -190,7 +190,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &state{}
 	in.Proxy = st
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		st.body = &clientBody{r: r.Body, rc: http.NewResponseController(w), limit: h.route.MaxBody, timeout: h.shared.BodyReadTimeout}
+		st.body = &clientBody{r: r.Body, ctx: r.Context(), rc: http.NewResponseController(w), limit: h.route.MaxBody, timeout: h.shared.BodyReadTimeout}
 		r.Body = st.body
 		defer func() { h.shared.buffered.Add(-st.held) }()
 		if gwerror.IsGRPC(r) {
@@ -378,7 +378,7 @@ func errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	case http.StatusRequestEntityTooLarge, http.StatusRequestTimeout, http.StatusBadRequest:
 		// The body was not read to its end: the connection cannot carry
 		// another request.
-		w.Header().Set("Connection", "close")
+		request.CloseConnection(w, r)
 		msg = strings.ToLower(http.StatusText(status))
 	}
 	gwerror.Write(w, r, status, msg)

@@ -253,3 +253,15 @@ func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (w *writer) Unwrap() http.ResponseWriter { return w.rw }
+
+// CloseConnection asks net/http to close the connection after this answer,
+// on HTTP/1.x only. An HTTP/2 or HTTP/3 stream shares its connection with
+// the client's other requests: a stream ends on its own, and net/http
+// would turn the header into a shutdown of the whole HTTP/2 connection,
+// so that one refused or cancelled request costs the client every other
+// stream and a new handshake.
+func CloseConnection(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+}

@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -385,4 +387,84 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// One refused or cancelled HTTP/2 request ends that stream only: the
+// client's connection, and its other streams, carry on. A stream the client
+// reset while its body was being read is logged as the client leaving
+// (499), not as a malformed body.
+func TestHTTP2RefusalKeepsTheConnection(t *testing.T) {
+	s := newTLSSetup(t)
+	s.write(t, "gw", "gw", "gw.portcullis.test")
+	up := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	})
+	p := startGateway(t, "TLS_CERTS_DIR="+s.dir, `SERVICE_ROUTES=[{"prefix":"/","target_url":"`+up+`","max_body_bytes":100}]`)
+	base := "https://" + p.addr
+	c := s.client("gw.portcullis.test", true)
+
+	reused := func(t *testing.T, method string, body io.Reader, size int64) (*http.Response, bool) {
+		t.Helper()
+		var again bool
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { again = i.Reused }})
+		req, _ := http.NewRequestWithContext(ctx, method, base+"/x", body)
+		req.ContentLength = size
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp, again
+	}
+	if resp, _ := reused(t, http.MethodGet, nil, 0); resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("first request: %s %d", resp.Proto, resp.StatusCode)
+	}
+	// Refusals the gateway answers itself, each followed by a request that
+	// must travel on the same connection.
+	for _, tc := range []struct {
+		name, method string
+		size         int64
+		want         int
+	}{
+		{"TRACE", http.MethodTrace, 0, http.StatusMethodNotAllowed},
+		{"declared too large", http.MethodPost, 1000, http.StatusRequestEntityTooLarge},
+	} {
+		var body io.Reader
+		if tc.size > 0 {
+			body = strings.NewReader(strings.Repeat("x", int(tc.size)))
+		}
+		if resp, _ := reused(t, tc.method, body, tc.size); resp.StatusCode != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+		if resp, again := reused(t, http.MethodGet, nil, 0); resp.StatusCode != 200 || !again {
+			t.Errorf("after %s the next request got a new connection (reused %v, %d)", tc.name, again, resp.StatusCode)
+		}
+	}
+
+	// A POST whose client cancels it half-way through its body.
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/upload", pr)
+	req.ContentLength = 10
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := c.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	pw.Write([]byte("12345"))
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	<-done
+	pw.Close()
+	if resp, again := reused(t, http.MethodGet, nil, 0); resp.StatusCode != 200 || !again {
+		t.Errorf("after a cancelled upload the next request got a new connection (reused %v, %d)", again, resp.StatusCode)
+	}
+	line := p.waitLog(t, 5*time.Second, `"path":"/upload"`)
+	if !strings.Contains(line, `"status":499`) {
+		t.Errorf("the cancelled upload is logged as %s, want 499 (client gone)", line)
+	}
 }

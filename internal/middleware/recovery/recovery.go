@@ -37,7 +37,7 @@ func New(log *slog.Logger) func(http.Handler) http.Handler {
 					// client sees a cut response, not a complete-looking one.
 					panic(http.ErrAbortHandler)
 				}
-				w.Header().Set("Connection", "close")
+				request.CloseConnection(w, r)
 				gwerror.Write(w, r, http.StatusInternalServerError, "internal error")
 			}()
 			next.ServeHTTP(w, r)

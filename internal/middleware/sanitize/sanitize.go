@@ -34,12 +34,12 @@ func New() func(http.Handler) http.Handler {
 				// CONNECT asks for a tunnel past routing and auth; TRACE echoes
 				// the request, credentials included, back to a script.
 				w.Header()["Allow"] = allowAll
-				w.Header().Set("Connection", "close")
+				request.CloseConnection(w, r)
 				gwerror.Write(w, r, http.StatusMethodNotAllowed, "method not allowed")
 				return
 			}
 			if len(r.RequestURI) > MaxRequestTarget {
-				w.Header().Set("Connection", "close")
+				request.CloseConnection(w, r)
 				gwerror.Write(w, r, http.StatusRequestURITooLong, "request target too long")
 				return
 			}
@@ -70,7 +70,7 @@ func New() func(http.Handler) http.Handler {
 					// net/http ignored the header and framed the body some
 					// other way: what follows on the connection would be
 					// read as requests (RFC 9112 §6.1: faulty, close).
-					w.Header().Set("Connection", "close")
+					request.CloseConnection(w, r)
 					gwerror.Write(w, r, http.StatusBadRequest, "Transfer-Encoding in an HTTP/1.0 request")
 					return
 				}
@@ -79,7 +79,7 @@ func New() func(http.Handler) http.Handler {
 					// from the listener): whatever an ignored
 					// Transfer-Encoding left behind must not be read as a
 					// next request, so none is.
-					w.Header().Set("Connection", "close")
+					request.CloseConnection(w, r)
 				}
 			}
 			if len(r.TransferEncoding) > 0 || (!r.ProtoAtLeast(1, 1) && r.ContentLength != 0) {
@@ -91,7 +91,7 @@ func New() func(http.Handler) http.Handler {
 				// same for HTTP/1.0 with a body: net/http ignores a 1.0
 				// Transfer-Encoding and frames by Content-Length, which the
 				// sender may not have meant.
-				w.Header().Set("Connection", "close")
+				request.CloseConnection(w, r)
 			}
 			next.ServeHTTP(w, r)
 		})
