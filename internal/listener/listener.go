@@ -255,9 +255,13 @@ func Server(h http.Handler, readHeaderTimeout time.Duration, log *slog.Logger) *
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       IdleTimeout,
-		MaxHeaderBytes:    MaxHeaderBytes,
-		ConnContext:       request.ConnContext,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// net/http reads 4 KiB past MaxHeaderBytes (HTTP/1.1) and adds as
+		// much to the HTTP/2 header-list limit it derives from it: so that
+		// a head of MaxHeaderBytes is the most either accepts, the slack
+		// comes off here.
+		MaxHeaderBytes: MaxHeaderBytes - 4<<10,
+		ConnContext:    request.ConnContext,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)

@@ -107,12 +107,15 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.clearDeadline()
 	case err != nil:
 		b.clearDeadline()
-		if b.ctx != nil && b.ctx.Err() != nil {
-			// The client reset its stream (HTTP/2, HTTP/3) or closed the
-			// connection: its request was cancelled, nothing was malformed.
-			return n, b.fail(ErrClientGone)
+		fault := classifyBodyErr(err)
+		if fault == ErrBadBody && b.ctx != nil && b.ctx.Err() != nil {
+			// The client reset its stream (HTTP/2, HTTP/3) or its
+			// connection: its request was cancelled, nothing was
+			// malformed. (net/http cancels the request on any read error
+			// of the connection, a timeout too: that one stays a timeout.)
+			fault = ErrClientGone
 		}
-		return n, b.fail(classifyBodyErr(err))
+		return n, b.fail(fault)
 	}
 	return n, err
 }

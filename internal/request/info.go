@@ -86,9 +86,9 @@ type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
 type connKey struct{}
 
-// connState is per client connection: when its write deadline was last
-// armed, so keep-alive requests re-arm it only every sendTimeout/4, and
-// what its raw bytes showed.
+// connState is per HTTP/1.x client connection, whose requests come one at
+// a time: when its write deadline was last armed, so keep-alive requests
+// re-arm it only every sendTimeout/4, and what its raw bytes showed.
 type connState struct {
 	armed   time.Time
 	framing Framing
@@ -123,7 +123,14 @@ func (in *Info) Framing() Framing {
 // It arms the send timeout (0 = none) on the client connection.
 func New(w http.ResponseWriter, r *http.Request, now time.Time, sendTimeout time.Duration) (*Info, *http.Request) {
 	in := &Info{Start: now, Endpoint: "unmatched", rw: w}
-	in.conn, _ = r.Context().Value(connKey{}).(*connState)
+	if r.ProtoMajor == 1 {
+		in.conn, _ = r.Context().Value(connKey{}).(*connState)
+	}
+	// HTTP/2 and HTTP/3 streams of one connection run at once, and a
+	// stream's write deadline is its own: each gets a state of its own
+	// (below), never the connection's, which its requests would share
+	// unsynchronised and which would let one stream's deadline excuse the
+	// others.
 	if d, ok := w.(writeDeadliner); ok && sendTimeout > 0 {
 		in.deadliner, in.sendTimeout = d, sendTimeout
 		if in.conn == nil {

@@ -1,6 +1,7 @@
 package request
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,5 +29,49 @@ func TestHooksChain(t *testing.T) {
 	in.hijack(nil)
 	if len(wrapped) != 2 || wrapped[0] != "a" || wrapped[1] != "b" {
 		t.Errorf("hijack hooks ran %v, want [a b]", wrapped)
+	}
+}
+
+// deadlineRecorder is a ResponseWriter that records its write deadlines.
+type deadlineRecorder struct {
+	http.ResponseWriter
+	set []time.Time
+}
+
+func (d *deadlineRecorder) SetWriteDeadline(t time.Time) error {
+	d.set = append(d.set, t)
+	return nil
+}
+
+// TestStreamsArmTheirOwnSendTimeout: requests of one HTTP/1.1 connection
+// come one at a time and share its deadline bookkeeping; HTTP/2 streams
+// of one connection run at once, each with a write deadline of its own,
+// so each arms its own and none shares state with another.
+func TestStreamsArmTheirOwnSendTimeout(t *testing.T) {
+	conn := ConnContext(context.Background(), nil)
+	now := time.Now()
+	for _, tc := range []struct {
+		name       string
+		protoMajor int
+		wantArmed  int // of two requests back to back on one connection
+	}{
+		{name: "HTTP/1.1 keep-alive", protoMajor: 1, wantArmed: 1},
+		{name: "HTTP/2 streams", protoMajor: 2, wantArmed: 2},
+		{name: "HTTP/3 streams", protoMajor: 3, wantArmed: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := ConnContext(conn, nil)
+			armed := 0
+			for range 2 {
+				r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+				r.ProtoMajor = tc.protoMajor
+				w := &deadlineRecorder{ResponseWriter: httptest.NewRecorder()}
+				New(w, r, now, time.Minute)
+				armed += len(w.set)
+			}
+			if armed != tc.wantArmed {
+				t.Errorf("%d deadlines armed for two requests, want %d", armed, tc.wantArmed)
+			}
+		})
 	}
 }

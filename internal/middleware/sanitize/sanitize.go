@@ -38,6 +38,15 @@ func New() func(http.Handler) http.Handler {
 				gwerror.Write(w, r, http.StatusMethodNotAllowed, "method not allowed")
 				return
 			}
+			if cl := r.Header["Content-Length"]; len(cl) > 1 && !sameValues(cl) {
+				// Two lengths: HTTP/1.1's parser refuses them before any
+				// handler runs; over HTTP/2 and HTTP/3 one of them is used
+				// and the request would go on, framed as its sender may
+				// not have meant (RFC 9113 §8.1.1: malformed).
+				request.CloseConnection(w, r)
+				gwerror.Write(w, r, http.StatusBadRequest, "conflicting Content-Length values")
+				return
+			}
 			if len(r.RequestURI) > MaxRequestTarget {
 				request.CloseConnection(w, r)
 				gwerror.Write(w, r, http.StatusRequestURITooLong, "request target too long")
@@ -96,4 +105,15 @@ func New() func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// sameValues reports whether every value of a repeated header is the same
+// (ignoring surrounding spaces), as a repeated identical Content-Length is.
+func sameValues(vs []string) bool {
+	for _, v := range vs[1:] {
+		if strings.TrimSpace(v) != strings.TrimSpace(vs[0]) {
+			return false
+		}
+	}
+	return true
 }
