@@ -48,16 +48,23 @@ type tlsPair struct {
 
 func newTLSPair(t testing.TB, serial int64) tlsPair {
 	t.Helper()
+	return selfSigned(t, tlsTestHost, serial, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+}
+
+// selfSigned is a self-signed certificate for host, valid from notBefore
+// to notAfter, and its key.
+func selfSigned(t testing.TB, host string, serial int64, notBefore, notAfter time.Time) tlsPair {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: tlsTestHost},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		DNSNames:     []string{tlsTestHost},
+		Subject:      pkix.Name{CommonName: host},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		DNSNames:     []string{host},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
