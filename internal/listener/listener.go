@@ -197,6 +197,9 @@ func (p *Public) Listen() (net.Listener, error) {
 // is on. readHeaderTimeout 0 = ReadHeaderTimeout.
 func (p *Public) Server(h http.Handler, readHeaderTimeout time.Duration) *http.Server {
 	srv := Server(h, readHeaderTimeout, p.log)
+	// Accept to first request within the head timeout, whatever the
+	// protocol (request.ConnContextWatched).
+	srv.ConnContext = request.ConnContextWatched(srv.ReadHeaderTimeout)
 	srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: p.cfg.HTTP2MaxConcurrentStreams}
 	if p.TLS() {
 		srv.Protocols.SetHTTP2(true)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -92,6 +93,9 @@ type connKey struct{}
 type connState struct {
 	armed   time.Time
 	framing Framing
+	// began and watch: see ConnContextWatched.
+	began atomic.Bool
+	watch *time.Timer
 }
 
 // Framing is what the public listener's connection saw of the raw bytes
@@ -109,6 +113,26 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, st)
 }
 
+// ConnContextWatched is ConnContext for a listener whose connections must
+// begin their first request within firstRequest of being accepted, or be
+// closed. net/http bounds an HTTP/1.1 head and a TLS handshake by its
+// ReadHeaderTimeout, but not the first header block of an HTTP/2
+// connection: a client could open connections and send HEADERS without
+// END_HEADERS, then nothing (or empty CONTINUATION frames), and hold each
+// until the idle timeout.
+func ConnContextWatched(firstRequest time.Duration) func(context.Context, net.Conn) context.Context {
+	return func(ctx context.Context, c net.Conn) context.Context {
+		st := &connState{}
+		st.framing, _ = c.(Framing)
+		st.watch = time.AfterFunc(firstRequest, func() {
+			if !st.began.Load() {
+				_ = c.Close()
+			}
+		})
+		return context.WithValue(ctx, connKey{}, st)
+	}
+}
+
 // Framing returns the connection's Framing, nil when it has none (the ops
 // listener, tests' own servers).
 func (in *Info) Framing() Framing {
@@ -123,8 +147,12 @@ func (in *Info) Framing() Framing {
 // It arms the send timeout (0 = none) on the client connection.
 func New(w http.ResponseWriter, r *http.Request, now time.Time, sendTimeout time.Duration) (*Info, *http.Request) {
 	in := &Info{Start: now, Endpoint: "unmatched", rw: w}
+	conn, _ := r.Context().Value(connKey{}).(*connState)
+	if conn != nil && conn.watch != nil && !conn.began.Load() && conn.began.CompareAndSwap(false, true) {
+		conn.watch.Stop() // the first request has begun
+	}
 	if r.ProtoMajor == 1 {
-		in.conn, _ = r.Context().Value(connKey{}).(*connState)
+		in.conn = conn
 	}
 	// HTTP/2 and HTTP/3 streams of one connection run at once, and a
 	// stream's write deadline is its own: each gets a state of its own

@@ -2,6 +2,8 @@ package request
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -73,5 +75,31 @@ func TestStreamsArmTheirOwnSendTimeout(t *testing.T) {
 				t.Errorf("%d deadlines armed for two requests, want %d", armed, tc.wantArmed)
 			}
 		})
+	}
+}
+
+// TestConnContextWatchedClosesConnectionsThatNeverBegin: a connection
+// whose first request has not begun within the bound is closed; one whose
+// first request began is left alone.
+func TestConnContextWatchedClosesConnectionsThatNeverBegin(t *testing.T) {
+	watch := ConnContextWatched(50 * time.Millisecond)
+	silent, peer1 := net.Pipe()
+	defer peer1.Close()
+	watch(context.Background(), silent)
+
+	busy, peer2 := net.Pipe()
+	defer peer2.Close()
+	ctx := watch(context.Background(), busy)
+	r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+	r.ProtoMajor = 2
+	New(httptest.NewRecorder(), r, time.Now(), 0)
+
+	time.Sleep(200 * time.Millisecond)
+	if _, err := silent.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("a connection that never began a request: write %v, want it closed", err)
+	}
+	go io.Copy(io.Discard, peer2)
+	if _, err := busy.Write([]byte("x")); err != nil {
+		t.Errorf("a connection whose first request began was closed: %v", err)
 	}
 }

@@ -1440,3 +1440,55 @@ func TestH2ConcurrentStreamsShareNoUnsynchronisedState(t *testing.T) {
 	}
 	assertCleanExit(t, p)
 }
+
+// The first header block of an HTTP/2 connection that never ends (HEADERS
+// without END_HEADERS, then silence or empty CONTINUATION frames, which
+// keep the connection busy without counting against any size limit) is
+// cut at the request-head timeout, as an HTTP/1.1 head is, instead of
+// holding the connection until the idle timeout.
+func TestH2FirstHeaderBlockThatNeverEndsIsCutOff(t *testing.T) {
+	t.Parallel()
+	p, s := h2Gateway(t, `[{"prefix":"/","target_url":"http://127.0.0.1:1"}]`)
+	for _, tc := range []struct {
+		name  string
+		trick func(c *h2Client, stop <-chan struct{})
+	}{
+		{"silence", func(*h2Client, <-chan struct{}) {}},
+		{"empty CONTINUATION frames", func(c *h2Client, stop <-chan struct{}) {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				if c.send(func(w h2Writer) error { return w.WriteContinuation(1, false, nil) }) != nil {
+					return
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := dialH2(t, p.addr, h2Dial{tls: s})
+			start := time.Now()
+			err := c.send(func(w h2Writer) error {
+				block := w.block(c.fields("GET", "/x")...)
+				return w.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:len(block)/2], EndHeaders: false})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stop := make(chan struct{})
+			defer close(stop)
+			go tc.trick(c, stop)
+			select {
+			case <-c.done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the connection is still open 20 s after a header block that never ends")
+			}
+			if d := time.Since(start); d < 8*time.Second || d > 14*time.Second {
+				t.Errorf("closed after %v, want about the 10 s head timeout", d.Round(time.Millisecond))
+			}
+		})
+	}
+}
