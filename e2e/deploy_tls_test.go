@@ -536,20 +536,25 @@ func TestDockerComposeTLS(t *testing.T) {
 	})
 }
 
-// TestTLSPortsNonRoot runs the gateway as the image's user (uid 65532, no
-// capabilities) in a network namespace of its own, with each deployment's
-// GATEWAY_PORT and HTTP_REDIRECT_ADDR (443 and 80) and its
-// net.ipv4.ip_unprivileged_port_start, as a container or pod gets it:
-// it binds them. With the kernel's default (1024) it cannot, which is
-// why the deployments set it. Needs root (a network namespace, setuid);
-// skipped otherwise.
+// TestTLSPortsNonRoot runs the gateway without the capability to bind
+// privileged ports, in a network namespace of its own, with each
+// deployment's GATEWAY_PORT and HTTP_REDIRECT_ADDR (443 and 80) and its
+// net.ipv4.ip_unprivileged_port_start, as a container or pod gets it: it
+// binds them. With the kernel's default (1024) it cannot, which is why the
+// deployments set it. As root it runs as the image's user (uid 65532);
+// otherwise as the caller, root only inside a user namespace of its own,
+// with every capability dropped.
 func TestTLSPortsNonRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make a network namespace and run as uid 65532")
+	asRoot := os.Geteuid() == 0
+	// inNamespace is the command prefix that gives the gateway a network
+	// namespace (and, without root, the user namespace that owns it).
+	inNamespace := []string{"--net"}
+	if !asRoot {
+		inNamespace = []string{"--user", "--map-root-user", "--net"}
 	}
 	unshare, setpriv := deployLookPath(t, "unshare"), deployLookPath(t, "setpriv")
-	if out, err := exec.Command(unshare, "--net", "true").CombinedOutput(); err != nil {
-		t.Skipf("cannot make a network namespace here: %v %s", err, out)
+	if out, err := exec.Command(unshare, append(inNamespace, "true")...).CombinedOutput(); err != nil {
+		t.Fatalf("this kernel does not let %s make a network namespace (unshare %v): %v %s", map[bool]string{true: "root", false: "an unprivileged user"}[asRoot], inNamespace, err, out)
 	}
 	uid, _, _ := strings.Cut(imageUser(t), ":")
 	if _, err := strconv.Atoi(uid); err != nil {
@@ -581,9 +586,18 @@ func TestTLSPortsNonRoot(t *testing.T) {
 	n, _ := strconv.Atoi(uid)
 	for _, f := range []string{"gateway.crt", "gateway.key"} {
 		// As docs/deployment.md says: the key belongs to the image's user.
+		if !asRoot {
+			break // the caller's files, read as the caller
+		}
 		if err := os.Chown(filepath.Join(certs, f), n, n); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// Who the gateway runs as: the image's user, or (without root) the
+	// caller with no capabilities left.
+	drop := []string{"--inh-caps=-all", "--bounding-set=-all"}
+	if asRoot {
+		drop = append([]string{"--reuid=" + uid, "--regid=" + uid, "--clear-groups"}, drop...)
 	}
 
 	// Each deployment's listeners and sysctl.
@@ -625,8 +639,8 @@ func TestTLSPortsNonRoot(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
 				// unshare and sh exec: the process is the gateway's.
-				cmd := exec.CommandContext(ctx, unshare, "--net", "sh", "-c", script, "sh",
-					setpriv, "--reuid="+uid, "--regid="+uid, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--", bin)
+				args := append(append(append([]string{}, inNamespace...), "sh", "-c", script, "sh", setpriv), drop...)
+				cmd := exec.CommandContext(ctx, unshare, append(args, "--", bin)...)
 				cmd.Dir = dir
 				cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "PORT_START=" + sysctl, "DASHBOARD=off",
 					"GATEWAY_PORT=" + v.publicAddr, "HTTP_REDIRECT_ADDR=" + v.redirect, "HTTP3=true",
@@ -661,7 +675,7 @@ func TestTLSPortsNonRoot(t *testing.T) {
 			}
 			listening, code, out := run(v.sysctl)
 			if listening == nil {
-				t.Fatalf("as uid %s with ip_unprivileged_port_start=%s: exit %d, want it up and listening\n%s", uid, v.sysctl, code, out)
+				t.Fatalf("without capabilities, with ip_unprivileged_port_start=%s: exit %d, want it up and listening\n%s", v.sysctl, code, out)
 			}
 			for attr, want := range map[string]string{"addr": v.publicAddr, "http3_addr": v.publicAddr, "redirect_addr": v.redirect} {
 				got, _ := listening[attr].(string)
@@ -669,7 +683,7 @@ func TestTLSPortsNonRoot(t *testing.T) {
 					t.Errorf("%s %q, want port %d", attr, got, portOf(t, want))
 				}
 			}
-			// The contrast: the kernel's default keeps uid 65532 off 443.
+			// The contrast: the kernel's default keeps it off 443.
 			if listening, code, out := run(""); listening != nil || !strings.Contains(out, "permission denied") {
 				t.Errorf("without the sysctl: exit %d, want a refusal to bind (permission denied)\n%s", code, out)
 			}
