@@ -49,11 +49,7 @@ func loadK8s(t *testing.T) (*k8sObjects, []string) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no manifests in %s: %v", dir, err)
 	}
-	o := &k8sObjects{
-		configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
-		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{},
-		statefulSets: map[string]*appsv1.StatefulSet{}, namespaced: map[string]string{},
-	}
+	o := newK8sObjects()
 	var names []string
 	for _, f := range files {
 		base := filepath.Base(f)
@@ -69,61 +65,79 @@ func loadK8s(t *testing.T) (*k8sObjects, []string) {
 			if strings.TrimSpace(strings.Join(nonComment(doc), "")) == "" {
 				continue
 			}
-			var head struct {
-				APIVersion string `json:"apiVersion"`
-				Kind       string `json:"kind"`
-				Metadata   struct {
-					Name      string `json:"name"`
-					Namespace string `json:"namespace"`
-				} `json:"metadata"`
-			}
-			if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
-				t.Fatalf("%s doc %d: %v", base, i, err)
-			}
-			var obj any
-			switch head.APIVersion + " " + head.Kind {
-			case "v1 Namespace":
-				v := &corev1.Namespace{}
-				o.namespaces, obj = append(o.namespaces, v), v
-			case "v1 ConfigMap":
-				v := &corev1.ConfigMap{}
-				o.configMaps[head.Metadata.Name], obj = v, v
-			case "v1 Secret":
-				v := &corev1.Secret{}
-				o.secrets[head.Metadata.Name], obj = v, v
-			case "v1 Service":
-				v := &corev1.Service{}
-				o.services[head.Metadata.Name], obj = v, v
-			case "apps/v1 Deployment":
-				v := &appsv1.Deployment{}
-				o.deployments[head.Metadata.Name], obj = v, v
-			case "apps/v1 StatefulSet":
-				v := &appsv1.StatefulSet{}
-				o.statefulSets[head.Metadata.Name], obj = v, v
-			case "autoscaling/v2 HorizontalPodAutoscaler":
-				v := &autoscalingv2.HorizontalPodAutoscaler{}
-				o.hpas, obj = append(o.hpas, v), v
-			case "policy/v1 PodDisruptionBudget":
-				v := &policyv1.PodDisruptionBudget{}
-				o.pdbs, obj = append(o.pdbs, v), v
-			case "networking.k8s.io/v1 Ingress":
-				v := &networkingv1.Ingress{}
-				o.ingresses, obj = append(o.ingresses, v), v
-			case "networking.k8s.io/v1 NetworkPolicy":
-				v := &networkingv1.NetworkPolicy{}
-				o.netpols, obj = append(o.netpols, v), v
-			default:
-				t.Fatalf("%s doc %d: no decoder for %s %s (add it to the test)", base, i, head.APIVersion, head.Kind)
-			}
-			if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
-				t.Errorf("%s doc %d (%s %s): %v", base, i, head.Kind, head.Metadata.Name, err)
-			}
-			if head.Kind != "Namespace" {
-				o.namespaced[head.Kind+"/"+head.Metadata.Name] = head.Metadata.Namespace
+			if err := o.decode([]byte(doc)); err != nil {
+				t.Errorf("%s doc %d: %v", base, i, err)
 			}
 		}
 	}
 	return o, names
+}
+
+func newK8sObjects() *k8sObjects {
+	return &k8sObjects{
+		configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
+		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{},
+		statefulSets: map[string]*appsv1.StatefulSet{}, namespaced: map[string]string{},
+	}
+}
+
+// decode decodes one object (YAML or JSON) strictly, an unknown field
+// failing as `kubectl apply --validate=strict` would, into its place in o.
+func (o *k8sObjects) decode(doc []byte) error {
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+	}
+	if err := yaml.Unmarshal(doc, &head); err != nil {
+		return err
+	}
+	name := head.Metadata.Name
+	var obj any
+	switch head.APIVersion + " " + head.Kind {
+	case "v1 Namespace":
+		v := &corev1.Namespace{}
+		o.namespaces, obj = append(o.namespaces, v), v
+	case "v1 ConfigMap":
+		v := &corev1.ConfigMap{}
+		o.configMaps[name], obj = v, v
+	case "v1 Secret":
+		v := &corev1.Secret{}
+		o.secrets[name], obj = v, v
+	case "v1 Service":
+		v := &corev1.Service{}
+		o.services[name], obj = v, v
+	case "apps/v1 Deployment":
+		v := &appsv1.Deployment{}
+		o.deployments[name], obj = v, v
+	case "apps/v1 StatefulSet":
+		v := &appsv1.StatefulSet{}
+		o.statefulSets[name], obj = v, v
+	case "autoscaling/v2 HorizontalPodAutoscaler":
+		v := &autoscalingv2.HorizontalPodAutoscaler{}
+		o.hpas, obj = append(o.hpas, v), v
+	case "policy/v1 PodDisruptionBudget":
+		v := &policyv1.PodDisruptionBudget{}
+		o.pdbs, obj = append(o.pdbs, v), v
+	case "networking.k8s.io/v1 Ingress":
+		v := &networkingv1.Ingress{}
+		o.ingresses, obj = append(o.ingresses, v), v
+	case "networking.k8s.io/v1 NetworkPolicy":
+		v := &networkingv1.NetworkPolicy{}
+		o.netpols, obj = append(o.netpols, v), v
+	default:
+		return fmt.Errorf("no decoder for %s %s (add it to the test)", head.APIVersion, head.Kind)
+	}
+	if head.Kind != "Namespace" {
+		o.namespaced[head.Kind+"/"+name] = head.Metadata.Namespace
+	}
+	if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+		return fmt.Errorf("%s %s: %w", head.Kind, name, err)
+	}
+	return nil
 }
 
 func nonComment(doc string) []string {

@@ -24,10 +24,8 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
@@ -301,20 +299,14 @@ type k8sTLS struct {
 func k8sTLSOverlay(t *testing.T) *k8sTLS {
 	t.Helper()
 	built := kustBuild(t, filepath.Join(deployRepoRoot(t), "deploy/k8s-tls"))
-	o := &k8sObjects{
-		configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
-		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{},
-		statefulSets: map[string]*appsv1.StatefulSet{}, namespaced: map[string]string{},
-	}
+	o := newK8sObjects()
 	for _, obj := range built {
 		b, err := json.Marshal(obj)
 		if err != nil {
 			t.Fatal(err)
 		}
-		apiVersion, _ := obj["apiVersion"].(string)
-		kind, _ := obj["kind"].(string)
-		if err := k8sDecodeInto(o, apiVersion, kind, kustName(obj), b); err != nil {
-			t.Errorf("deploy/k8s-tls: %s %s: %v", kind, kustName(obj), err)
+		if err := o.decode(b); err != nil {
+			t.Errorf("deploy/k8s-tls: %v", err)
 		}
 	}
 	dep := o.deployments["portcullis"]
@@ -346,56 +338,6 @@ func k8sTLSOverlay(t *testing.T) *k8sTLS {
 		}
 	}
 	return ov
-}
-
-// k8sDecodeInto decodes one object strictly (an unknown field fails, as
-// `kubectl apply --validate=strict` would) into its place in o.
-func k8sDecodeInto(o *k8sObjects, apiVersion, kind, name string, doc []byte) error {
-	var obj any
-	switch apiVersion + " " + kind {
-	case "v1 Namespace":
-		v := &corev1.Namespace{}
-		o.namespaces, obj = append(o.namespaces, v), v
-	case "v1 ConfigMap":
-		v := &corev1.ConfigMap{}
-		o.configMaps[name], obj = v, v
-	case "v1 Secret":
-		v := &corev1.Secret{}
-		o.secrets[name], obj = v, v
-	case "v1 Service":
-		v := &corev1.Service{}
-		o.services[name], obj = v, v
-	case "apps/v1 Deployment":
-		v := &appsv1.Deployment{}
-		o.deployments[name], obj = v, v
-	case "apps/v1 StatefulSet":
-		v := &appsv1.StatefulSet{}
-		o.statefulSets[name], obj = v, v
-	case "autoscaling/v2 HorizontalPodAutoscaler":
-		v := &autoscalingv2.HorizontalPodAutoscaler{}
-		o.hpas, obj = append(o.hpas, v), v
-	case "policy/v1 PodDisruptionBudget":
-		v := &policyv1.PodDisruptionBudget{}
-		o.pdbs, obj = append(o.pdbs, v), v
-	case "networking.k8s.io/v1 Ingress":
-		v := &networkingv1.Ingress{}
-		o.ingresses, obj = append(o.ingresses, v), v
-	case "networking.k8s.io/v1 NetworkPolicy":
-		v := &networkingv1.NetworkPolicy{}
-		o.netpols, obj = append(o.netpols, v), v
-	default:
-		return fmt.Errorf("no decoder for %s %s (add it to the test)", apiVersion, kind)
-	}
-	if kind != "Namespace" {
-		var head struct {
-			Metadata struct {
-				Namespace string `json:"namespace"`
-			} `json:"metadata"`
-		}
-		json.Unmarshal(doc, &head)
-		o.namespaced[kind+"/"+name] = head.Metadata.Namespace
-	}
-	return yaml.UnmarshalStrict(doc, obj)
 }
 
 // k8sSecretVolume lays a Secret volume out in dir as the kubelet does: the
