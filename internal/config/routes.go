@@ -82,7 +82,7 @@ type Route struct {
 }
 
 // UpstreamTLS is a route's upstream_tls object. The files are read when the
-// route table is built, at boot and on every reload.
+// route is built: at boot, and by a reload that changes the route.
 type UpstreamTLS struct {
 	// CAFile is ca_file: PEM roots the targets' certificates must chain
 	// to, instead of the system roots.

@@ -3,11 +3,13 @@ package gateway
 import (
 	"bufio"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -915,5 +917,60 @@ func TestWatcherAppliesAnEditMadeDuringTheBoot(t *testing.T) {
 	}
 	if !slices.Equal(res.Changed, []string{"/r"}) || g.Config().Routes[0].Targets[0].URL.String() != b {
 		t.Errorf("the edit made during the boot was skipped: result %+v, /r → %v", res, g.Config().Routes[0].Targets)
+	}
+}
+
+// TestReloadClosesAReplacedRouteClientsIdleConnections: a route with a
+// client of its own (here upstream_tls) that a reload rebuilds leaves no
+// idle connection to its backend behind, instead of one held until
+// IDLE_CONN_TIMEOUT.
+func TestReloadClosesAReplacedRouteClientsIdleConnections(t *testing.T) {
+	// Connections that carried a request (health probes dial and leave).
+	var open, closed atomic.Int64
+	var served sync.Map
+	be := httptest.NewUnstartedServer(echoHandler("tls"))
+	be.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateActive:
+			if _, again := served.LoadOrStore(c, true); !again {
+				open.Add(1)
+			}
+		case http.StateClosed:
+			if _, ok := served.Load(c); ok {
+				closed.Add(1)
+			}
+		}
+	}
+	be.StartTLS()
+	t.Cleanup(be.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: be.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	route := func(timeout int) string {
+		return fmt.Sprintf("routes:\n  - {prefix: /s, target_url: '%s', timeout_secs: %d, upstream_tls: {ca_file: '%s'}}\n", be.URL, timeout, ca)
+	}
+	writeAtomically(t, path, route(30))
+	gw := start(t, map[string]string{"CONFIG_FILE": path})
+	if resp, body := get(t, gw.URL+"/s/x"); resp.StatusCode != 200 || decodeEcho(t, body).Name != "tls" {
+		t.Fatalf("through upstream_tls: %d %s", resp.StatusCode, body)
+	}
+	if open.Load() != 1 || closed.Load() != 0 {
+		t.Fatalf("backend connections: %d opened, %d closed", open.Load(), closed.Load())
+	}
+	writeAtomically(t, path, route(20))
+	if _, err := gw.G.Reload(reload.TriggerAdmin); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for closed.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the rebuilt route's old connection is still open (%d opened, %d closed)", open.Load(), closed.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if resp, _ := get(t, gw.URL+"/s/x"); resp.StatusCode != 200 {
+		t.Errorf("after the reload: %d", resp.StatusCode)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/portcullis/portcullis/internal/request"
 	"github.com/portcullis/portcullis/internal/router"
 	"github.com/portcullis/portcullis/internal/telemetry"
+	"github.com/portcullis/portcullis/internal/tlscert"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
@@ -319,10 +320,12 @@ func rewrite(pr *httputil.ProxyRequest) {
 		h["X-User-Id"] = []string{in.UserID}
 		h["X-Auth-Method"] = []string{in.AuthMethod}
 	}
-	if st := pr.In.TLS; st != nil && len(st.VerifiedChains) > 0 && len(st.VerifiedChains[0]) > 0 {
+	if pr.In.TLS != nil {
 		// The subject of the client certificate the handshake verified
 		// (TLS_CLIENT_AUTH); a client's own copy was removed on entry.
-		h["X-Client-Cert-Subject"] = []string{headerSafe(st.VerifiedChains[0][0].Subject.String())}
+		if subject := tlscert.ClientSubject(pr.In.TLS); subject != "" {
+			h["X-Client-Cert-Subject"] = []string{headerSafe(subject)}
+		}
 	}
 	pr.Out.Host = ""
 	// Trailers would carry headers past every check above (identity,

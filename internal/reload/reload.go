@@ -275,6 +275,7 @@ func (m *Manager) swap(cur, next *config.Config, snap *routetable.Snapshot) Resu
 		}
 	}
 	m.healthMu.Unlock()
+	closeReplacedClients(old, snap)
 	// The request series of removed prefixes go too; a request still
 	// running on one of them counts nowhere (telemetry's endpoint gate).
 	metrics.PruneEndpoints()
@@ -298,6 +299,23 @@ func (m *Manager) swap(cur, next *config.Config, snap *routetable.Snapshot) Resu
 	}
 	slices.Sort(res.Removed)
 	return res
+}
+
+// closeReplacedClients closes the idle connections of the route clients
+// (upstream_tls, upstream_http2, h2c targets) that only routes of old had:
+// routes taken over keep theirs, and the others would otherwise hold
+// their backends' connections until IDLE_CONN_TIMEOUT. Requests still
+// running on old finish; only idle connections close.
+func closeReplacedClients(old, next *routetable.Snapshot) {
+	kept := make(map[*routetable.Route]bool, len(next.Routes))
+	for _, r := range next.Routes {
+		kept[r] = true
+	}
+	for _, r := range old.Routes {
+		if c, ok := r.Proxy.Client.(interface{ CloseIdleConnections() }); ok && !kept[r] {
+			c.CloseIdleConnections()
+		}
+	}
 }
 
 // OnProbe keeps backend_health_status in step with the health checker, for

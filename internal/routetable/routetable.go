@@ -140,8 +140,9 @@ func BuildFrom(prev *Snapshot, routes []config.Route, reg *upstream.Registry, sh
 
 // routeClient is the route's own upstream client when it needs one
 // (upstream_tls, upstream_http2, h2c:// targets), nil when the engine's
-// serves it. The upstream_tls files are read here, at every build, so a
-// reload picks up a rotated CA or client certificate.
+// serves it. The upstream_tls files are read here, when the route is built;
+// a route a reload takes over unchanged keeps its client (and so the files
+// it read): a rotated CA or client certificate needs the route changed.
 func routeClient(rc config.Route, sh *proxy.Engine) (proxy.Client, error) {
 	h2c := slices.ContainsFunc(rc.Targets, func(t config.Target) bool { return t.URL.Scheme == "h2c" })
 	if sh.ClientFor == nil || (rc.UpstreamTLS == nil && !rc.UpstreamHTTP2 && !h2c) {
